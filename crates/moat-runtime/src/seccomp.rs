@@ -1,0 +1,1 @@
+//! seccomp (filled in by a helper)
