@@ -1,0 +1,129 @@
+//! The init chain, split by stage (as runc's nsexec and youki's init):
+//!
+//! - the **parent** (`moat runtime create|run`) forks stage 1, puts it into the cgroup, writes its
+//!   uid/gid maps when it asks, runs the createRuntime hooks, and records the container;
+//! - **stage 1** ([`stage1`]) joins namespaces given by path, creates the new ones (the user
+//!   namespace first, so the others are owned by it) and forks the init, then exits;
+//! - **stage 2** ([`stage2`], the container's init and future pid 1) builds the rootfs, pivots,
+//!   sets the process up, reports `Created`, blocks until `start`, and execs the user's program.
+//!
+//! The chain uses fork without exec, so it must start from a single-threaded process (the `moat`
+//! binary is one); library tests never call it.
+
+pub mod stage1;
+pub mod stage2;
+
+use std::os::fd::OwnedFd;
+
+use oci_spec::runtime::LinuxNamespace;
+
+use crate::bundle::Bundle;
+use crate::rootfs::RootfsPlan;
+
+/// Errors inside the init chain; they travel to the parent as text over the sync channel.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// sync channel failure
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+    /// a namespace step failed
+    #[error("{step} namespace {what}: {source}")]
+    Namespace {
+        /// join/unshare.
+        step: &'static str,
+        /// The namespace (type or path).
+        what: String,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// fork failed
+    #[error("fork the container's init: {0}")]
+    Fork(nix::Error),
+    /// rootfs set-up failed
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    /// a hook failed
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    /// capabilities failed
+    #[error(transparent)]
+    Caps(#[from] crate::capabilities::CapsError),
+    /// rlimits failed
+    #[error(transparent)]
+    Rlimit(#[from] crate::rlimits::RlimitError),
+    /// seccomp failed
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    /// the terminal failed
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
+    /// a process attribute could not be set
+    #[error("set {what}: {source}")]
+    Process {
+        /// What was being set (names the value).
+        what: String,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// the program cannot be found or run
+    #[error("exec: {program:?}: {reason}")]
+    Exec {
+        /// The program from process.args[0].
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// cwd is outside the container
+    #[error("process.cwd {0:?} resolves outside the container's root (refused: CVE-2024-21626)")]
+    CwdEscape(String),
+    /// unexpected message
+    #[error("unexpected sync message {got:?} while waiting for {expected}")]
+    Unexpected {
+        /// What arrived.
+        got: crate::sync::Msg,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+/// How the init learns that it may exec the user's program.
+#[derive(Debug)]
+pub enum StartSignal {
+    /// `create` then `start`: the init opens this fifo (an O_PATH descriptor of
+    /// `<state>/exec.fifo`) for writing, which blocks until `start` opens it for reading.
+    Fifo(OwnedFd),
+    /// `run`: the parent sends [`crate::sync::Msg::Start`] on the sync channel.
+    Channel,
+}
+
+/// Everything the chain needs; built by the parent before the first fork and inherited by copy.
+#[derive(Debug)]
+pub struct InitConfig {
+    /// Container id (for hook state).
+    pub id: String,
+    /// The bundle.
+    pub bundle: Bundle,
+    /// Namespaces from the config.
+    pub namespaces: Vec<LinuxNamespace>,
+    /// Rootfs plan.
+    pub rootfs: RootfsPlan,
+    /// How `start` is signalled.
+    pub start: StartSignal,
+    /// The console socket, connected by the parent (only with process.terminal).
+    pub console: Option<OwnedFd>,
+    /// Descriptors 3..3+N passed through to the container (`--preserve-fds`).
+    pub preserve_fds: i32,
+}
+
+/// The OCI state document that hooks receive on stdin.
+pub fn hook_state(cfg: &InitConfig, pid: i32, status: &str) -> String {
+    serde_json::json!({
+        "ociVersion": "1.2.0",
+        "id": cfg.id,
+        "status": status,
+        "pid": pid,
+        "bundle": cfg.bundle.dir,
+        "annotations": cfg.bundle.spec.annotations().clone().unwrap_or_default(),
+    })
+    .to_string()
+}

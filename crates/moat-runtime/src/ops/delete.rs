@@ -1,0 +1,65 @@
+//! `delete`: remove a stopped (or, with force, any) container: its processes, cgroup and record,
+//! then the poststop hooks.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{cgroup_of, wait_gone, OpsError, Runtime};
+use crate::id::ContainerId;
+use crate::state::{Record, Status};
+
+/// Deletes container `id`. A created container is deleted too (its init never ran the user's
+/// program); a running one only with `force`.
+pub fn delete(rt: &Runtime, id: &ContainerId, force: bool) -> Result<(), OpsError> {
+    let (rec, status) = rt.lookup(id)?;
+    if status == Status::Running && !force {
+        return Err(OpsError::WrongStatus {
+            id: id.clone(),
+            status,
+            op: "delete (stop it first, or use --force)",
+        });
+    }
+    if status != Status::Stopped {
+        stop_all(id, &rec)?;
+    }
+    destroy(rt, id, &rec)
+}
+
+/// Kills every process of the container and waits for the init to go.
+fn stop_all(id: &ContainerId, rec: &Record) -> Result<(), OpsError> {
+    let cg = cgroup_of(rec)?;
+    // Freeze first so nothing forks between listing and killing.
+    let frozen = cg.freeze().is_ok();
+    let _ = kill(Pid::from_raw(rec.pid), Signal::SIGKILL);
+    for p in cg.pids().unwrap_or_default() {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    if frozen {
+        let _ = cg.thaw();
+    }
+    if !wait_gone(rec.pid, rec.pid_start_time, Duration::from_secs(10)) {
+        return Err(OpsError::StillAlive {
+            id: id.clone(),
+            pid: rec.pid,
+            secs: 10,
+        });
+    }
+    Ok(())
+}
+
+/// Removes the cgroup and the record, then runs the poststop hooks (failures only warn, as the
+/// spec asks).
+pub(crate) fn destroy(rt: &Runtime, id: &ContainerId, rec: &Record) -> Result<(), OpsError> {
+    cgroup_of(rec)?.destroy()?;
+    rt.store.remove(id)?;
+    let hooks = rec.config.hooks().clone().unwrap_or_default();
+    if let Some(h) = hooks.poststop() {
+        let state = super::state::oci_state(rec, Status::Stopped).to_string();
+        if let Err(e) = crate::hooks::run("poststop", h, &state) {
+            log::warn!("{e}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `run`: create, start, wait for the exit and delete, in one process (no fifo round trip).
+//! Signals sent to `moat` are forwarded to the container's init, as `runc run` does.
+
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::launch::{launch, CreateOptions, StartKind};
+use super::{OpsError, Runtime};
+use crate::id::ContainerId;
+use crate::sync::Msg;
+
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Runs container `id`; with `detach`, returns once it started (exit code 0). Otherwise waits
+/// and returns its exit code (128+N for a signal), after deleting it.
+pub fn run(
+    rt: &Runtime,
+    id: &ContainerId,
+    opts: &CreateOptions,
+    detach: bool,
+) -> Result<i32, OpsError> {
+    // Block the signals we forward (and SIGCHLD) before forking: they are then queued for
+    // sigwait instead of killing us; the init chain unblocks them for the container.
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    if !detach {
+        set.thread_block().map_err(|e| OpsError::Sys {
+            what: "block signals".into(),
+            source: e,
+        })?;
+    }
+    let launched = launch(rt, id, opts, StartKind::Channel)?;
+    launched.chan.send(&Msg::Start)?;
+    drop(launched.chan);
+    super::start::run_poststart(&launched.record);
+    if detach {
+        return Ok(0);
+    }
+    let init = Pid::from_raw(launched.pid);
+    let code = loop {
+        let sig = set.wait().map_err(|e| OpsError::Sys {
+            what: "wait for signals".into(),
+            source: e,
+        })?;
+        if sig != Signal::SIGCHLD {
+            let _ = kill(init, sig);
+            continue;
+        }
+        // Reap everything that exited: the init, and orphans re-parented to us (we are a
+        // subreaper) when the container has no pid namespace of its own.
+        let mut done = None;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) if p == init => done = Some(c),
+                Ok(WaitStatus::Signaled(p, s, _)) if p == init => done = Some(128 + s as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if let Some(c) = done {
+            break c;
+        }
+    };
+    let _ = SigSet::thread_get_mask().map(|_| nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None));
+    // Whatever the init left (processes in a shared pid namespace) dies with the container.
+    super::delete::delete(rt, id, true)?;
+    Ok(code)
+}

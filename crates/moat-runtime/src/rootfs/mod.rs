@@ -1,0 +1,351 @@
+//! The container's root filesystem: propagation, the spec's mounts, device nodes, `pivot_root`,
+//! masked and read-only paths. Runs in the init process, inside the new mount namespace.
+//!
+//! Order matters and follows runc: make `/` a slave (nothing we mount leaks to the host), bind the
+//! rootfs onto itself (pivot_root needs a mount point), mount the spec's mounts in order with every
+//! target resolved inside the rootfs, create devices, pivot, then mask and make read-only.
+
+mod devices;
+pub mod options;
+pub mod safe;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use oci_spec::runtime::{LinuxDevice, Mount};
+use rustix::fs::{Mode, OFlags};
+
+pub use devices::default_devices;
+
+/// Errors while building the root filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// a mount failed
+    #[error("mount {what} on {target}: {source}")]
+    Mount {
+        /// What was mounted (type or source).
+        what: String,
+        /// The target inside the container.
+        target: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// resolving a path inside the rootfs failed
+    #[error("resolve {path} inside the rootfs: {source}")]
+    Resolve {
+        /// The path inside the container.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// a mount's options are invalid
+    #[error("mount on {target}: {reason}")]
+    Options {
+        /// The mount's destination.
+        target: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// creating a device node failed
+    #[error("device {path}: {source}")]
+    Device {
+        /// The device path inside the container.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// pivot_root failed
+    #[error("pivot_root into {rootfs}: {source}")]
+    Pivot {
+        /// The rootfs.
+        rootfs: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// unknown rootfs propagation
+    #[error("unknown rootfsPropagation {0:?}")]
+    Propagation(String),
+}
+
+/// How to mount cgroupfs inside the container, derived from the host's layout.
+#[derive(Debug, Clone)]
+pub enum CgroupMounts {
+    /// cgroup v1 (also the host's hybrid layout): one hierarchy per entry.
+    V1(Vec<crate::cgroups::V1Mount>),
+    /// The unified hierarchy: the container's cgroup directory on the host.
+    V2 {
+        /// The container's cgroup directory on the host.
+        host_dir: PathBuf,
+    },
+}
+
+/// Everything the rootfs set-up needs to know.
+#[derive(Debug, Clone)]
+pub struct RootfsPlan {
+    /// The rootfs on the host.
+    pub rootfs: PathBuf,
+    /// The bundle directory (relative bind sources are relative to it).
+    pub bundle: PathBuf,
+    /// The spec's mounts, in order.
+    pub mounts: Vec<Mount>,
+    /// Device nodes to create (defaults plus the spec's).
+    pub devices: Vec<LinuxDevice>,
+    /// `linux.rootfsPropagation`.
+    pub propagation: Option<String>,
+    /// Whether the container has a new user namespace (then devices are bind-mounted, not made).
+    pub userns: bool,
+    /// Whether the container has a new cgroup namespace.
+    pub cgroupns: bool,
+    /// How cgroupfs mounts are served.
+    pub cgroups: CgroupMounts,
+    /// `root.readonly`.
+    pub readonly: bool,
+    /// `linux.maskedPaths`.
+    pub masked: Vec<String>,
+    /// `linux.readonlyPaths`.
+    pub readonly_paths: Vec<String>,
+}
+
+fn mnt(
+    what: &str,
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    shown: &Path,
+) -> Result<(), RootfsError> {
+    mount(source, target, fstype, flags, data).map_err(|source| RootfsError::Mount {
+        what: what.to_string(),
+        target: shown.to_path_buf(),
+        source,
+    })
+}
+
+/// Mounts and devices, before pivot_root. The caller runs the createContainer hooks afterwards.
+pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
+    let prop = match plan.propagation.as_deref() {
+        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some(p) => options::propagation(p).ok_or_else(|| RootfsError::Propagation(p.into()))?,
+    };
+    // A slave (or private) `/` first: without it every mount below would propagate to the host.
+    mnt("propagation", None, Path::new("/"), None, prop, None, Path::new("/"))?;
+    mnt(
+        "rootfs bind",
+        Some(&plan.rootfs),
+        &plan.rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+        Path::new("/"),
+    )?;
+    let root = rustix::fs::open(
+        &plan.rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RootfsError::Resolve {
+        path: plan.rootfs.clone(),
+        source: e.into(),
+    })?;
+    for m in &plan.mounts {
+        mount_one(plan, &root, m)?;
+    }
+    devices::create(&root, &plan.devices, plan.userns)?;
+    devices::symlinks(&root);
+    Ok(())
+}
+
+fn resolve_dir(root: &OwnedFd, dest: &Path) -> Result<OwnedFd, RootfsError> {
+    safe::mkdir_all_in_root(root.as_fd(), dest).map_err(|source| RootfsError::Resolve {
+        path: dest.to_path_buf(),
+        source,
+    })
+}
+
+fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsError> {
+    let dest = m.destination();
+    let opts = options::parse(m.options().as_deref().unwrap_or(&[])).map_err(|reason| {
+        RootfsError::Options {
+            target: dest.clone(),
+            reason,
+        }
+    })?;
+    let typ = m.typ().as_deref().unwrap_or("none");
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroups(plan, root, dest, &opts);
+    }
+    if opts.bind || typ == "bind" {
+        let src = m.source().clone().unwrap_or_default();
+        let src = if src.is_absolute() {
+            src
+        } else {
+            plan.bundle.join(src)
+        };
+        let target = if src.is_dir() {
+            resolve_dir(root, dest)?
+        } else {
+            safe::create_file_in_root(root.as_fd(), dest).map_err(|source| {
+                RootfsError::Resolve {
+                    path: dest.clone(),
+                    source,
+                }
+            })?
+        };
+        let t = safe::fd_path(&target);
+        let base = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
+        let what = src.display().to_string();
+        mnt(&what, Some(&src), &t, None, base, None, dest)?;
+        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !extra.is_empty() {
+            remount(&t, dest, extra, &what)?;
+        }
+        return propagate(&t, dest, &opts);
+    }
+    let target = resolve_dir(root, dest)?;
+    let t = safe::fd_path(&target);
+    let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
+    let data = opts.data();
+    let res = mnt(typ, Some(&src), &t, Some(typ), opts.flags, data.as_deref(), dest);
+    match res {
+        // sysfs cannot be mounted in a user namespace that does not own the network namespace
+        // (the host's network): give the host's /sys read-only instead, as runc does.
+        Err(RootfsError::Mount {
+            source: nix::Error::EPERM,
+            ..
+        }) if typ == "sysfs" => {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mnt("/sys", Some(Path::new("/sys")), &t, None, flags, None, dest)?;
+            remount(&t, dest, opts.flags | MsFlags::MS_RDONLY, "/sys")?;
+        }
+        other => other?,
+    }
+    propagate(&t, dest, &opts)
+}
+
+fn propagate(t: &Path, dest: &Path, opts: &options::MountOptions) -> Result<(), RootfsError> {
+    for p in &opts.propagation {
+        mnt("propagation", None, t, None, *p, None, dest)?;
+    }
+    Ok(())
+}
+
+/// The flags a remount must keep: in a user namespace the kernel refuses to clear flags that the
+/// mount was locked with (nosuid, nodev, noexec, atime flags).
+fn locked_flags(path: &Path) -> MsFlags {
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+fn remount(t: &Path, dest: &Path, flags: MsFlags, what: &str) -> Result<(), RootfsError> {
+    let flags = flags | locked_flags(t) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    mnt(what, None, t, None, flags, None, dest)
+}
+
+fn mount_cgroups(
+    plan: &RootfsPlan,
+    root: &OwnedFd,
+    dest: &Path,
+    opts: &options::MountOptions,
+) -> Result<(), RootfsError> {
+    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    match &plan.cgroups {
+        CgroupMounts::V2 { host_dir } => {
+            let t = safe::fd_path(&resolve_dir(root, dest)?);
+            if plan.cgroupns {
+                mnt("cgroup2", None, &t, Some("cgroup2"), flags, None, dest)
+            } else {
+                let b = MsFlags::MS_BIND | MsFlags::MS_REC;
+                mnt("cgroup2 bind", Some(host_dir), &t, None, b, None, dest)?;
+                remount(&t, dest, flags, "cgroup2")
+            }
+        }
+        CgroupMounts::V1(hierarchies) => {
+            let t = safe::fd_path(&resolve_dir(root, dest)?);
+            let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mnt("tmpfs", None, &t, Some("tmpfs"), tmpfs_flags, Some("mode=755"), dest)?;
+            for h in hierarchies {
+                let sub = dest.join(&h.name);
+                let st = safe::fd_path(&resolve_dir(root, &sub)?);
+                if plan.cgroupns {
+                    // Inside a cgroup namespace the mount shows the container's cgroup as root.
+                    let data = Some(h.options.as_str());
+                    mnt("cgroup", None, &st, Some("cgroup"), flags, data, &sub)?;
+                } else {
+                    let b = MsFlags::MS_BIND | MsFlags::MS_REC;
+                    mnt("cgroup bind", Some(&h.host_dir), &st, None, b, None, &sub)?;
+                    remount(&st, &sub, flags, "cgroup")?;
+                }
+            }
+            if flags.contains(MsFlags::MS_RDONLY) {
+                remount(&t, dest, flags, "tmpfs")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Makes the rootfs the new `/` and detaches the old root.
+pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Pivot {
+        rootfs: rootfs.to_path_buf(),
+        source,
+    };
+    nix::unistd::chdir(rootfs).map_err(err)?;
+    // pivot_root(".", ".") stacks the old root on top of the new one, so no temporary directory
+    // is needed inside the image (runc's trick); the old root is then unmounted lazily.
+    nix::unistd::pivot_root(".", ".").map_err(err)?;
+    // Slave first: the lazy unmount must not propagate to the host's mounts.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(err)?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err)?;
+    nix::unistd::chdir("/").map_err(err)
+}
+
+/// After pivot_root: masked paths, read-only paths, read-only root.
+pub fn finish(plan: &RootfsPlan) -> Result<(), RootfsError> {
+    for p in &plan.masked {
+        let path = Path::new(p);
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let flags = MsFlags::MS_RDONLY;
+            mnt("tmpfs", None, path, Some("tmpfs"), flags, Some("size=0"), path)?;
+        } else {
+            let null = Some(Path::new("/dev/null"));
+            mnt("/dev/null", null, path, None, MsFlags::MS_BIND, None, path)?;
+        }
+    }
+    for p in &plan.readonly_paths {
+        let path = Path::new(p);
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        let b = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mnt(p, Some(path), path, None, b, None, path)?;
+        remount(path, path, MsFlags::MS_RDONLY | MsFlags::MS_REC, p)?;
+    }
+    if plan.readonly {
+        remount(Path::new("/"), Path::new("/"), MsFlags::MS_RDONLY, "/")?;
+    }
+    Ok(())
+}

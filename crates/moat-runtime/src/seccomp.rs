@@ -1,1 +1,0 @@
-//! seccomp (filled in by a helper)
