@@ -78,7 +78,10 @@ impl Bundle {
         let rootfs = std::fs::canonicalize(&rootfs)
             .map_err(|e| invalid(format!("root.path {}: {e}", rootfs.display())))?;
         if !rootfs.is_dir() {
-            return Err(invalid(format!("root.path {} is not a directory", rootfs.display())));
+            return Err(invalid(format!(
+                "root.path {} is not a directory",
+                rootfs.display()
+            )));
         }
         validate(&spec).map_err(invalid)?;
         let process = spec.process().clone().unwrap_or_default();
@@ -136,7 +139,10 @@ pub fn validate(spec: &Spec) -> Result<(), String> {
         }
         if let Some(p) = ns.path() {
             if !p.is_absolute() {
-                return Err(format!("namespace {} path {p:?} must be absolute", ns.typ()));
+                return Err(format!(
+                    "namespace {} path {p:?} must be absolute",
+                    ns.typ()
+                ));
             }
         }
     }

@@ -74,8 +74,14 @@ pub fn setup(socket: RawFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError
     // The name travels with the fd, as runc sends it (consumers such as conmon ignore it).
     let fds = [master.as_raw_fd()];
     let iov = [IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(socket, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(ConsoleError::Send)?;
+    sendmsg::<()>(
+        socket,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(ConsoleError::Send)?;
     drop(master);
     nix::unistd::setsid().map_err(|e| pty("setsid", e))?;
     // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); `slave` is an open tty.

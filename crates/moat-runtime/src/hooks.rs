@@ -82,7 +82,13 @@ fn run_one(stage: &'static str, h: &Hook, state_json: &str) -> Result<(), HookEr
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(source) => return Err(HookError::Spawn { stage, path, source }),
+            Err(source) => {
+                return Err(HookError::Spawn {
+                    stage,
+                    path,
+                    source,
+                })
+            }
         }
         if let Some((secs, at)) = deadline {
             if Instant::now() >= at {
@@ -131,12 +137,21 @@ mod tests {
     #[test]
     fn failure_and_timeout_are_reported() {
         let h = hook(r#"{"path":"/bin/false"}"#);
-        assert!(matches!(run("createRuntime", &[h], "{}"), Err(HookError::Failed { .. })));
+        assert!(matches!(
+            run("createRuntime", &[h], "{}"),
+            Err(HookError::Failed { .. })
+        ));
         let h = hook(r#"{"path":"/bin/sleep","args":["sleep","5"],"timeout":1}"#);
         let t = Instant::now();
-        assert!(matches!(run("prestart", &[h], "{}"), Err(HookError::Timeout { .. })));
+        assert!(matches!(
+            run("prestart", &[h], "{}"),
+            Err(HookError::Timeout { .. })
+        ));
         assert!(t.elapsed() < Duration::from_secs(4));
         let h = hook(r#"{"path":"/nonexistent/hook"}"#);
-        assert!(matches!(run("poststop", &[h], "{}"), Err(HookError::Spawn { .. })));
+        assert!(matches!(
+            run("poststop", &[h], "{}"),
+            Err(HookError::Spawn { .. })
+        ));
     }
 }

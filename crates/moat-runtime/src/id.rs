@@ -77,16 +77,31 @@ mod tests {
     #[test]
     fn accepts_engine_style_ids() {
         for id in ["abc", "a1b2c3d4e5f6", "my_ctr.v1+x-2", "0123456789abcdef"] {
-            assert_eq!(id.parse::<ContainerId>().map(|c| c.to_string()), Ok(id.into()));
+            assert_eq!(
+                id.parse::<ContainerId>().map(|c| c.to_string()),
+                Ok(id.into())
+            );
         }
     }
 
     #[test]
     fn rejects_path_tricks_and_junk() {
         assert_eq!("".parse::<ContainerId>(), Err(IdError::Empty));
-        assert_eq!("..".parse::<ContainerId>(), Err(IdError::Reserved("..".into())));
-        assert!(matches!("a/b".parse::<ContainerId>(), Err(IdError::BadChar { ch: '/', .. })));
-        assert!(matches!("a b".parse::<ContainerId>(), Err(IdError::BadChar { ch: ' ', .. })));
-        assert!(matches!("x".repeat(1025).parse::<ContainerId>(), Err(IdError::TooLong(_))));
+        assert_eq!(
+            "..".parse::<ContainerId>(),
+            Err(IdError::Reserved("..".into()))
+        );
+        assert!(matches!(
+            "a/b".parse::<ContainerId>(),
+            Err(IdError::BadChar { ch: '/', .. })
+        ));
+        assert!(matches!(
+            "a b".parse::<ContainerId>(),
+            Err(IdError::BadChar { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            "x".repeat(1025).parse::<ContainerId>(),
+            Err(IdError::TooLong(_))
+        ));
     }
 }

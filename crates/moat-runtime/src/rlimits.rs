@@ -66,8 +66,12 @@ pub fn clamp(soft: u64, hard: u64, current_hard: u64, may_raise: bool) -> (u64, 
 /// written for other hosts (Podman asks for nofile 1048576) still run.
 pub fn apply(limits: &[PosixRlimit]) -> Result<Vec<String>, RlimitError> {
     let mut warnings = vec![];
-    let may_raise = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE)
-        .unwrap_or(false);
+    let may_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
     for l in limits {
         let name = l.typ().to_string();
         let (soft, hard) = (l.soft(), l.hard());
@@ -102,6 +106,9 @@ mod tests {
         assert_eq!(clamp(1024, 4096, 20000, false), (1024, 4096, false));
         assert_eq!(clamp(1048576, 1048576, 20000, false), (20000, 20000, true));
         assert_eq!(clamp(1024, 1048576, 20000, false), (1024, 20000, true));
-        assert_eq!(clamp(1048576, 1048576, 20000, true), (1048576, 1048576, false));
+        assert_eq!(
+            clamp(1048576, 1048576, 20000, true),
+            (1048576, 1048576, false)
+        );
     }
 }

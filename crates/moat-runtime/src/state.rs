@@ -204,7 +204,9 @@ impl Store {
     /// The live status of a recorded container.
     pub fn status(&self, id: &ContainerId, record: &Record) -> Status {
         match proc_start_time(record.pid) {
-            Some((start, state)) if start == record.pid_start_time && state != 'Z' && state != 'X' => {
+            Some((start, state))
+                if start == record.pid_start_time && state != 'Z' && state != 'X' =>
+            {
                 if self.fifo(id).exists() {
                     Status::Created
                 } else {

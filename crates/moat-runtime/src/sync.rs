@@ -142,6 +142,9 @@ mod tests {
         assert_eq!(b.recv("pid").unwrap(), Msg::InitPid(42));
         assert_eq!(b.recv("err").unwrap(), Msg::Error("boom: /x".into()));
         drop(a);
-        assert!(matches!(b.recv("Created"), Err(SyncError::Closed("Created"))));
+        assert!(matches!(
+            b.recv("Created"),
+            Err(SyncError::Closed("Created"))
+        ));
     }
 }

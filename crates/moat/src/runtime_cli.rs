@@ -8,7 +8,11 @@ use moat_runtime::{ContainerId, OpsError, Runtime};
 
 /// The runc-compatible OCI runtime.
 #[derive(Debug, Parser)]
-#[command(name = "moat-runtime", version, about = "moat's OCI runtime (runc-compatible)")]
+#[command(
+    name = "moat-runtime",
+    version,
+    about = "moat's OCI runtime (runc-compatible)"
+)]
 pub struct RuntimeCli {
     /// Directory for the containers' state.
     #[arg(long, global = true, default_value = "/run/moat/runtime")]
@@ -25,9 +29,6 @@ pub struct RuntimeCli {
     /// Use systemd for cgroups (not supported: moat manages cgroupfs directly).
     #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for runc compatibility (rootless is detected).
-    #[arg(long, global = true)]
-    rootless: Option<String>,
     #[command(subcommand)]
     command: RtCommand,
 }
@@ -185,7 +186,10 @@ fn dispatch(cli: &RuntimeCli) -> Result<i32, OpsError> {
             } else if format == "json" {
                 println!("{}", serde_json::to_string(&entries).unwrap_or_default());
             } else {
-                println!("{:<20} {:<8} {:<10} {:<40} {:<30} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<30} OWNER",
+                    "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+                );
                 for e in &entries {
                     println!(
                         "{:<20} {:<8} {:<10} {:<40} {:<30} {}",
@@ -218,4 +222,45 @@ fn dispatch(cli: &RuntimeCli) -> Result<i32, OpsError> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        RuntimeCli::command().debug_assert();
+    }
+
+    #[test]
+    fn runc_style_invocations_parse() {
+        let cli = RuntimeCli::try_parse_from([
+            "moat-runtime",
+            "--root",
+            "/r",
+            "--log",
+            "/l.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--console-socket",
+            "/c",
+            "id1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, RtCommand::Create(ref a) if a.id == "id1"));
+        let cli = RuntimeCli::try_parse_from(["moat-runtime", "kill", "id1", "KILL"]).unwrap();
+        assert!(matches!(cli.command, RtCommand::Kill { ref signal, .. } if signal == "KILL"));
+        let cli = RuntimeCli::try_parse_from(["moat-runtime", "spec", "--rootless"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            RtCommand::Spec { rootless: true, .. }
+        ));
+    }
 }

@@ -44,22 +44,40 @@ fn stage1(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     match chan.recv("Go")? {
         Msg::Go => {}
-        got => return Err(InitError::Unexpected { got, expected: "Go" }),
+        got => {
+            return Err(InitError::Unexpected {
+                got,
+                expected: "Go",
+            })
+        }
     }
     // Join by path, the user namespace first: it decides what we may do in the others.
-    let mut joins: Vec<_> = cfg.namespaces.iter().filter(|n| n.path().is_some()).collect();
+    let mut joins: Vec<_> = cfg
+        .namespaces
+        .iter()
+        .filter(|n| n.path().is_some())
+        .collect();
     joins.sort_by_key(|n| n.typ() != LinuxNamespaceType::User);
     for ns in joins {
-        let path = ns.path().as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let path = ns
+            .path()
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let err = |source| InitError::Namespace {
             step: "join",
             what: format!("{} {path}", ns.typ()),
             source,
         };
-        let f = std::fs::File::open(&path).map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+        let f = std::fs::File::open(&path)
+            .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
         setns(f.as_fd(), clone_flag(ns.typ())).map_err(err)?;
     }
-    let new: Vec<_> = cfg.namespaces.iter().filter(|n| n.path().is_none()).collect();
+    let new: Vec<_> = cfg
+        .namespaces
+        .iter()
+        .filter(|n| n.path().is_none())
+        .collect();
     if new.iter().any(|n| n.typ() == LinuxNamespaceType::User) {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(|source| InitError::Namespace {
             step: "create",
@@ -69,7 +87,12 @@ fn stage1(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
         chan.send(&Msg::MapIds)?;
         match chan.recv("IdsMapped")? {
             Msg::IdsMapped => {}
-            got => return Err(InitError::Unexpected { got, expected: "IdsMapped" }),
+            got => {
+                return Err(InitError::Unexpected {
+                    got,
+                    expected: "IdsMapped",
+                })
+            }
         }
         // Become root of the new namespace when it has one (mounts need it to own the files).
         let _ = setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));

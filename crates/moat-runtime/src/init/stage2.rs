@@ -53,13 +53,22 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     rootfs::prepare(&cfg.rootfs).map_err(|e| f(e.into()))?;
     let hooks = cfg.bundle.spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
-    let has_runtime_hooks = hooks.create_runtime().as_ref().is_some_and(|h| !h.is_empty())
+    let has_runtime_hooks = hooks
+        .create_runtime()
+        .as_ref()
+        .is_some_and(|h| !h.is_empty())
         || hooks.prestart().as_ref().is_some_and(|h| !h.is_empty());
     if has_runtime_hooks {
-        chan.send(&Msg::RunCreateRuntimeHooks).map_err(|e| f(e.into()))?;
+        chan.send(&Msg::RunCreateRuntimeHooks)
+            .map_err(|e| f(e.into()))?;
         match chan.recv("HooksDone").map_err(|e| f(e.into()))? {
             Msg::HooksDone => {}
-            got => return Err(f(InitError::Unexpected { got, expected: "HooksDone" })),
+            got => {
+                return Err(f(InitError::Unexpected {
+                    got,
+                    expected: "HooksDone",
+                }))
+            }
         }
     }
     if let Some(h) = hooks.create_container() {
@@ -85,7 +94,9 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     for (k, v) in linux.sysctl().iter().flatten() {
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
         std::fs::write(&path, v).map_err(|e| {
-            f(perr(format!("sysctl {k}={v}"))(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))
+            f(perr(format!("sysctl {k}={v}"))(nix::Error::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            )))
         })?;
     }
     if process.terminal() == Some(true) {
@@ -95,7 +106,9 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
                 reason: "process.terminal needs --console-socket".into(),
             })
         })?;
-        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         crate::console::setup(sock, size).map_err(|e| f(e.into()))?;
     }
     if let Some(limits) = process.rlimits() {
@@ -103,7 +116,9 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     }
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| {
-            f(perr(format!("oom_score_adj {adj}"))(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))
+            f(perr(format!("oom_score_adj {adj}"))(nix::Error::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            )))
         })?;
     }
     let caps = match process.capabilities() {
@@ -114,9 +129,16 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         Some(s) => Some(crate::seccomp::Filter::from_spec(s).map_err(|e| f(e.into()))?),
         None => None,
     };
-    let env = environment(process.env().as_deref().unwrap_or(&[]), process.user().uid());
-    let program = lookup(&process.args().clone().unwrap_or_default(), &env, process.cwd())
-        .map_err(|e| (e, 127))?;
+    let env = environment(
+        process.env().as_deref().unwrap_or(&[]),
+        process.user().uid(),
+    );
+    let program = lookup(
+        &process.args().clone().unwrap_or_default(),
+        &env,
+        process.cwd(),
+    )
+    .map_err(|e| (e, 127))?;
     enter_cwd(process.cwd()).map_err(f)?;
 
     chan.send(&Msg::Created).map_err(|e| f(e.into()))?;
@@ -128,13 +150,25 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
             let mut fifo = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&p)
-                .map_err(|e| f(perr("open exec fifo")(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))))?;
-            fifo.write_all(b"0")
-                .map_err(|e| f(perr("write exec fifo")(nix::Error::from_raw(e.raw_os_error().unwrap_or(0)))))?;
+                .map_err(|e| {
+                    f(perr("open exec fifo")(nix::Error::from_raw(
+                        e.raw_os_error().unwrap_or(0),
+                    )))
+                })?;
+            fifo.write_all(b"0").map_err(|e| {
+                f(perr("write exec fifo")(nix::Error::from_raw(
+                    e.raw_os_error().unwrap_or(0),
+                )))
+            })?;
         }
         StartSignal::Channel => match chan.recv("Start").map_err(|e| f(e.into()))? {
             Msg::Start => {}
-            got => return Err(f(InitError::Unexpected { got, expected: "Start" })),
+            got => {
+                return Err(f(InitError::Unexpected {
+                    got,
+                    expected: "Start",
+                }))
+            }
         },
     }
     if let Some(h) = hooks.start_container() {
@@ -171,16 +205,30 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     // above stdio and the preserved ones is marked close-on-exec.
     let first = 3 + cfg.preserve_fds.max(0) as u32;
     // SAFETY: close_range takes plain integers; CLOSE_RANGE_CLOEXEC only sets flags.
-    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     let args: Vec<CString> = process
         .args()
         .iter()
         .flatten()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
-    let envc: Vec<CString> = env.iter().map(|e| CString::new(e.as_bytes()).unwrap_or_default()).collect();
+    let envc: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_bytes()).unwrap_or_default())
+        .collect();
     let err = nix::unistd::execve(&program, &args, &envc);
-    let code = if matches!(err, Err(nix::Error::ENOENT)) { 127 } else { 126 };
+    let code = if matches!(err, Err(nix::Error::ENOENT)) {
+        127
+    } else {
+        126
+    };
     Err((
         InitError::Exec {
             program: program.to_string_lossy().into_owned(),
@@ -217,19 +265,27 @@ fn lookup(args: &[String], env: &[String], cwd: &Path) -> Result<CString, InitEr
         reason: reason.to_string(),
     };
     let candidates: Vec<PathBuf> = if name.contains('/') {
-        vec![if Path::new(&name).is_absolute() { PathBuf::from(&name) } else { cwd.join(&name) }]
+        vec![if Path::new(&name).is_absolute() {
+            PathBuf::from(&name)
+        } else {
+            cwd.join(&name)
+        }]
     } else {
         let path = env
             .iter()
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH);
-        path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(&name)).collect()
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(&name))
+            .collect()
     };
     let mut saw_unexecutable = false;
     for c in &candidates {
         match std::fs::metadata(c) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
-                return CString::new(c.as_os_str().as_bytes()).map_err(|_| not_found("contains NUL"));
+                return CString::new(c.as_os_str().as_bytes())
+                    .map_err(|_| not_found("contains NUL"));
             }
             Ok(_) => saw_unexecutable = true,
             Err(_) => {}
@@ -287,7 +343,13 @@ mod tests {
     #[test]
     fn lookup_follows_path_and_reports_clearly() {
         let env = vec!["PATH=/nonexistent:/bin".to_string()];
-        assert_eq!(lookup(&["sh".into()], &env, Path::new("/")).unwrap().to_str().unwrap(), "/bin/sh");
+        assert_eq!(
+            lookup(&["sh".into()], &env, Path::new("/"))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "/bin/sh"
+        );
         let e = lookup(&["no-such-prog".into()], &env, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("not found in $PATH"), "{e}");
         let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! `create`: build the container and leave its init blocked until `start`.
 
-use super::launch::{launch, StartKind};
 pub use super::launch::CreateOptions;
+use super::launch::{launch, StartKind};
 use super::{OpsError, Runtime};
 use crate::id::ContainerId;
 

@@ -107,9 +107,7 @@ pub(crate) fn launch(
     };
     cgroup.create()?;
     guard.cgroup_made = true;
-    if let Some(res) = linux.resources() {
-        cgroup.apply(res)?;
-    }
+    cgroup.apply(&resources(&linux))?;
     let start = match start {
         StartKind::Fifo => {
             let fifo = rt.store.fifo(id);
@@ -119,12 +117,16 @@ pub(crate) fn launch(
                     source: e,
                 }
             })?;
-            let fd: OwnedFd = rustix::fs::open(&fifo, OFlags::PATH | OFlags::CLOEXEC, rustix::fs::Mode::empty())
-                .map_err(|e| OpsError::Io {
-                    what: "open",
-                    path: fifo.clone(),
-                    source: e.into(),
-                })?;
+            let fd: OwnedFd = rustix::fs::open(
+                &fifo,
+                OFlags::PATH | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| OpsError::Io {
+                what: "open",
+                path: fifo.clone(),
+                source: e.into(),
+            })?;
             StartSignal::Fifo(fd)
         }
         StartKind::Channel => StartSignal::Channel,
@@ -204,8 +206,16 @@ pub(crate) fn launch(
                         source,
                     })?;
                 }
-                write_maps(stage1_pid, "uid_map", linux.uid_mappings().as_deref().unwrap_or(&[]))?;
-                write_maps(stage1_pid, "gid_map", linux.gid_mappings().as_deref().unwrap_or(&[]))?;
+                write_maps(
+                    stage1_pid,
+                    "uid_map",
+                    linux.uid_mappings().as_deref().unwrap_or(&[]),
+                )?;
+                write_maps(
+                    stage1_pid,
+                    "gid_map",
+                    linux.gid_mappings().as_deref().unwrap_or(&[]),
+                )?;
                 parent.send(&Msg::IdsMapped)?;
             }
             Ok(Msg::InitPid(p)) => {
@@ -250,6 +260,20 @@ pub(crate) fn launch(
         chan: parent,
         record,
     })
+}
+
+/// The config's resources with the device rules every runtime adds: deny everything, then the
+/// config's own rules, then the standard devices and the config's device nodes (as runc does).
+fn resources(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
+    let mut res = linux.resources().clone().unwrap_or_default();
+    let mut deny_all = oci_spec::runtime::LinuxDeviceCgroup::default();
+    deny_all.set_allow(false).set_access(Some("rwm".into()));
+    let mut rules = vec![deny_all];
+    rules.extend(res.devices().clone().unwrap_or_default());
+    rules.extend(crate::cgroups::default_device_rules());
+    rules.extend(linux.devices().iter().flatten().map(Into::into));
+    res.set_devices(Some(rules));
+    res
 }
 
 /// How the init will be told to start.

@@ -29,7 +29,11 @@ pub fn list(rt: &Runtime) -> Result<Vec<Entry>, OpsError> {
         };
         out.push(Entry {
             id: rec.id.clone(),
-            pid: if status == Status::Stopped { 0 } else { rec.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                rec.pid
+            },
             status,
             bundle: rec.bundle.clone(),
             created: rec.created.clone(),

@@ -140,7 +140,11 @@ pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal, OpsError> {
         return nix::sys::signal::Signal::try_from(n).map_err(|_| err());
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     nix::sys::signal::Signal::from_str(&name).map_err(|_| err())
 }
 

@@ -73,7 +73,8 @@ pub fn run(
             break c;
         }
     };
-    let _ = SigSet::thread_get_mask().map(|_| nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None));
+    let _ = SigSet::thread_get_mask()
+        .map(|_| nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None));
     // Whatever the init left (processes in a shared pid namespace) dies with the container.
     super::delete::delete(rt, id, true)?;
     Ok(code)

@@ -6,7 +6,10 @@ use oci_spec::runtime::Spec;
 /// running `sh`; `rootless` maps the caller's uid/gid in a user namespace.
 pub fn default_spec(rootless: bool) -> Spec {
     let mut spec = if rootless {
-        Spec::rootless(nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        Spec::rootless(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     } else {
         Spec::default()
     };
@@ -14,6 +17,7 @@ pub fn default_spec(rootless: bool) -> Spec {
         p.set_terminal(Some(true));
         spec.set_process(Some(p));
     }
+    spec.set_hostname(Some("moat".into()));
     spec
 }
 

@@ -49,13 +49,13 @@ pub fn create(root: &OwnedFd, devices: &[LinuxDevice], userns: bool) -> Result<(
         if userns {
             let target = safe::create_file_in_root(root.as_fd(), path).map_err(dev_err(path))?;
             let t = safe::fd_path(&target);
-            mount(Some(path), &t, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
-                |e| RootfsError::Mount {
+            mount(Some(path), &t, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+                RootfsError::Mount {
                     what: path.display().to_string(),
                     target: path.clone(),
                     source: e,
-                },
-            )?;
+                }
+            })?;
             continue;
         }
         let parent = path.parent().unwrap_or(Path::new("/"));

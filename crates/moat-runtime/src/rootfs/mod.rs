@@ -131,7 +131,15 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
         Some(p) => options::propagation(p).ok_or_else(|| RootfsError::Propagation(p.into()))?,
     };
     // A slave (or private) `/` first: without it every mount below would propagate to the host.
-    mnt("propagation", None, Path::new("/"), None, prop, None, Path::new("/"))?;
+    mnt(
+        "propagation",
+        None,
+        Path::new("/"),
+        None,
+        prop,
+        None,
+        Path::new("/"),
+    )?;
     mnt(
         "rootfs bind",
         Some(&plan.rootfs),
@@ -156,6 +164,16 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
     devices::create(&root, &plan.devices, plan.userns)?;
     devices::symlinks(&root);
     Ok(())
+}
+
+/// Re-resolves `dest` after something was mounted on it: the descriptor used as the mount target
+/// still names the directory underneath, while remounts and propagation changes must name the
+/// new mount's root.
+fn reopen(root: &OwnedFd, dest: &Path) -> Result<OwnedFd, RootfsError> {
+    safe::open_in_root(root.as_fd(), dest).map_err(|source| RootfsError::Resolve {
+        path: dest.to_path_buf(),
+        source,
+    })
 }
 
 fn resolve_dir(root: &OwnedFd, dest: &Path) -> Result<OwnedFd, RootfsError> {
@@ -198,6 +216,8 @@ fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsE
         let base = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         let what = src.display().to_string();
         mnt(&what, Some(&src), &t, None, base, None, dest)?;
+        let mounted = reopen(root, dest)?;
+        let t = safe::fd_path(&mounted);
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             remount(&t, dest, extra, &what)?;
@@ -208,7 +228,15 @@ fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsE
     let t = safe::fd_path(&target);
     let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let data = opts.data();
-    let res = mnt(typ, Some(&src), &t, Some(typ), opts.flags, data.as_deref(), dest);
+    let res = mnt(
+        typ,
+        Some(&src),
+        &t,
+        Some(typ),
+        opts.flags,
+        data.as_deref(),
+        dest,
+    );
     match res {
         // sysfs cannot be mounted in a user namespace that does not own the network namespace
         // (the host's network): give the host's /sys read-only instead, as runc does.
@@ -218,11 +246,17 @@ fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsE
         }) if typ == "sysfs" => {
             let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
             mnt("/sys", Some(Path::new("/sys")), &t, None, flags, None, dest)?;
-            remount(&t, dest, opts.flags | MsFlags::MS_RDONLY, "/sys")?;
+            let mounted = reopen(root, dest)?;
+            let flags = opts.flags | MsFlags::MS_RDONLY;
+            remount(&safe::fd_path(&mounted), dest, flags, "/sys")?;
         }
         other => other?,
     }
-    propagate(&t, dest, &opts)
+    if opts.propagation.is_empty() {
+        return Ok(());
+    }
+    let mounted = reopen(root, dest)?;
+    propagate(&safe::fd_path(&mounted), dest, &opts)
 }
 
 fn propagate(t: &Path, dest: &Path, opts: &options::MountOptions) -> Result<(), RootfsError> {
@@ -269,34 +303,64 @@ fn mount_cgroups(
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
     match &plan.cgroups {
         CgroupMounts::V2 { host_dir } => {
-            let t = safe::fd_path(&resolve_dir(root, dest)?);
+            let fd = resolve_dir(root, dest)?;
+            let t = safe::fd_path(&fd);
             if plan.cgroupns {
-                mnt("cgroup2", None, &t, Some("cgroup2"), flags, None, dest)
+                mnt(
+                    "cgroup2",
+                    Some(Path::new("cgroup2")),
+                    &t,
+                    Some("cgroup2"),
+                    flags,
+                    None,
+                    dest,
+                )
             } else {
                 let b = MsFlags::MS_BIND | MsFlags::MS_REC;
                 mnt("cgroup2 bind", Some(host_dir), &t, None, b, None, dest)?;
-                remount(&t, dest, flags, "cgroup2")
+                let mounted = reopen(root, dest)?;
+                remount(&safe::fd_path(&mounted), dest, flags, "cgroup2")
             }
         }
         CgroupMounts::V1(hierarchies) => {
-            let t = safe::fd_path(&resolve_dir(root, dest)?);
+            let fd = resolve_dir(root, dest)?;
+            let t = safe::fd_path(&fd);
             let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-            mnt("tmpfs", None, &t, Some("tmpfs"), tmpfs_flags, Some("mode=755"), dest)?;
+            mnt(
+                "tmpfs",
+                Some(Path::new("tmpfs")),
+                &t,
+                Some("tmpfs"),
+                tmpfs_flags,
+                Some("mode=755"),
+                dest,
+            )?;
             for h in hierarchies {
                 let sub = dest.join(&h.name);
-                let st = safe::fd_path(&resolve_dir(root, &sub)?);
+                let sub_fd = resolve_dir(root, &sub)?;
+                let st = safe::fd_path(&sub_fd);
                 if plan.cgroupns {
                     // Inside a cgroup namespace the mount shows the container's cgroup as root.
                     let data = Some(h.options.as_str());
-                    mnt("cgroup", None, &st, Some("cgroup"), flags, data, &sub)?;
+                    mnt(
+                        "cgroup",
+                        Some(Path::new("cgroup")),
+                        &st,
+                        Some("cgroup"),
+                        flags,
+                        data,
+                        &sub,
+                    )?;
                 } else {
                     let b = MsFlags::MS_BIND | MsFlags::MS_REC;
                     mnt("cgroup bind", Some(&h.host_dir), &st, None, b, None, &sub)?;
-                    remount(&st, &sub, flags, "cgroup")?;
+                    let mounted = reopen(root, &sub)?;
+                    remount(&safe::fd_path(&mounted), &sub, flags, "cgroup")?;
                 }
             }
             if flags.contains(MsFlags::MS_RDONLY) {
-                remount(&t, dest, flags, "tmpfs")?;
+                let mounted = reopen(root, dest)?;
+                remount(&safe::fd_path(&mounted), dest, flags, "tmpfs")?;
             }
             Ok(())
         }
@@ -314,8 +378,14 @@ pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     // is needed inside the image (runc's trick); the old root is then unmounted lazily.
     nix::unistd::pivot_root(".", ".").map_err(err)?;
     // Slave first: the lazy unmount must not propagate to the host's mounts.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(err)?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err)?;
     umount2(".", MntFlags::MNT_DETACH).map_err(err)?;
     nix::unistd::chdir("/").map_err(err)
 }
@@ -329,7 +399,15 @@ pub fn finish(plan: &RootfsPlan) -> Result<(), RootfsError> {
         };
         if meta.is_dir() {
             let flags = MsFlags::MS_RDONLY;
-            mnt("tmpfs", None, path, Some("tmpfs"), flags, Some("size=0"), path)?;
+            mnt(
+                "tmpfs",
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                flags,
+                Some("size=0"),
+                path,
+            )?;
         } else {
             let null = Some(Path::new("/dev/null"));
             mnt("/dev/null", null, path, None, MsFlags::MS_BIND, None, path)?;

@@ -75,13 +75,16 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
             }
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
             | "runbindable" => {
-                o.propagation.push(propagation(opt).unwrap_or(MsFlags::MS_PRIVATE));
+                o.propagation
+                    .push(propagation(opt).unwrap_or(MsFlags::MS_PRIVATE));
                 continue;
             }
             // Podman's hint to copy the image's content up into a tmpfs: harmless to skip.
             "tmpcopyup" | "notmpcopyup" => continue,
             "idmap" | "ridmap" => {
-                return Err(format!("mount option {opt:?} (id-mapped mounts) is not supported"))
+                return Err(format!(
+                    "mount option {opt:?} (id-mapped mounts) is not supported"
+                ))
             }
             other => {
                 o.data.push(other.to_string());
@@ -130,7 +133,10 @@ mod tests {
     fn rbind_ro_with_propagation() {
         let o = p(&["rbind", "ro", "rprivate"]);
         assert!(o.bind && o.recursive);
-        assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
+        );
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert_eq!(o.data(), None);
     }

@@ -63,7 +63,8 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedF
                             // A dangling symlink: continue from its target, inside the root.
                             let target = rustix::fs::readlinkat(&cur, comp.as_os_str(), vec![])
                                 .map_err(io::Error::from)?;
-                            let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                            let target =
+                                PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
                             let mut next = match prefix.parent() {
                                 Some(parent) if !target.is_absolute() => parent.join(target),
                                 _ => target,
@@ -147,8 +148,8 @@ mod tests {
 
     fn root() -> (tempfile::TempDir, OwnedFd) {
         let dir = tempfile::tempdir().unwrap();
-        let fd = rustix::fs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        let fd =
+            rustix::fs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
         (dir, fd)
     }
 
