@@ -77,7 +77,15 @@ impl CapSets {
         set(CapSet::Inheritable, "inheritable", &self.inheritable)?;
         set(CapSet::Effective, "effective", &self.effective)?;
         set(CapSet::Permitted, "permitted", &self.permitted)?;
-        set(CapSet::Ambient, "ambient", &self.ambient)
+        // The kernel only lets a capability be ambient when it is permitted and inheritable;
+        // configs in the wild (`crun spec`'s) list ambient ones with an empty inheritable set.
+        // Like runc, raise what may be raised and skip the rest rather than refuse the config.
+        for cap in &self.ambient {
+            if let Err(e) = caps::raise(None, CapSet::Ambient, *cap) {
+                log::debug!("ambient {cap} not raised: {e}");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
 use rustix::fs::OFlags;
 
@@ -111,12 +111,19 @@ pub(crate) fn launch(
     let start = match start {
         StartKind::Fifo => {
             let fifo = rt.store.fifo(id);
-            nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(|e| {
-                OpsError::Sys {
-                    what: format!("mkfifo {}", fifo.display()),
-                    source: e,
-                }
-            })?;
+            let sys = |e| OpsError::Sys {
+                what: format!("mkfifo {}", fifo.display()),
+                source: e,
+            };
+            nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).map_err(sys)?;
+            // The init reopens it as the container's root, which in a user namespace is an
+            // unprivileged host uid (the state directory itself stays 0700, root only).
+            let (uid, gid) = (
+                host_id(linux.uid_mappings().as_deref()),
+                host_id(linux.gid_mappings().as_deref()),
+            );
+            nix::unistd::chown(&fifo, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
+                .map_err(sys)?;
             let fd: OwnedFd = rustix::fs::open(
                 &fifo,
                 OFlags::PATH | OFlags::CLOEXEC,
@@ -274,6 +281,14 @@ fn resources(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResour
     rules.extend(linux.devices().iter().flatten().map(Into::into));
     res.set_devices(Some(rules));
     res
+}
+
+/// The host id that container id 0 maps to (None without a mapping for 0).
+fn host_id(maps: Option<&[LinuxIdMapping]>) -> Option<u32> {
+    maps?
+        .iter()
+        .find(|m| m.container_id() == 0)
+        .map(|m| m.host_id())
 }
 
 /// How the init will be told to start.

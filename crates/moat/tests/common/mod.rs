@@ -1,0 +1,242 @@
+//! Shared harness for the integration tests: a busybox bundle built from Debian's busybox-static,
+//! a temporary state root, and guards that delete containers even when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+
+/// True when the test can run (root, busybox present); otherwise prints why and returns false.
+/// CI runs as root with the set-up script's packages, so there these never skip.
+pub fn can_run() -> bool {
+    if !nix_is_root() {
+        eprintln!("SKIP: needs root (namespaces, mounts, cgroups)");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: /bin/busybox missing: run scripts/setup.sh (installs busybox-static)");
+        return false;
+    }
+    true
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY-free: read our euid from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A busybox rootfs shared (read-only use) by all tests of one test binary.
+pub fn busybox_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        // Under cargo's per-target temp dir: reused across runs, removed by `cargo clean`.
+        let final_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
+        if final_dir.join("bin/sh").exists() {
+            return final_dir;
+        }
+        let dir = final_dir.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+            }
+        }
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        std::fs::set_permissions(
+            dir.join("tmp"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        // Another test binary may have won the race: keep theirs.
+        if std::fs::rename(&dir, &final_dir).is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        final_dir
+    })
+}
+
+/// One container under test: a bundle dir (config.json + rootfs symlink-free copy via bind of the
+/// shared rootfs path), a private state root, a unique id; deleted on drop.
+pub struct Ctr {
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub config: Value,
+}
+
+impl Ctr {
+    /// A container whose config is `moat runtime spec`'s default with terminal off and `args`.
+    pub fn new(name: &str, args: &[&str]) -> Ctr {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("state");
+        let out = Command::new(MOAT)
+            .args(["runtime", "spec", "--bundle"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        config["root"]["path"] = busybox_rootfs().display().to_string().into();
+        config["process"]["terminal"] = false.into();
+        config["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
+        let id = format!("{name}-{}", std::process::id());
+        Ctr {
+            id,
+            dir,
+            root,
+            config,
+        }
+    }
+
+    /// A container with its own writable rootfs copy (for tests that plant files).
+    pub fn with_own_rootfs(name: &str, args: &[&str]) -> Ctr {
+        let mut c = Ctr::new(name, args);
+        let rootfs = c.dir.path().join("rootfs");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_rootfs())
+            .arg(&rootfs)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        c.config["root"]["path"] = "rootfs".into();
+        c.config["root"]["readonly"] = false.into();
+        c
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        let p = self.config["root"]["path"].as_str().unwrap();
+        if p.starts_with('/') {
+            PathBuf::from(p)
+        } else {
+            self.dir.path().join(p)
+        }
+    }
+
+    pub fn bundle(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_config(&self) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// `moat runtime --root R <args...>`. Output goes through files, not pipes: a created
+    /// container inherits moat's stdio and would hold a pipe open until it exits.
+    pub fn moat(&self, args: &[&str]) -> Output {
+        self.write_config();
+        let out_path = self.dir.path().join("moat.stdout");
+        let err_path = self.dir.path().join("moat.stderr");
+        let status = Command::new(MOAT)
+            .arg("runtime")
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: std::fs::read(&out_path).unwrap(),
+            stderr: std::fs::read(&err_path).unwrap(),
+        }
+    }
+
+    /// `run` in the foreground; returns (exit code, stdout, stderr).
+    pub fn run(&self) -> (i32, String, String) {
+        let b = self.bundle().display().to_string();
+        let out = self.moat(&["run", "--bundle", &b, &self.id]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `create`; panics with moat's stderr on failure.
+    pub fn create(&self) {
+        let b = self.bundle().display().to_string();
+        let out = self.moat(&["create", "--bundle", &b, &self.id]);
+        assert!(
+            out.status.success(),
+            "create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `state` as JSON (None when moat fails, e.g. the container is gone).
+    pub fn state(&self) -> Option<Value> {
+        let out = self.moat(&["state", &self.id]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    pub fn ns(&mut self, kinds: &[&str]) {
+        self.config["linux"]["namespaces"] = kinds
+            .iter()
+            .map(|k| serde_json::json!({"type": k}))
+            .collect();
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        // Whatever the test did, leave no container, cgroup or state behind.
+        let _ = Command::new(MOAT)
+            .arg("runtime")
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "--force", &self.id])
+            .output();
+    }
+}
+
+/// The CapEff mask printed by `grep CapEff /proc/self/status` in a container.
+pub fn cap_line(out: &str, name: &str) -> Option<u64> {
+    out.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+}
+
+/// Whether `path` is a mount point in the host's mount table.
+pub fn host_mounted(path: &Path) -> bool {
+    let p = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(p.as_str()))
+}
