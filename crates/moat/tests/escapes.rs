@@ -1,0 +1,193 @@
+//! Regression tests for known container-runtime escapes (root only). Each names its CVE.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use common::{can_run, host_mounted, Ctr};
+use serde_json::json;
+
+/// CVE-2019-5736: a container must not be able to reach the runtime's binary for writing through
+/// /proc/<pid>/exe. The init must run from a sealed memfd copy, never from the host's file.
+#[test]
+fn cve_2019_5736_runtime_binary_cannot_be_overwritten() {
+    if !can_run() {
+        return;
+    }
+    // Run a copy of moat, so that even a broken guard cannot corrupt the binary under test.
+    let c = Ctr::new("exe", &["sleep", "30"]);
+    let copy = c.bundle().join("moat-copy");
+    std::fs::copy(common::MOAT, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    let b = c.bundle().display().to_string();
+    std::fs::write(
+        c.bundle().join("config.json"),
+        serde_json::to_vec(&c.config).unwrap(),
+    )
+    .unwrap();
+    let st = std::process::Command::new(&copy)
+        .arg("runtime")
+        .arg("--root")
+        .arg(&c.root)
+        .args(["create", "--bundle", &b, &c.id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pid = c.state().unwrap()["pid"].as_i64().unwrap();
+    let exe = format!("/proc/{pid}/exe");
+    let link = std::fs::read_link(&exe).unwrap();
+    assert!(
+        link.display().to_string().starts_with("/memfd:moat"),
+        "init runs from {link:?}"
+    );
+    // The attack: hold the init's executable by an O_PATH descriptor, let the init exec the
+    // user's program, then reopen the held file for writing.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&exe)
+        .unwrap();
+    assert!(c.moat(&["start", &c.id]).status.success());
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+    let wrote = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&reopen)
+        .and_then(|mut f| f.write_all(b"\x7fELF-overwritten"));
+    assert!(wrote.is_err(), "the runtime's executable was writable");
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "binary changed");
+}
+
+/// CVE-2024-21626: no runtime descriptor may leak into the container, and a cwd outside the
+/// root (through a leaked /proc/self/fd/N) must be refused.
+#[test]
+fn cve_2024_21626_no_fd_leak_and_cwd_escape_refused() {
+    if !can_run() {
+        return;
+    }
+    let c = Ctr::new("fds", &["sh", "-c", "ls -l /proc/self/fd/"]);
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    let fds: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with('l'))
+        .filter_map(|l| l.split(" -> ").next()?.split_whitespace().last())
+        .collect();
+    // 0, 1, 2 and the directory ls itself opened.
+    assert!(
+        fds.len() <= 4,
+        "descriptors leaked into the container:\n{out}"
+    );
+    for bad in ["socket:", "pipe:", "cgroup", "anon_inode", "/run/", "state"] {
+        assert!(
+            !out.lines()
+                .skip(1)
+                .filter(|l| !l.contains(" 1 -> ") && !l.contains(" 2 -> "))
+                .any(|l| l.contains(bad)),
+            "leaked {bad}:\n{out}"
+        );
+    }
+    for n in 3..10 {
+        let mut c = Ctr::new(&format!("cwd{n}"), &["sh", "-c", "pwd; ls .."]);
+        c.config["process"]["cwd"] = format!("/proc/self/fd/{n}").into();
+        let (code, out, _err) = c.run();
+        assert_ne!(code, 0, "cwd /proc/self/fd/{n} accepted: {out}");
+    }
+}
+
+/// CVE-2021-30465 class: a symlink in the image must not redirect a mount onto the host.
+#[test]
+fn mount_targets_resolve_inside_the_rootfs() {
+    if !can_run() {
+        return;
+    }
+    let host_dir = tempfile::tempdir().unwrap();
+    let mut c = Ctr::with_own_rootfs("symlink", &["sh", "-c", "touch /evil/planted && echo ok"]);
+    std::os::unix::fs::symlink(host_dir.path(), c.rootfs().join("evil")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../tmp", c.rootfs().join("up")).unwrap();
+    let mounts = c.config["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}),
+    );
+    mounts.push(json!({"destination": "/up/sub", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}));
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "ok");
+    assert!(!host_mounted(host_dir.path()), "a mount landed on the host");
+    assert_eq!(
+        std::fs::read_dir(host_dir.path()).unwrap().count(),
+        0,
+        "the container wrote to the host"
+    );
+    assert!(!Path::new("/tmp/sub").exists() || !host_mounted(Path::new("/tmp/sub")));
+    // The targets were created inside the rootfs instead.
+    let inside = c.rootfs().join(host_dir.path().strip_prefix("/").unwrap());
+    assert!(inside.is_dir(), "{inside:?} not created inside the rootfs");
+    assert!(c.rootfs().join("tmp/sub").is_dir());
+}
+
+/// process.terminal with --console-socket: the pty master arrives over the socket (runc's
+/// protocol) and the container's stdio is the pty.
+#[test]
+fn terminal_through_console_socket() {
+    if !can_run() {
+        return;
+    }
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut c = Ctr::new("tty", &["sh", "-c", "tty; echo tty-ok"]);
+    c.config["process"]["terminal"] = true.into();
+    let sock_path = c.bundle().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 256];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|m| match m {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .unwrap();
+        // SAFETY: the descriptor was just received over SCM_RIGHTS and is owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    let b = c.bundle().display().to_string();
+    let sp = sock_path.display().to_string();
+    let out = c.moat(&["create", "--bundle", &b, "--console-socket", &sp, &c.id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let master = std::fs::File::from(receiver.join().unwrap());
+    assert!(c.moat(&["start", &c.id]).status.success());
+    let mut text = String::new();
+    let mut m = master;
+    let mut buf = [0u8; 1024];
+    // Read until the slave side closes (EIO on Linux).
+    while let Ok(n) = m.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.contains("tty-ok") {
+            break;
+        }
+    }
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("tty-ok"), "{text}");
+}
