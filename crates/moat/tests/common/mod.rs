@@ -1,6 +1,6 @@
 //! Shared harness for the integration tests: a busybox bundle built from Debian's busybox-static,
 //! a temporary state root, and guards that delete containers even when a test fails.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
