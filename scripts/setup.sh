@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# moat's set-up for a fresh Debian 12 machine (run as root):
+#   - installs every Debian package that moat, its tests and its benchmarks need;
+#   - builds the release binary (target/release/moat, plus the moat-runtime name for engines);
+#   - makes a demo bundle from Debian's busybox-static at /var/lib/moat/demo.
+# With --deps-only it stops after the packages (the test script uses that).
+# Idempotent: packages already installed are not fetched again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (namespaces, mounts and cgroups need it)" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+APT="apt-get -o DPkg::Lock::Timeout=300"
+# build: gcc, pkg-config, libseccomp; tests: busybox-static (test images), jq;
+# benchmarks: crun, runc, hyperfine (the peers moat is measured against).
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq crun runc hyperfine"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup.sh: installing$missing"
+  $APT update -qq
+  # shellcheck disable=SC2086
+  $APT install -y -qq --no-install-recommends $missing
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup.sh: cargo not found: install a Rust toolchain >= 1.85 (rustup), then run this again" >&2
+  exit 1
+fi
+[ "${1:-}" = --deps-only ] && exit 0
+
+cargo build --release
+ln -sfn moat target/release/moat-runtime
+
+demo=/var/lib/moat/demo
+if [ ! -x "$demo/rootfs/bin/busybox" ]; then
+  mkdir -p "$demo/rootfs"/{bin,proc,sys,dev,etc,tmp,root}
+  cp /bin/busybox "$demo/rootfs/bin/busybox"
+  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$demo/rootfs/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' > "$demo/rootfs/etc/passwd"
+  echo 'root:x:0:' > "$demo/rootfs/etc/group"
+  chmod 1777 "$demo/rootfs/tmp"
+fi
+rm -f "$demo/config.json"
+target/release/moat runtime spec --bundle "$demo"
+jq '.process.terminal = false
+  | .process.args = ["sh", "-c", "echo \"hello from moat: pid $$ in $(hostname), $(grep -c . /proc/self/mountinfo) mounts, uid $(id -u)\""]' \
+  "$demo/config.json" > "$demo/config.json.tmp" && mv "$demo/config.json.tmp" "$demo/config.json"
+echo "setup.sh: ready. Try: target/release/moat runtime run --bundle $demo demo"
