@@ -57,6 +57,57 @@ struct CreateArgs {
     id: String,
 }
 
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// The process as an OCI process JSON file (instead of the flags below).
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Working directory.
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// uid[:gid].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Supplementary group (repeatable).
+    #[arg(short = 'g', long)]
+    additional_gids: Vec<u32>,
+    /// Add a capability (repeatable).
+    #[arg(short, long)]
+    cap: Vec<String>,
+    /// Set no_new_privileges.
+    #[arg(long)]
+    no_new_privs: bool,
+    /// Return once started.
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the process's pid here.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master.
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Pass descriptors 3..3+N to the process.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    /// Accepted for runc compatibility.
+    #[arg(long)]
+    process_label: Option<String>,
+    /// Accepted for runc compatibility.
+    #[arg(long)]
+    apparmor: Option<String>,
+    /// Container id.
+    id: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum RtCommand {
     /// Create a container (its process waits for `start`).
@@ -90,6 +141,8 @@ enum RtCommand {
         /// Container id.
         id: String,
     },
+    /// Run a new process inside a container.
+    Exec(ExecArgs),
     /// Create and start a container, wait for it and delete it.
     Run {
         #[command(flatten)]
@@ -140,7 +193,10 @@ pub fn main(cli: RuntimeCli) -> i32 {
         return 1;
     }
     // Before any of our processes enters a container, run from a sealed copy (CVE-2019-5736).
-    if matches!(cli.command, RtCommand::Create(_) | RtCommand::Run { .. }) {
+    if matches!(
+        cli.command,
+        RtCommand::Create(_) | RtCommand::Run { .. } | RtCommand::Exec(_)
+    ) {
         if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
             log::error!("{e}");
             return 1;
@@ -174,6 +230,7 @@ fn dispatch(cli: &RuntimeCli) -> Result<i32, OpsError> {
             ops::kill::kill(&rt, &id(i)?, ops::parse_signal(signal)?, *all)?
         }
         RtCommand::Delete { force, id: i } => ops::delete::delete(&rt, &id(i)?, *force)?,
+        RtCommand::Exec(a) => return exec(&rt, a),
         RtCommand::Run { create, detach } => {
             return ops::run::run(&rt, &id(&create.id)?, &create_options(create), *detach);
         }
@@ -222,6 +279,62 @@ fn dispatch(cli: &RuntimeCli) -> Result<i32, OpsError> {
         }
     }
     Ok(0)
+}
+
+fn exec(rt: &Runtime, a: &ExecArgs) -> Result<i32, OpsError> {
+    use ops::exec::{exec, process_for, ExecOptions, ExecOverrides};
+    let id = id(&a.id)?;
+    let process = match &a.process {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|source| OpsError::Io {
+                what: "read process file",
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_slice(&text)
+                .map_err(|e| OpsError::Exec(format!("process file {}: {e}", path.display())))?
+        }
+        None => {
+            let user = match &a.user {
+                None => None,
+                Some(u) => {
+                    let bad = || OpsError::Exec(format!("--user {u:?}: expected uid[:gid]"));
+                    let (uid, gid) = match u.split_once(':') {
+                        Some((a, b)) => (a, Some(b)),
+                        None => (u.as_str(), None),
+                    };
+                    let uid = uid.parse().map_err(|_| bad())?;
+                    let gid = gid.map(|g| g.parse().map_err(|_| bad())).transpose()?;
+                    Some((uid, gid))
+                }
+            };
+            let (record, _) = rt.lookup(&id)?;
+            process_for(
+                &record.config,
+                &ExecOverrides {
+                    args: a.command.clone(),
+                    tty: a.tty,
+                    cwd: a.cwd.clone(),
+                    env: a.env.clone(),
+                    user,
+                    additional_gids: a.additional_gids.clone(),
+                    caps: a.cap.clone(),
+                    no_new_privs: a.no_new_privs,
+                },
+            )?
+        }
+    };
+    exec(
+        rt,
+        &id,
+        &ExecOptions {
+            process,
+            pid_file: a.pid_file.clone(),
+            console_socket: a.console_socket.clone(),
+            preserve_fds: a.preserve_fds,
+            detach: a.detach,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -388,3 +388,83 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing() {
     let out = c2.moat(&["create", "--bundle", &b2, &c2.id]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+#[test]
+fn exec_joins_a_running_container() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Ctr::new("exec", &["sleep", "60"]);
+    c.config["hostname"] = "exechost".into();
+    let b = c.bundle().display().to_string();
+    assert!(c
+        .moat(&["run", "--detach", "--bundle", &b, &c.id])
+        .status
+        .success());
+    let out = c.moat(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "echo pid=$$ host=$(hostname) uid=$(id -u)",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "pid=2 host=exechost uid=0"
+    );
+    let out = c.moat(&[
+        "exec",
+        "--user",
+        "1000:1001",
+        "--env",
+        "X=42",
+        &c.id,
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g) $X",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1000:1001 42");
+    let out = c.moat(&["exec", &c.id, "sh", "-c", "exit 9"]);
+    assert_eq!(out.status.code(), Some(9));
+    let out = c.moat(&["exec", &c.id, "/no/such/binary"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/binary"));
+    assert!(c.moat(&["kill", &c.id, "KILL"]).status.success());
+    for _ in 0..500 {
+        if c.state().unwrap()["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = c.moat(&["exec", &c.id, "true"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopped"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn namespaces_are_joined_by_path() {
+    if !can_run() {
+        return;
+    }
+    let mut a = Ctr::new("nsa", &["sleep", "60"]);
+    a.config["hostname"] = "shared-uts".into();
+    a.create();
+    let pid = a.state().unwrap()["pid"].as_i64().unwrap();
+    let mut b = Ctr::new("nsb", &["hostname"]);
+    b.config["hostname"] = serde_json::Value::Null;
+    b.config["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")},
+        {"type": "network", "path": format!("/proc/{pid}/ns/net")}
+    ]);
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "shared-uts");
+}

@@ -10,6 +10,8 @@
 //! The chain uses fork without exec, so it must start from a single-threaded process (the `moat`
 //! binary is one); library tests never call it.
 
+pub mod exec;
+pub mod process;
 pub mod stage1;
 pub mod stage2;
 
@@ -65,6 +67,14 @@ pub enum InitError {
         /// The errno.
         source: nix::Error,
     },
+    /// a file write of the set-up failed
+    #[error("set {what}: {source}")]
+    Io {
+        /// What was being set (names the value).
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// the program cannot be found or run
     #[error("exec: {program:?}: {reason}")]
     Exec {
@@ -85,6 +95,22 @@ pub enum InitError {
         expected: &'static str,
     },
 }
+
+/// Wraps an I/O error of the set-up step `what`.
+pub(crate) fn ioerr(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Io { what, source }
+}
+
+/// Wraps an errno of the set-up step `what`.
+pub(crate) fn perr(what: impl Into<String>) -> impl FnOnce(nix::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Process { what, source }
+}
+
+/// An error with the exit code the process ends with: 125 for set-up failures, 126/127 for a
+/// program that cannot run (Docker's codes).
+pub(crate) type Failure = (InitError, i32);
 
 /// How the init learns that it may exec the user's program.
 #[derive(Debug)]

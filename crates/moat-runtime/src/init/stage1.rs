@@ -70,7 +70,7 @@ fn stage1(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
             source,
         };
         let f = std::fs::File::open(&path)
-            .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
         setns(f.as_fd(), clone_flag(ns.typ())).map_err(err)?;
     }
     let new: Vec<_> = cfg

@@ -301,7 +301,7 @@ pub(crate) enum StartKind {
 }
 
 /// Writes the pid file atomically (engines poll it and must never read half a number).
-fn write_pid_file(path: &std::path::Path, pid: i32) -> Result<(), OpsError> {
+pub(crate) fn write_pid_file(path: &std::path::Path, pid: i32) -> Result<(), OpsError> {
     let tmp = path.with_extension("moat-tmp");
     let io = |what, source| OpsError::Io {
         what,

@@ -4,6 +4,7 @@
 
 pub mod create;
 pub mod delete;
+pub mod exec;
 pub mod kill;
 mod launch;
 pub mod list;
@@ -46,6 +47,9 @@ pub enum OpsError {
     /// the container's init reported a failure
     #[error("container init: {0}")]
     Init(String),
+    /// exec into a container failed
+    #[error("{0}")]
+    Exec(String),
     /// the operation does not fit the container's status
     #[error("container {id} is {status}: cannot {op}")]
     WrongStatus {

@@ -28,18 +28,9 @@ pub fn run(
     opts: &CreateOptions,
     detach: bool,
 ) -> Result<i32, OpsError> {
-    // Block the signals we forward (and SIGCHLD) before forking: they are then queued for
-    // sigwait instead of killing us; the init chain unblocks them for the container.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(s);
-    }
-    set.add(Signal::SIGCHLD);
+    let set = forwarded_signals();
     if !detach {
-        set.thread_block().map_err(|e| OpsError::Sys {
-            what: "block signals".into(),
-            source: e,
-        })?;
+        block(&set)?;
     }
     let launched = launch(rt, id, opts, StartKind::Channel)?;
     launched.chan.send(&Msg::Start)?;
@@ -48,34 +39,56 @@ pub fn run(
     if detach {
         return Ok(0);
     }
-    let init = Pid::from_raw(launched.pid);
-    let code = loop {
-        let sig = set.wait().map_err(|e| OpsError::Sys {
-            what: "wait for signals".into(),
-            source: e,
-        })?;
-        if sig != Signal::SIGCHLD {
-            let _ = kill(init, sig);
-            continue;
-        }
-        // Reap everything that exited: the init, and orphans re-parented to us (we are a
-        // subreaper) when the container has no pid namespace of its own.
-        let mut done = None;
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, c)) if p == init => done = Some(c),
-                Ok(WaitStatus::Signaled(p, s, _)) if p == init => done = Some(128 + s as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        if let Some(c) = done {
-            break c;
-        }
-    };
+    let code = wait_forwarding(&set, Pid::from_raw(launched.pid))?;
     let _ = SigSet::thread_get_mask()
         .map(|_| nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None));
     // Whatever the init left (processes in a shared pid namespace) dies with the container.
     super::delete::delete(rt, id, true)?;
     Ok(code)
+}
+
+/// The signals a foreground `run` or `exec` forwards, plus SIGCHLD.
+pub(crate) fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Blocks `set` before forking: the signals are then queued for sigwait instead of killing us;
+/// the init chain unblocks them for the container.
+pub(crate) fn block(set: &SigSet) -> Result<(), OpsError> {
+    set.thread_block().map_err(|e| OpsError::Sys {
+        what: "block signals".into(),
+        source: e,
+    })
+}
+
+/// Waits for `pid` to exit, forwarding signals to it; returns its exit code (128+N for a
+/// signal). Reaps everything else that exits meanwhile (orphans come to us as a subreaper).
+pub(crate) fn wait_forwarding(set: &SigSet, pid: Pid) -> Result<i32, OpsError> {
+    loop {
+        let sig = set.wait().map_err(|e| OpsError::Sys {
+            what: "wait for signals".into(),
+            source: e,
+        })?;
+        if sig != Signal::SIGCHLD {
+            let _ = kill(pid, sig);
+            continue;
+        }
+        let mut done = None;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) if p == pid => done = Some(c),
+                Ok(WaitStatus::Signaled(p, s, _)) if p == pid => done = Some(128 + s as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if let Some(c) = done {
+            return Ok(c);
+        }
+    }
 }

@@ -1,0 +1,132 @@
+//! `exec`: a new process inside a running container. Stage 1 joins the container init's
+//! namespaces (user first); a fork then enters the pid namespace, prepares the process exactly as
+//! the init does ([`super::process`]) and execs it.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::sched::setns;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process};
+
+use super::{stage1::clone_flag, Failure, InitError};
+use crate::sync::{Channel, Msg};
+
+/// What the exec'd process needs.
+#[derive(Debug)]
+pub struct ExecConfig {
+    /// Host pid of the container's init, whose namespaces are joined.
+    pub init_pid: i32,
+    /// The container's namespace types.
+    pub namespaces: Vec<LinuxNamespaceType>,
+    /// The process to run.
+    pub process: Process,
+    /// The container's seccomp profile.
+    pub seccomp: Option<LinuxSeccomp>,
+    /// Connected console socket (process.terminal).
+    pub console: Option<OwnedFd>,
+    /// Descriptors 3..3+N passed through.
+    pub preserve_fds: i32,
+}
+
+fn ns_file(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+/// Entry of the exec stage-1 child: never returns.
+pub fn run(cfg: &ExecConfig, chan: &Channel) -> ! {
+    let code = match stage1(cfg, chan) {
+        Ok(()) => 0,
+        Err((e, code)) => {
+            let _ = chan.send(&Msg::Error(e.to_string()));
+            code
+        }
+    };
+    // SAFETY: _exit ends this forked child without running the runtime's atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn stage1(cfg: &ExecConfig, chan: &Channel) -> Result<(), Failure> {
+    let f = |e: InitError| (e, 125);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    match chan.recv("Go").map_err(|e| f(e.into()))? {
+        Msg::Go => {}
+        got => {
+            return Err(f(InitError::Unexpected {
+                got,
+                expected: "Go",
+            }))
+        }
+    }
+    // Open every namespace first: after joining the mount namespace, /proc is the container's.
+    let mut order = cfg.namespaces.clone();
+    order.sort_by_key(|t| {
+        (
+            *t != LinuxNamespaceType::User,
+            *t == LinuxNamespaceType::Mount,
+        )
+    });
+    let mut files: Vec<(LinuxNamespaceType, std::fs::File)> = vec![];
+    for t in order {
+        let path = format!("/proc/{}/ns/{}", cfg.init_pid, ns_file(t));
+        let file = std::fs::File::open(&path).map_err(|e| {
+            f(InitError::Namespace {
+                step: "open",
+                what: path.clone(),
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })
+        })?;
+        files.push((t, file));
+    }
+    for (t, file) in &files {
+        // Joining our own user namespace again is EINVAL: skip when it is already ours.
+        if *t == LinuxNamespaceType::User && same_ns(file, "/proc/self/ns/user") {
+            continue;
+        }
+        setns(file.as_fd(), clone_flag(*t)).map_err(|source| {
+            f(InitError::Namespace {
+                step: "join",
+                what: format!("{t} of pid {}", cfg.init_pid),
+                source,
+            })
+        })?;
+    }
+    drop(files);
+    // SAFETY: this process is single-threaded (a fork of the single-threaded runtime).
+    match unsafe { fork() }.map_err(|e| f(InitError::Fork(e)))? {
+        ForkResult::Child => {
+            let failure = child(cfg);
+            let _ = chan.send(&Msg::Error(failure.0.to_string()));
+            // SAFETY: _exit ends this forked child without running atexit handlers.
+            unsafe { libc::_exit(failure.1) }
+        }
+        ForkResult::Parent { child } => chan
+            .send(&Msg::InitPid(child.as_raw()))
+            .map_err(|e| f(e.into())),
+    }
+}
+
+fn same_ns(file: &std::fs::File, other: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(other)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn child(cfg: &ExecConfig) -> Failure {
+    let console = cfg.console.as_ref().map(|c| c.as_raw_fd());
+    match super::process::prepare(&cfg.process, cfg.seccomp.as_ref(), console) {
+        Ok(p) => super::process::exec(&p, &cfg.process, cfg.preserve_fds),
+        Err(e) => e,
+    }
+}
