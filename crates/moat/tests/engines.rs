@@ -1,6 +1,8 @@
 //! Engines use moat as their OCI runtime, unchanged (root only): Podman with
 //! `--runtime moat-runtime`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

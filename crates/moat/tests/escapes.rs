@@ -1,5 +1,7 @@
 //! Regression tests for known container-runtime escapes (root only). Each names its CVE.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

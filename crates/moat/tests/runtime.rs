@@ -1,5 +1,7 @@
 //! End-to-end tests of `moat runtime` with real containers (root only).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
