@@ -32,6 +32,9 @@ fi
 [ "${1:-}" = --deps-only ] && exit 0
 
 cargo build --release
+# The build target is explicit (.cargo/config.toml); give the binary its short path too.
+mkdir -p target/release
+ln -sfn ../x86_64-unknown-linux-gnu/release/moat target/release/moat
 ln -sfn moat target/release/moat-runtime
 
 demo=/var/lib/moat/demo

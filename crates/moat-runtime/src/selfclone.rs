@@ -3,27 +3,45 @@
 //! `/proc/self/exe`) could open it for writing once the runtime exits and replace the host binary.
 //!
 //! Before any process of ours enters a container, the runtime re-executes itself from a sealed
-//! memfd copy: `/proc/<pid>/exe` then names an anonymous, write-sealed file private to this
-//! invocation, never the binary on the host (the fix runc and crun ship).
+//! view of its binary, so `/proc/<pid>/exe` never names a writable file:
+//!
+//! 1. preferred (zero-copy, as runc ≥ 1.2 does): the binary opened through a private, detached,
+//!    read-only overlayfs whose only layers are lower layers. Overlayfs in "lower-only" mode has
+//!    no way to write (unlike a read-only bind mount, it cannot be remounted read-write from the
+//!    file) and the mount is attached nowhere, so nothing is left behind;
+//! 2. fallback (kernels without the new mount API, or no privilege to mount): a copy in a memfd
+//!    sealed against writes, as runc < 1.2 and crun do. It costs a copy of the binary per
+//!    invocation, which on this kind of host is several milliseconds of the start-up.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+    MountAttrFlags,
+};
 
 /// Errors of the self-clone.
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
-    /// a step of cloning the binary failed
-    #[error("clone the moat binary into a sealed memfd ({step}): {source}")]
+    /// a step of sealing the binary failed
+    #[error("seal the moat binary against CVE-2019-5736 ({step}): {source}")]
     Step {
         /// Which step.
         step: &'static str,
         /// The error.
         source: std::io::Error,
     },
+}
+
+fn step(step: &'static str) -> impl FnOnce(std::io::Error) -> CloneError {
+    move |source| CloneError::Step { step, source }
 }
 
 const SEALS: SealFlag = SealFlag::from_bits_truncate(
@@ -33,35 +51,48 @@ const SEALS: SealFlag = SealFlag::from_bits_truncate(
         | SealFlag::F_SEAL_WRITE.bits(),
 );
 
-/// Whether the running executable is already a sealed copy.
+/// `OVERLAYFS_SUPER_MAGIC` from linux/magic.h.
+const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+
+/// Whether the running executable is already a sealed view: a write-sealed memfd, or a file on a
+/// read-only overlayfs.
 pub fn is_sealed() -> bool {
     let Ok(f) = File::open("/proc/self/exe") else {
         return false;
     };
-    match fcntl(&f, FcntlArg::F_GET_SEALS) {
-        Ok(bits) => SealFlag::from_bits_truncate(bits).contains(SEALS),
+    if let Ok(bits) = fcntl(&f, FcntlArg::F_GET_SEALS) {
+        return SealFlag::from_bits_truncate(bits).contains(SEALS);
+    }
+    match rustix::fs::fstatfs(&f) {
+        Ok(st) => {
+            st.f_type as i64 == OVERLAYFS_MAGIC
+                && rustix::fs::fstatvfs(&f)
+                    .map(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+                    .unwrap_or(false)
+        }
         Err(_) => false,
     }
 }
 
-/// Re-executes the current process from a sealed memfd copy of its binary, with the same argv and
-/// environment. Returns only on error; returns Ok(()) at once when already running sealed.
-pub fn ensure_sealed() -> Result<(), CloneError> {
+/// Re-executes the current process from a sealed view of its binary, with the same argv and
+/// environment; returns Ok(()) at once when already sealed, and only returns otherwise on error.
+/// `scratch` is a directory moat owns (the state root): an empty directory in it serves as the
+/// overlay's second lower layer.
+pub fn ensure_sealed(scratch: &Path) -> Result<(), CloneError> {
     if is_sealed() {
         return Ok(());
     }
-    let step = |step, source| CloneError::Step { step, source };
-    let name = c"moat";
-    let memfd: OwnedFd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(|e| step("memfd_create", e.into()))?;
-    let mut src = File::open("/proc/self/exe").map_err(|e| step("open /proc/self/exe", e))?;
-    let mut dst = File::from(memfd);
-    std::io::copy(&mut src, &mut dst).map_err(|e| step("copy", e))?;
-    fcntl(&dst, FcntlArg::F_ADD_SEALS(SEALS)).map_err(|e| step("seal", e.into()))?;
+    let exe = match overlay_view(scratch) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::debug!("overlayfs seal unavailable ({e}); copying into a sealed memfd");
+            memfd_copy()?
+        }
+    };
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.into_encoded_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(|e| step("argv", std::io::Error::other(e)))?;
+        .map_err(|e| step("argv")(std::io::Error::other(e)))?;
     let env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k.into_encoded_bytes();
@@ -70,15 +101,62 @@ pub fn ensure_sealed() -> Result<(), CloneError> {
             CString::new(kv)
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| step("environment", std::io::Error::other(e)))?;
-    // SAFETY: `dst` is an open memfd that stays valid; from_raw_fd only wraps the same number for
-    // nix's AsFd bound and is forgotten below, so the descriptor is not closed twice.
-    let fd = unsafe { OwnedFd::from_raw_fd(dst.as_raw_fd()) };
-    let err = nix::unistd::fexecve(&fd, &args, &env);
-    std::mem::forget(fd);
-    let e = match err {
+        .map_err(|e| step("environment")(std::io::Error::other(e)))?;
+    let e = match nix::unistd::fexecve(exe.as_fd(), &args, &env) {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    Err(step("fexecve", e.into()))
+    Err(step("fexecve")(e.into()))
+}
+
+/// The binary opened through a detached overlayfs made only of lower layers: the binary's own
+/// directory on top, an empty directory of ours below (overlayfs needs two lower layers to run
+/// without an upper one).
+fn overlay_view(scratch: &Path) -> Result<OwnedFd, CloneError> {
+    let real: PathBuf = std::fs::read_link("/proc/self/exe").map_err(step("readlink"))?;
+    let (dir, name) = match (real.parent(), real.file_name()) {
+        (Some(d), Some(n)) => (d.to_path_buf(), n.to_os_string()),
+        _ => return Err(step("binary path")(std::io::ErrorKind::InvalidInput.into())),
+    };
+    let empty = scratch.join(".exe-lower");
+    std::fs::create_dir_all(&empty).map_err(step("create empty lower layer"))?;
+    let escape = |p: &Path| {
+        String::from_utf8_lossy(p.as_os_str().as_bytes())
+            .replace('\\', "\\\\")
+            .replace(':', "\\:")
+    };
+    let ctx =
+        fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| step("fsopen")(e.into()))?;
+    let lower = format!("{}:{}", escape(&dir), escape(&empty));
+    fsconfig_set_string(&ctx, "lowerdir", lower.as_str())
+        .map_err(|e| step("fsconfig lowerdir")(e.into()))?;
+    // xino only matters for inode numbers across filesystems; off avoids dmesg noise.
+    let _ = fsconfig_set_string(&ctx, "xino", "off");
+    fsconfig_create(&ctx).map_err(|e| step("fsconfig create")(e.into()))?;
+    let mnt = fsmount(
+        &ctx,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )
+    .map_err(|e| step("fsmount")(e.into()))?;
+    rustix::fs::openat(
+        &mnt,
+        name.as_os_str(),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| step("open binary through overlayfs")(e.into()))
+}
+
+/// A copy of the binary in a memfd sealed against every change.
+fn memfd_copy() -> Result<OwnedFd, CloneError> {
+    let memfd: OwnedFd = memfd_create(c"moat", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| step("memfd_create")(e.into()))?;
+    let mut src = File::open("/proc/self/exe").map_err(step("open /proc/self/exe"))?;
+    let mut dst = File::from(memfd);
+    std::io::copy(&mut src, &mut dst).map_err(step("copy"))?;
+    fcntl(&dst, FcntlArg::F_ADD_SEALS(SEALS)).map_err(|e| step("seal")(e.into()))?;
+    Ok(OwnedFd::from(dst))
 }

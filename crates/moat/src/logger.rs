@@ -54,7 +54,16 @@ impl log::Log for Logger {
             })
             .to_string()
         } else {
-            format!("moat: {level}: {msg}")
+            // Debug lines carry the time since boot (CLOCK_MONOTONIC) in microseconds, so the
+            // lines of the parent and of the init chain can be compared (startup profiling).
+            if record.level() == log::Level::Debug {
+                let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                    .map(|t| t.tv_sec() as i64 * 1_000_000 + t.tv_nsec() as i64 / 1000)
+                    .unwrap_or(0);
+                format!("moat: debug [{t} us pid {}]: {msg}", std::process::id())
+            } else {
+                format!("moat: {level}: {msg}")
+            }
         };
         match &self.file {
             Some(f) => {

@@ -188,6 +188,10 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
 /// Runs the command; returns the process exit code.
 pub fn main(cli: RuntimeCli) -> i32 {
     moat_runtime_logger(&cli);
+    log::debug!(
+        "cli: parsed (sealed copy: {})",
+        moat_runtime::selfclone::is_sealed()
+    );
     if cli.systemd_cgroup {
         log::error!("--systemd-cgroup is not supported: moat manages cgroupfs directly");
         return 1;
@@ -197,11 +201,12 @@ pub fn main(cli: RuntimeCli) -> i32 {
         cli.command,
         RtCommand::Create(_) | RtCommand::Run { .. } | RtCommand::Exec(_)
     ) {
-        if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
+        if let Err(e) = moat_runtime::selfclone::ensure_sealed(&cli.root) {
             log::error!("{e}");
             return 1;
         }
     }
+    log::debug!("cli: ready");
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

@@ -12,55 +12,75 @@ use common::{can_run, host_mounted, Ctr};
 use serde_json::json;
 
 /// CVE-2019-5736: a container must not be able to reach the runtime's binary for writing through
-/// /proc/<pid>/exe. The init must run from a sealed memfd copy, never from the host's file.
+/// /proc/<pid>/exe. The init must run from a sealed view of the binary, never from the host's
+/// file: a lower-only overlayfs (the normal case) or, as the fallback, a sealed memfd (taken here
+/// when the overlay cannot be built because the state root lies inside the binary's directory).
 #[test]
 fn cve_2019_5736_runtime_binary_cannot_be_overwritten() {
     if !can_run() {
         return;
     }
-    // Run a copy of moat, so that even a broken guard cannot corrupt the binary under test.
-    let c = Ctr::new("exe", &["sleep", "30"]);
-    let copy = c.bundle().join("moat-copy");
-    std::fs::copy(common::MOAT, &copy).unwrap();
-    let before = std::fs::read(&copy).unwrap();
-    let b = c.bundle().display().to_string();
-    std::fs::write(
-        c.bundle().join("config.json"),
-        serde_json::to_vec(&c.config).unwrap(),
-    )
-    .unwrap();
-    let st = std::process::Command::new(&copy)
-        .arg("runtime")
-        .arg("--root")
-        .arg(&c.root)
-        .args(["create", "--bundle", &b, &c.id])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
+    for (name, state_inside_bin_dir) in [("exe-overlay", false), ("exe-memfd", true)] {
+        // Run a copy of moat, so that even a broken guard cannot corrupt the binary under test.
+        let mut c = Ctr::new(name, &["sleep", "30"]);
+        let bin_dir = tempfile::tempdir().unwrap();
+        let copy = bin_dir.path().join("moat");
+        std::fs::copy(common::MOAT, &copy).unwrap();
+        if state_inside_bin_dir {
+            c.root = bin_dir.path().join("state");
+        }
+        let before = std::fs::read(&copy).unwrap();
+        let b = c.bundle().display().to_string();
+        std::fs::write(
+            c.bundle().join("config.json"),
+            serde_json::to_vec(&c.config).unwrap(),
+        )
         .unwrap();
-    assert!(st.success());
-    let pid = c.state().unwrap()["pid"].as_i64().unwrap();
-    let exe = format!("/proc/{pid}/exe");
-    let link = std::fs::read_link(&exe).unwrap();
-    assert!(
-        link.display().to_string().starts_with("/memfd:moat"),
-        "init runs from {link:?}"
-    );
-    // The attack: hold the init's executable by an O_PATH descriptor, let the init exec the
-    // user's program, then reopen the held file for writing.
-    let held = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(&exe)
-        .unwrap();
-    assert!(c.moat(&["start", &c.id]).status.success());
-    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
-    let wrote = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&reopen)
-        .and_then(|mut f| f.write_all(b"\x7fELF-overwritten"));
-    assert!(wrote.is_err(), "the runtime's executable was writable");
-    assert_eq!(std::fs::read(&copy).unwrap(), before, "binary changed");
+        let st = std::process::Command::new(&copy)
+            .arg("runtime")
+            .arg("--root")
+            .arg(&c.root)
+            .args(["create", "--bundle", &b, &c.id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let pid = c.state().unwrap()["pid"].as_i64().unwrap();
+        let exe = format!("/proc/{pid}/exe");
+        let link = std::fs::read_link(&exe).unwrap().display().to_string();
+        assert!(
+            !link.starts_with(&bin_dir.path().display().to_string()),
+            "init runs the host file {link}"
+        );
+        assert_eq!(
+            link.starts_with("/memfd:moat"),
+            state_inside_bin_dir,
+            "{name}: {link}"
+        );
+        // The attack: hold the init's executable by an O_PATH descriptor, let the init exec the
+        // user's program, then reopen the held file for writing.
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(&exe)
+            .unwrap();
+        assert!(c.moat(&["start", &c.id]).status.success());
+        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+        let wrote = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&reopen)
+            .and_then(|mut f| f.write_all(b"\x7fELF-overwritten"));
+        assert!(
+            wrote.is_err(),
+            "{name}: the runtime's executable was writable"
+        );
+        assert_eq!(
+            std::fs::read(&copy).unwrap(),
+            before,
+            "{name}: binary changed"
+        );
+    }
 }
 
 /// CVE-2024-21626: no runtime descriptor may leak into the container, and a cwd outside the

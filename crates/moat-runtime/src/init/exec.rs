@@ -27,6 +27,8 @@ pub struct ExecConfig {
     pub console: Option<OwnedFd>,
     /// Descriptors 3..3+N passed through.
     pub preserve_fds: i32,
+    /// The cgroup files to write `0` into to join the container's cgroup.
+    pub cgroup_join: Vec<std::path::PathBuf>,
 }
 
 fn ns_file(t: LinuxNamespaceType) -> &'static str {
@@ -67,6 +69,7 @@ fn stage1(cfg: &ExecConfig, chan: &Channel) -> Result<(), Failure> {
             }))
         }
     }
+    crate::cgroups::join_self(&cfg.cgroup_join).map_err(|e| f(e.into()))?;
     // Open every namespace first: after joining the mount namespace, /proc is the container's.
     let mut order = cfg.namespaces.clone();
     order.sort_by_key(|t| {

@@ -28,6 +28,9 @@ pub enum InitError {
     /// sync channel failure
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// joining the cgroup failed
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     /// a namespace step failed
     #[error("{step} namespace {what}: {source}")]
     Namespace {
@@ -139,6 +142,8 @@ pub struct InitConfig {
     pub console: Option<OwnedFd>,
     /// Descriptors 3..3+N passed through to the container (`--preserve-fds`).
     pub preserve_fds: i32,
+    /// The cgroup files stage 1 writes `0` into to join the container's cgroup.
+    pub cgroup_join: Vec<std::path::PathBuf>,
 }
 
 /// The OCI state document that hooks receive on stdin.

@@ -51,6 +51,8 @@ fn stage1(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
             })
         }
     }
+    // Into the cgroup before any namespace: a new cgroup namespace is rooted where we are.
+    crate::cgroups::join_self(&cfg.cgroup_join)?;
     // Join by path, the user namespace first: it decides what we may do in the others.
     let mut joins: Vec<_> = cfg
         .namespaces

@@ -34,7 +34,9 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
         .unwrap_or(0);
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    log::debug!("init: started");
     rootfs::prepare(&cfg.rootfs).map_err(|e| f(e.into()))?;
+    log::debug!("init: mounts done");
     let hooks = cfg.bundle.spec.hooks().clone().unwrap_or_default();
     #[allow(deprecated)]
     let has_runtime_hooks = hooks
@@ -60,6 +62,7 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         crate::hooks::run("createContainer", h, &state).map_err(|e| f(e.into()))?;
     }
     rootfs::pivot(&cfg.rootfs.rootfs).map_err(|e| f(e.into()))?;
+    log::debug!("init: pivoted");
 
     let spec = &cfg.bundle.spec;
     let process = &cfg.bundle.process;

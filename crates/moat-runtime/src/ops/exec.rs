@@ -59,8 +59,8 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
         seccomp: linux.seccomp().clone(),
         console,
         preserve_fds: opts.preserve_fds,
+        cgroup_join: cgroup_of(&rec)?.self_join_files(),
     };
-    let cgroup = cgroup_of(&rec)?;
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let (parent, child) = sync::pair()?;
@@ -84,9 +84,6 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
         let _ = waitpid(stage1, None);
         e
     };
-    cgroup
-        .add_pid(stage1.as_raw())
-        .map_err(|e| kill_stage1(e.into()))?;
     parent.send(&Msg::Go).map_err(|e| kill_stage1(e.into()))?;
     let mut pid = None;
     loop {

@@ -89,6 +89,7 @@ pub(crate) fn launch(
     opts: &CreateOptions,
     start: StartKind,
 ) -> Result<Launched, OpsError> {
+    log::debug!("launch {id}: start");
     let bundle = Bundle::load(&opts.bundle)?;
     let linux = bundle.spec.linux().clone().unwrap_or_default();
     let cg_path = linux
@@ -105,9 +106,11 @@ pub(crate) fn launch(
         pids: vec![],
         armed: true,
     };
+    log::debug!("launch {id}: bundle loaded, id claimed");
     cgroup.create()?;
     guard.cgroup_made = true;
     cgroup.apply(&resources(&linux))?;
+    log::debug!("launch {id}: cgroup ready");
     let start = match start {
         StartKind::Fifo => {
             let fifo = rt.store.fifo(id);
@@ -176,6 +179,7 @@ pub(crate) fn launch(
         start,
         console,
         preserve_fds: opts.preserve_fds,
+        cgroup_join: cgroup.self_join_files(),
     };
     // Orphans of the chain (the init, once stage 1 exits) come back to us, so we can reap them.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integer arguments only.
@@ -197,8 +201,8 @@ pub(crate) fn launch(
         }
     };
     drop(child);
+    log::debug!("launch {id}: stage 1 forked");
     guard.pids.push(stage1_pid);
-    cgroup.add_pid(stage1_pid)?;
     parent.send(&Msg::Go)?;
     let mut init_pid = 0;
     loop {
@@ -240,7 +244,10 @@ pub(crate) fn launch(
                 crate::hooks::run("createRuntime", &create_runtime, &state)?;
                 parent.send(&Msg::HooksDone)?;
             }
-            Ok(Msg::Created) => break,
+            Ok(Msg::Created) => {
+                log::debug!("launch {id}: init reports Created");
+                break;
+            }
             Ok(Msg::Error(e)) => return Err(OpsError::Init(e)),
             Ok(got) => return Err(OpsError::Init(format!("unexpected message {got:?}"))),
             Err(e) => return Err(e.into()),

@@ -43,7 +43,9 @@ pub fn run(
     let _ = SigSet::thread_get_mask()
         .map(|_| nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None));
     // Whatever the init left (processes in a shared pid namespace) dies with the container.
+    log::debug!("run {id}: exited with {code}");
     super::delete::delete(rt, id, true)?;
+    log::debug!("run {id}: deleted");
     Ok(code)
 }
 
