@@ -65,7 +65,7 @@ pub fn is_sealed() -> bool {
     }
     match rustix::fs::fstatfs(&f) {
         Ok(st) => {
-            st.f_type as i64 == OVERLAYFS_MAGIC
+            st.f_type == OVERLAYFS_MAGIC
                 && rustix::fs::fstatvfs(&f)
                     .map(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
                     .unwrap_or(false)
