@@ -58,7 +58,7 @@ impl log::Log for Logger {
             // lines of the parent and of the init chain can be compared (startup profiling).
             if record.level() == log::Level::Debug {
                 let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-                    .map(|t| t.tv_sec() as i64 * 1_000_000 + t.tv_nsec() as i64 / 1000)
+                    .map(|t| t.tv_sec() * 1_000_000 + t.tv_nsec() / 1000)
                     .unwrap_or(0);
                 format!("moat: debug [{t} us pid {}]: {msg}", std::process::id())
             } else {
