@@ -31,10 +31,10 @@
 #  * Other work may share the 2 cores. Trust the ratios more than the absolute times.
 #
 # NOTE 1: crun 1.8's `crun spec` lists ambient capabilities but leaves inheritable empty.
-# The kernel then refuses PR_CAP_AMBIENT_RAISE with EPERM. runc 1.1 and crun ignore that
-# error, but moat fails the container ("set ambient capabilities ... Operation not permitted",
-# exit 125). The bundle therefore sets inheritable = ambient, which works with all three.
-# The script reports which runtimes accept the unmodified config.
+# The kernel then refuses PR_CAP_AMBIENT_RAISE with EPERM; all three runtimes skip those
+# (moat since it raises ambient capabilities best effort, as runc does). The bundle sets
+# inheritable = ambient anyway, so all three do the same work; the script still reports which
+# runtimes accept the unmodified config.
 set -uo pipefail
 
 SELF=$(readlink -f "$0")

@@ -118,7 +118,8 @@ fn overlay_view(scratch: &Path) -> Result<OwnedFd, CloneError> {
         (Some(d), Some(n)) => (d.to_path_buf(), n.to_os_string()),
         _ => return Err(step("binary path")(std::io::ErrorKind::InvalidInput.into())),
     };
-    let empty = scratch.join(".exe-lower");
+    // "@" is not allowed in container ids, so this name never collides with a container.
+    let empty = scratch.join("@exe-lower");
     std::fs::create_dir_all(&empty).map_err(step("create empty lower layer"))?;
     let escape = |p: &Path| {
         String::from_utf8_lossy(p.as_os_str().as_bytes())
