@@ -470,3 +470,70 @@ fn namespaces_are_joined_by_path() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "shared-uts");
 }
+
+#[test]
+fn sysctl_oom_score_adj_devices_and_cpu_limits_are_applied() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Ctr::new(
+        "knobs",
+        &["sh", "-c", "cat /proc/sys/kernel/msgmax /proc/self/oom_score_adj; ls -ln /dev/mynull | cut -c1-10; \
+          stat -c '%t:%T' /dev/mynull; cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us \
+          /sys/fs/cgroup/cpuset/cpuset.cpus /proc/sys/kernel/domainname"],
+    );
+    c.config["linux"]["sysctl"] = json!({"kernel.msgmax": "4242"});
+    c.config["process"]["oomScoreAdj"] = 500.into();
+    c.config["domainname"] = "moat.test".into();
+    c.config["linux"]["devices"] =
+        json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 416}]);
+    c.config["linux"]["resources"] = json!({"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+        "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]});
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "4242",
+            "500",
+            "crw-r-----",
+            "1:3",
+            "512",
+            "50000",
+            "0",
+            "moat.test"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn json_log_records_the_error_for_engines() {
+    if !can_run() {
+        return;
+    }
+    let c = Ctr::new("log", &["/no/such/program"]);
+    let log = c.bundle().join("log.json");
+    let b = c.bundle().display().to_string();
+    let l = log.display().to_string();
+    let out = c.moat(&[
+        "--log",
+        &l,
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        &b,
+        &c.id,
+    ]);
+    assert!(!out.status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(
+        last["msg"].as_str().unwrap().contains("/no/such/program"),
+        "{text}"
+    );
+    assert!(last["time"].as_str().unwrap().ends_with('Z'));
+}
