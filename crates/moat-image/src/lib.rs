@@ -1,0 +1,15 @@
+//! moat's local image store: content-addressed blobs (sha256, verified while written), one
+//! unpacked snapshot per distinct layer with overlayfs whiteouts, SQLite metadata, and the
+//! overlay mount of a container's root filesystem.
+
+pub mod blobs;
+pub mod db;
+pub mod digest;
+pub mod mount;
+pub mod reference;
+pub mod store;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use reference::Reference;
+pub use store::{ImageStore, StoreError};

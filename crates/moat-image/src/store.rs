@@ -1,0 +1,571 @@
+//! The image store: blobs, layer snapshots and metadata under one root (default
+//! `/var/lib/moat/image`):
+//!
+//! ```text
+//! <root>/moat.db                 SQLite: layers, images, image_layers, tags
+//! <root>/blobs/sha256/<hex>      content-addressed blobs (layers, configs, manifests)
+//! <root>/blobs/tmp/              blobs being written
+//! <root>/snapshots/<diff hex>/   one unpacked tree per distinct layer (overlayfs whiteouts)
+//! <root>/snapshots/tmp-*/        layers being unpacked
+//! <root>/l/<26 chars>            short symlinks to snapshots (overlay mount data fits a page)
+//! ```
+//!
+//! A layer is unpacked into a temporary directory and renamed into place only when complete,
+//! then recorded; a crash leaves temporaries (and at worst an unrecorded snapshot), which
+//! `system check --repair` removes.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::db::{Db, DbError, ImageRow, LayerRow};
+use crate::digest::{Digest, HashingReader};
+use crate::mount::Lower;
+use crate::reference::{Reference, ReferenceError};
+use crate::unpack::{unpack, UnpackError};
+
+/// OCI media types used by the store.
+pub mod media {
+    /// Uncompressed layer.
+    pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// gzip layer.
+    pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// zstd layer.
+    pub const LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// Image config.
+    pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// Image manifest.
+    pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+}
+
+/// Errors of the image store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// blob store failure
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// metadata failure
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// unpack failure
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// bad reference
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// file operation failed
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// no such image
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    /// ambiguous id prefix
+    #[error("image id prefix {0:?} matches more than one image")]
+    Ambiguous(String),
+    /// image has several tags
+    #[error("conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories")]
+    MultipleTags {
+        /// The image's short id.
+        id: String,
+    },
+    /// a config or manifest blob is not valid JSON
+    #[error("image {id}: {what} is not valid JSON: {source}")]
+    BadJson {
+        /// The image.
+        id: Digest,
+        /// Which document.
+        what: &'static str,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `docker import --change` can set, and the history comment.
+#[derive(Debug, Clone, Default)]
+pub struct ImportConfig {
+    /// `CMD`.
+    pub cmd: Option<Vec<String>>,
+    /// `ENTRYPOINT`.
+    pub entrypoint: Option<Vec<String>>,
+    /// `ENV` entries.
+    pub env: Vec<String>,
+    /// `WORKDIR`.
+    pub working_dir: Option<String>,
+    /// `USER`.
+    pub user: Option<String>,
+    /// `LABEL` entries.
+    pub labels: Vec<(String, String)>,
+    /// History comment (`-m`).
+    pub message: Option<String>,
+}
+
+/// Where a layer's distributable blob comes from.
+#[derive(Debug, Clone)]
+pub enum BlobInfo {
+    /// A blob already in the store (pulled, or archived from a directory).
+    Known {
+        /// Its digest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// Its media type.
+        media_type: String,
+    },
+    /// The uncompressed tar itself, whose digest is the diff id (import).
+    Uncompressed,
+}
+
+/// A summary row for `moat images`.
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    /// The image row.
+    pub row: ImageRow,
+    /// Total uncompressed size of its layers.
+    pub size: u64,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct ImageStore {
+    root: PathBuf,
+    blobs: BlobStore,
+    db: Db,
+}
+
+impl ImageStore {
+    /// Opens (creating) the store at `root`.
+    pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
+        for d in [root.to_path_buf(), root.join("snapshots"), root.join("l")] {
+            fs::create_dir_all(&d).map_err(io_err("create", &d))?;
+        }
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            blobs: BlobStore::open(root)?,
+            db: Db::open(root)?,
+        })
+    }
+
+    /// The store's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The metadata database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Unpacks a layer stream (gzip, zstd or plain tar, detected from its first bytes) into a
+    /// snapshot unless one exists for the same diff; `blob` names the blob it came from.
+    /// Returns the layer row. The diff id is computed while unpacking: one pass over the data.
+    pub fn add_layer(&self, stream: impl Read, blob: BlobInfo) -> Result<LayerRow, StoreError> {
+        let tmp = self.temp_snapshot()?;
+        let result = (|| {
+            let mut r = BufReader::with_capacity(256 * 1024, stream);
+            let decompressed: Box<dyn Read> = match r.fill_buf().map_err(UnpackError::Read)? {
+                [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+                [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+                    zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?,
+                ),
+                _ => Box::new(r),
+            };
+            let mut hashing = HashingReader::new(decompressed);
+            unpack(&mut hashing, &tmp)?;
+            Ok::<_, StoreError>(hashing.finish().map_err(UnpackError::Read)?)
+        })();
+        let (diff_id, size) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        if let Some(existing) = self.db.layer(&diff_id)? {
+            let _ = fs::remove_dir_all(&tmp);
+            return Ok(existing);
+        }
+        let snapshot = diff_id.hex().to_string();
+        let dest = self.root.join("snapshots").join(&snapshot);
+        if dest.exists() {
+            // Left by a crash between rename and record: the content is identical, keep one.
+            let _ = fs::remove_dir_all(&tmp);
+        } else {
+            fs::rename(&tmp, &dest).map_err(io_err("rename snapshot", &dest))?;
+        }
+        let link = short_link(&diff_id);
+        let lpath = self.root.join("l").join(&link);
+        let _ = fs::remove_file(&lpath);
+        std::os::unix::fs::symlink(format!("../snapshots/{snapshot}"), &lpath)
+            .map_err(io_err("link snapshot", &lpath))?;
+        let (blob, blob_size, media_type) = match blob {
+            BlobInfo::Known {
+                digest,
+                size,
+                media_type,
+            } => (digest, size, media_type),
+            BlobInfo::Uncompressed => (diff_id.clone(), size, media::LAYER_TAR.to_string()),
+        };
+        let row = LayerRow {
+            diff_id,
+            snapshot,
+            link,
+            size,
+            blob,
+            blob_size,
+            media_type,
+        };
+        Ok(self.db.add_layer(&row)?)
+    }
+
+    fn temp_snapshot(&self) -> Result<PathBuf, StoreError> {
+        let base = self.root.join("snapshots");
+        for n in 0..1000u32 {
+            let p = base.join(format!("tmp-{}-{n}", std::process::id()));
+            match fs::create_dir(&p) {
+                Ok(()) => return Ok(p),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("create", &p)(e)),
+            }
+        }
+        Err(io_err("create temporary snapshot in", &base)(
+            io::ErrorKind::AlreadyExists.into(),
+        ))
+    }
+
+    /// `moat import`: a root filesystem tarball (plain, gzip or zstd) becomes a one-layer image.
+    pub fn import_tar(
+        &mut self,
+        src: impl Read,
+        tag: Option<&Reference>,
+        cfg: &ImportConfig,
+    ) -> Result<Digest, StoreError> {
+        // The layer is stored uncompressed (its blob digest is its diff id); the tar is written
+        // to the blob and unpacked in the same pass.
+        let mut r = BufReader::with_capacity(256 * 1024, src);
+        let decompressed: Box<dyn Read> = match r.fill_buf().map_err(UnpackError::Read)? {
+            [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?)
+            }
+            _ => Box::new(r),
+        };
+        let writer = self.blobs.writer()?;
+        let mut tee = Tee {
+            r: decompressed,
+            w: writer,
+        };
+        let layer = self.add_layer(&mut tee, BlobInfo::Uncompressed)?;
+        // The blob holds exactly the bytes that were hashed into the diff id.
+        if !self.blobs.contains(&layer.blob) {
+            tee.w.commit(Some(&layer.blob))?;
+        }
+        self.commit_image(&[layer], tag, cfg, "moat import")
+    }
+
+    /// `moat import DIR`: a directory becomes a one-layer image.
+    pub fn import_dir(
+        &mut self,
+        dir: &Path,
+        tag: Option<&Reference>,
+        cfg: &ImportConfig,
+    ) -> Result<Digest, StoreError> {
+        let mut w = self.blobs.writer()?;
+        {
+            let mut b = tar::Builder::new(&mut w);
+            b.follow_symlinks(false);
+            b.mode(tar::HeaderMode::Complete);
+            b.append_dir_all(".", dir).map_err(io_err("archive", dir))?;
+            b.finish().map_err(io_err("archive", dir))?;
+        }
+        let (blob, size) = w.commit(None)?;
+        let f = self.blobs.open_blob(&blob)?;
+        let layer = self.add_layer(
+            f,
+            BlobInfo::Known {
+                digest: blob,
+                size,
+                media_type: media::LAYER_TAR.to_string(),
+            },
+        )?;
+        self.commit_image(&[layer], tag, cfg, "moat import")
+    }
+
+    /// Writes config and manifest for `layers` (base first) and records the image.
+    pub fn commit_image(
+        &mut self,
+        layers: &[LayerRow],
+        tag: Option<&Reference>,
+        cfg: &ImportConfig,
+        created_by: &str,
+    ) -> Result<Digest, StoreError> {
+        let created = now_rfc3339();
+        let mut config = json!({});
+        if let Some(c) = &cfg.cmd {
+            config["Cmd"] = json!(c);
+        }
+        if let Some(e) = &cfg.entrypoint {
+            config["Entrypoint"] = json!(e);
+        }
+        if !cfg.env.is_empty() {
+            config["Env"] = json!(cfg.env);
+        }
+        if let Some(w) = &cfg.working_dir {
+            config["WorkingDir"] = json!(w);
+        }
+        if let Some(u) = &cfg.user {
+            config["User"] = json!(u);
+        }
+        if !cfg.labels.is_empty() {
+            config["Labels"] = Value::Object(
+                cfg.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect(),
+            );
+        }
+        let mut history = json!({"created": created, "created_by": created_by});
+        if let Some(m) = &cfg.message {
+            history["comment"] = json!(m);
+        }
+        let doc = json!({
+            "created": created,
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>()},
+            "history": [history],
+        });
+        let config_bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        let id = self.blobs.put_bytes(&config_bytes)?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media::MANIFEST,
+            "config": {"mediaType": media::CONFIG, "digest": id.as_str(), "size": config_bytes.len()},
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.media_type, "digest": l.blob.as_str(), "size": l.blob_size
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_digest = self
+            .blobs
+            .put_bytes(&serde_json::to_vec(&manifest).unwrap_or_default())?;
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let tag = tag.map(|t| t.to_string());
+        self.db
+            .add_image(&id, &manifest_digest, &created, &diff_ids, tag.as_deref())?;
+        Ok(id)
+    }
+
+    /// Resolves a name (`repo[:tag]`), a full id (`sha256:...`) or an id prefix to an image id.
+    pub fn resolve(&self, name: &str) -> Result<Digest, StoreError> {
+        if let Ok(d) = name.parse::<Digest>() {
+            if self.db.image(&d)?.is_some() {
+                return Ok(d);
+            }
+        }
+        if let Ok(r) = name.parse::<Reference>() {
+            if let Some(id) = self.db.tag(&r.to_string())? {
+                return Ok(id);
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 3 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let ids = self.db.ids_with_prefix(&hex.to_ascii_lowercase())?;
+            match ids.len() {
+                1 => return Ok(ids[0].clone()),
+                0 => {}
+                _ => return Err(StoreError::Ambiguous(name.to_string())),
+            }
+        }
+        Err(StoreError::NoSuchImage(name.to_string()))
+    }
+
+    /// All images with their sizes, newest first.
+    pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let mut out = vec![];
+        for row in self.db.images()? {
+            let mut size = 0;
+            for l in &row.layers {
+                size += self.db.layer(l)?.map(|l| l.size).unwrap_or(0);
+            }
+            out.push(ImageSummary { row, size });
+        }
+        Ok(out)
+    }
+
+    /// The image's row, config and manifest documents.
+    pub fn inspect(&self, id: &Digest) -> Result<(ImageRow, Value, Value), StoreError> {
+        let row = self
+            .db
+            .image(id)?
+            .ok_or_else(|| StoreError::NoSuchImage(id.to_string()))?;
+        let parse = |d: &Digest, what| -> Result<Value, StoreError> {
+            serde_json::from_slice(&self.blobs.read(d)?).map_err(|source| StoreError::BadJson {
+                id: id.clone(),
+                what,
+                source,
+            })
+        };
+        let config = parse(id, "config")?;
+        let manifest = parse(&row.manifest, "manifest")?;
+        Ok((row, config, manifest))
+    }
+
+    /// `moat tag SOURCE TARGET`.
+    pub fn tag(&self, source: &str, target: &Reference) -> Result<(), StoreError> {
+        let id = self.resolve(source)?;
+        Ok(self.db.set_tag(&target.to_string(), &id)?)
+    }
+
+    /// `moat rmi`: a tag name untags (and deletes the image when it was the last tag); an id
+    /// deletes the image, refusing one with several tags unless `force`. Layers are removed only
+    /// when no image uses them. Returns Docker's lines (`Untagged: ...`, `Deleted: ...`).
+    pub fn remove(&mut self, name: &str, force: bool) -> Result<Vec<String>, StoreError> {
+        let id = self.resolve(name)?;
+        let row = self
+            .db
+            .image(&id)?
+            .ok_or_else(|| StoreError::NoSuchImage(name.to_string()))?;
+        let mut out = vec![];
+        let by_tag = name
+            .parse::<Reference>()
+            .ok()
+            .map(|r| r.to_string())
+            .filter(|t| row.tags.contains(t));
+        if let Some(t) = by_tag {
+            if row.tags.len() > 1 && !force {
+                self.db.remove_tag(&t)?;
+                return Ok(vec![format!("Untagged: {t}")]);
+            }
+        } else if row.tags.len() > 1 && !force {
+            return Err(StoreError::MultipleTags {
+                id: id.short().to_string(),
+            });
+        }
+        for t in &row.tags {
+            out.push(format!("Untagged: {t}"));
+        }
+        for layer in self.db.remove_image(&id)? {
+            self.remove_layer_files(&layer)?;
+            self.db.remove_layer(&layer.diff_id)?;
+        }
+        self.blobs.remove(&row.manifest)?;
+        self.blobs.remove(&id)?;
+        out.push(format!("Deleted: {id}"));
+        Ok(out)
+    }
+
+    fn remove_layer_files(&self, l: &LayerRow) -> Result<(), StoreError> {
+        let link = self.root.join("l").join(&l.link);
+        let _ = fs::remove_file(&link);
+        let dir = self.root.join("snapshots").join(&l.snapshot);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &dir)(e)),
+            _ => {}
+        }
+        self.blobs.remove(&l.blob)?;
+        Ok(())
+    }
+
+    /// The image's layers as overlay lower layers, top first.
+    pub fn lowers(&self, id: &Digest) -> Result<Vec<Lower>, StoreError> {
+        let row = self
+            .db
+            .image(id)?
+            .ok_or_else(|| StoreError::NoSuchImage(id.to_string()))?;
+        let mut out = vec![];
+        for d in row.layers.iter().rev() {
+            let l = self
+                .db
+                .layer(d)?
+                .ok_or_else(|| StoreError::NoSuchImage(format!("{id} (layer {d} missing)")))?;
+            out.push(Lower {
+                dir: self.root.join("snapshots").join(&l.snapshot),
+                link: l.link,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Writes everything read through it to `w` as well.
+struct Tee<R, W> {
+    r: R,
+    w: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.w.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// A 26-character link name derived from the diff id (uppercase base32 of its first bytes),
+/// like Docker's `l/` names: deterministic, so a re-created link gets the same name.
+fn short_link(d: &Digest) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let bytes = hex::decode(d.hex()).unwrap_or_default();
+    let mut out = String::with_capacity(26);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 && out.len() < 26 {
+            bits -= 5;
+            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
+        }
+        if out.len() == 26 {
+            break;
+        }
+    }
+    out
+}
+
+/// Now as RFC 3339 UTC (seconds precision).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
