@@ -182,7 +182,40 @@ pub fn validate(spec: &Spec) -> Result<(), String> {
             if key.contains('/') || key.split('.').any(|p| p.is_empty() || p == "..") {
                 return Err(format!("sysctl key {key:?} is malformed"));
             }
+            check_sysctl_namespace(key, &seen)?;
         }
+    }
+    Ok(())
+}
+
+/// A sysctl may only be set when it belongs to a namespace the container has (runc's rule):
+/// otherwise the write would change the host.
+fn check_sysctl_namespace(key: &str, ns: &HashSet<LinuxNamespaceType>) -> Result<(), String> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let needed = if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        LinuxNamespaceType::Ipc
+    } else if key.starts_with("net.") {
+        LinuxNamespaceType::Network
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        return Err(format!(
+            "sysctl {key:?}: use the hostname/domainname fields instead"
+        ));
+    } else {
+        return Err(format!(
+            "sysctl {key:?} is not namespaced: setting it would change the host"
+        ));
+    };
+    if !ns.contains(&needed) {
+        return Err(format!("sysctl {key:?} needs a {needed} namespace"));
     }
     Ok(())
 }
@@ -258,5 +291,33 @@ mod tests {
         linux.set_sysctl(Some([("net/../x".to_string(), "1".to_string())].into()));
         spec.set_linux(Some(linux));
         assert!(validate(&spec).unwrap_err().contains("sysctl"));
+    }
+}
+
+#[cfg(test)]
+mod sysctl_tests {
+    use super::*;
+
+    #[test]
+    fn sysctls_need_their_namespace() {
+        let ns = |t: &[LinuxNamespaceType]| t.iter().copied().collect::<HashSet<_>>();
+        use LinuxNamespaceType::{Ipc, Network};
+        assert_eq!(
+            check_sysctl_namespace("net.ipv4.ip_forward", &ns(&[Network])),
+            Ok(())
+        );
+        assert!(check_sysctl_namespace("net.ipv4.ip_forward", &ns(&[Ipc])).is_err());
+        assert_eq!(check_sysctl_namespace("kernel.msgmax", &ns(&[Ipc])), Ok(()));
+        assert_eq!(
+            check_sysctl_namespace("fs.mqueue.msg_max", &ns(&[Ipc])),
+            Ok(())
+        );
+        assert!(check_sysctl_namespace("kernel.msgmax", &ns(&[Network])).is_err());
+        assert!(
+            check_sysctl_namespace("vm.swappiness", &ns(&[Ipc, Network]))
+                .unwrap_err()
+                .contains("host")
+        );
+        assert!(check_sysctl_namespace("kernel.hostname", &ns(&[])).is_err());
     }
 }

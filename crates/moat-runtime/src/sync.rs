@@ -50,6 +50,8 @@ pub enum Msg {
     Created,
     /// Parent → init: start now (used by `run`, which needs no fifo).
     Start,
+    /// Child → parent: something the user should know (an rlimit was clamped).
+    Warning(String),
     /// Child → parent: a stage failed.
     Error(String),
 }
@@ -65,6 +67,7 @@ impl Msg {
             Msg::HooksDone => "HooksDone",
             Msg::Created => "Created",
             Msg::Start => "Start",
+            Msg::Warning(_) => "Warning",
             Msg::Error(_) => "Error",
         }
     }

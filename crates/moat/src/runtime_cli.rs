@@ -152,7 +152,6 @@ enum RtCommand {
         detach: bool,
     },
     /// List containers.
-    #[command(alias = "ps")]
     List {
         /// table or json.
         #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
@@ -296,14 +295,16 @@ fn exec(rt: &Runtime, a: &ExecArgs) -> Result<i32, OpsError> {
                 path: path.clone(),
                 source,
             })?;
-            serde_json::from_slice(&text)
-                .map_err(|e| OpsError::Exec(format!("process file {}: {e}", path.display())))?
+            serde_json::from_slice(&text).map_err(|source| OpsError::ProcessFile {
+                path: path.clone(),
+                source,
+            })?
         }
         None => {
             let user = match &a.user {
                 None => None,
                 Some(u) => {
-                    let bad = || OpsError::Exec(format!("--user {u:?}: expected uid[:gid]"));
+                    let bad = || OpsError::BadUser(u.clone());
                     let (uid, gid) = match u.split_once(':') {
                         Some((a, b)) => (a, Some(b)),
                         None => (u.as_str(), None),

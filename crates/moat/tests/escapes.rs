@@ -22,8 +22,9 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten() {
     }
     for (name, state_inside_bin_dir) in [("exe-overlay", false), ("exe-memfd", true)] {
         // Run a copy of moat, so that even a broken guard cannot corrupt the binary under test.
-        let mut c = Ctr::new(name, &["sleep", "30"]);
+        // (bin_dir first: dropped last, after the container's guard deleted the container.)
         let bin_dir = tempfile::tempdir().unwrap();
+        let mut c = Ctr::new(name, &["sleep", "30"]);
         let copy = bin_dir.path().join("moat");
         std::fs::copy(common::MOAT, &copy).unwrap();
         if state_inside_bin_dir {
@@ -83,41 +84,114 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten() {
     }
 }
 
-/// CVE-2024-21626: no runtime descriptor may leak into the container, and a cwd outside the
-/// root (through a leaked /proc/self/fd/N) must be refused.
+/// CVE-2024-21626: no descriptor may leak into the container (runc leaked a host directory
+/// descriptor), and a cwd reached through one (`/proc/self/fd/N`) must be refused. moat is started
+/// with a host directory open as fd 7, not close-on-exec, as a careless caller would leave it.
 #[test]
 fn cve_2024_21626_no_fd_leak_and_cwd_escape_refused() {
     if !can_run() {
         return;
     }
-    let c = Ctr::new("fds", &["sh", "-c", "ls -l /proc/self/fd/"]);
-    let (code, out, err) = c.run();
-    assert_eq!(code, 0, "{err}");
-    let fds: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with('l'))
-        .filter_map(|l| l.split(" -> ").next()?.split_whitespace().last())
-        .collect();
-    // 0, 1, 2 and the directory ls itself opened.
-    assert!(
-        fds.len() <= 4,
-        "descriptors leaked into the container:\n{out}"
+    let run_with_fd7 = |c: &Ctr, extra: &[&str]| {
+        std::fs::write(
+            c.bundle().join("config.json"),
+            serde_json::to_vec(&c.config).unwrap(),
+        )
+        .unwrap();
+        let b = c.bundle().display().to_string();
+        let root = c.root.display().to_string();
+        let mut args = vec!["runtime", "--root", &root, "run", "--bundle", &b];
+        args.extend_from_slice(extra);
+        args.push(&c.id);
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("exec 7</etc; exec \"$@\"")
+            .arg("sh")
+            .arg(common::MOAT)
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let c = Ctr::new(
+        "fds",
+        &[
+            "sh",
+            "-c",
+            "ls -l /proc/self/fd/; test -e /proc/self/fd/7 && echo LEAKED-7; true",
+        ],
     );
-    for bad in ["socket:", "pipe:", "cgroup", "anon_inode", "/run/", "state"] {
+    let out = run_with_fd7(&c, &[]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("LEAKED-7"),
+        "host descriptor leaked into the container:\n{text}"
+    );
+    for bad in ["socket:", "pipe:", "anon_inode", "/etc"] {
         assert!(
-            !out.lines()
-                .skip(1)
-                .filter(|l| !l.contains(" 1 -> ") && !l.contains(" 2 -> "))
-                .any(|l| l.contains(bad)),
-            "leaked {bad}:\n{out}"
+            !text.lines().any(|l| l.contains(" 7 -> ")
+                || (l.contains(bad) && !l.contains(" 1 -> ") && !l.contains(" 2 -> "))),
+            "leaked {bad}:\n{text}"
         );
     }
-    for n in 3..10 {
+    // The inherited directory as cwd: chdir succeeds (the descriptor is open in the init until
+    // exec), so only the getcwd check stands between the container and the host's /etc.
+    let mut c = Ctr::new("cwd7", &["sh", "-c", "pwd; ls .."]);
+    c.config["process"]["cwd"] = "/proc/self/fd/7".into();
+    let out = run_with_fd7(&c, &[]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "cwd through a leaked fd accepted: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CVE-2024-21626") || err.contains("cwd"),
+        "{err}"
+    );
+    for n in 3..7 {
         let mut c = Ctr::new(&format!("cwd{n}"), &["sh", "-c", "pwd; ls .."]);
         c.config["process"]["cwd"] = format!("/proc/self/fd/{n}").into();
         let (code, out, _err) = c.run();
         assert_ne!(code, 0, "cwd /proc/self/fd/{n} accepted: {out}");
     }
+    // --preserve-fds passes exactly the requested descriptors.
+    let c = Ctr::new(
+        "keep",
+        &[
+            "sh",
+            "-c",
+            "test -e /proc/self/fd/3 && echo HAS-3; test -e /proc/self/fd/7 && echo HAS-7; true",
+        ],
+    );
+    std::fs::write(
+        c.bundle().join("config.json"),
+        serde_json::to_vec(&c.config).unwrap(),
+    )
+    .unwrap();
+    let b = c.bundle().display().to_string();
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg("exec 3</etc 7</etc; exec \"$@\"")
+        .arg("sh")
+        .arg(common::MOAT)
+        .args(["runtime", "--root"])
+        .arg(&c.root)
+        .args(["run", "--preserve-fds", "1", "--bundle", &b, &c.id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "HAS-3",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// CVE-2021-30465 class: a symlink in the image must not redirect a mount onto the host.

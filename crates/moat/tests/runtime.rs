@@ -94,14 +94,16 @@ fn capabilities_are_exactly_the_configured_ones() {
     let mut c = Ctr::new("caps", &["sh", "-c", "grep Cap /proc/self/status"]);
     let set = json!(["CAP_CHOWN", "CAP_KILL"]);
     c.config["process"]["capabilities"] = json!({
-        "bounding": set, "effective": set, "permitted": set, "inheritable": [], "ambient": []
+        "bounding": set, "effective": set, "permitted": set, "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]
     });
     let (code, out, err) = c.run();
     assert_eq!(code, 0, "{err}");
     // CAP_CHOWN is bit 0, CAP_KILL bit 5.
     assert_eq!(cap_line(&out, "CapEff"), Some(0x21), "{out}");
     assert_eq!(cap_line(&out, "CapBnd"), Some(0x21), "{out}");
-    assert_eq!(cap_line(&out, "CapInh"), Some(0), "{out}");
+    assert_eq!(cap_line(&out, "CapPrm"), Some(0x21), "{out}");
+    assert_eq!(cap_line(&out, "CapInh"), Some(0x20), "{out}");
+    assert_eq!(cap_line(&out, "CapAmb"), Some(0x20), "{out}");
 }
 
 #[test]
@@ -248,11 +250,26 @@ fn lifecycle_create_start_state_kill_delete() {
         return;
     }
     let c = Ctr::new("life", &["sleep", "60"]);
-    c.create();
+    let b = c.bundle().display().to_string();
+    let pid_file = c.bundle().join("pid");
+    let out = c.moat(&[
+        "create",
+        "--bundle",
+        &b,
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &c.id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let st = c.state().unwrap();
     assert_eq!(st["status"], "created");
     let pid = st["pid"].as_i64().unwrap();
     assert!(pid > 0);
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), pid.to_string());
     // The user's program has not run yet: the init is still moat.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_ne!(comm.trim(), "sleep");

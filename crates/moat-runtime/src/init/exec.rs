@@ -107,7 +107,7 @@ fn stage1(cfg: &ExecConfig, chan: &Channel) -> Result<(), Failure> {
     // SAFETY: this process is single-threaded (a fork of the single-threaded runtime).
     match unsafe { fork() }.map_err(|e| f(InitError::Fork(e)))? {
         ForkResult::Child => {
-            let failure = child(cfg);
+            let failure = child(cfg, chan);
             let _ = chan.send(&Msg::Error(failure.0.to_string()));
             // SAFETY: _exit ends this forked child without running atexit handlers.
             unsafe { libc::_exit(failure.1) }
@@ -126,10 +126,15 @@ fn same_ns(file: &std::fs::File, other: &str) -> bool {
     }
 }
 
-fn child(cfg: &ExecConfig) -> Failure {
+fn child(cfg: &ExecConfig, chan: &Channel) -> Failure {
     let console = cfg.console.as_ref().map(|c| c.as_raw_fd());
     match super::process::prepare(&cfg.process, cfg.seccomp.as_ref(), console) {
-        Ok(p) => super::process::exec(&p, &cfg.process, cfg.preserve_fds),
+        Ok(p) => {
+            for w in &p.warnings {
+                let _ = chan.send(&Msg::Warning(w.clone()));
+            }
+            super::process::exec(&p, &cfg.process, cfg.preserve_fds)
+        }
         Err(e) => e,
     }
 }

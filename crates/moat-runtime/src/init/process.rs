@@ -24,6 +24,8 @@ pub struct Prepared {
     filter: Option<crate::seccomp::Filter>,
     env: Vec<String>,
     program: CString,
+    /// What the user should be told (clamped rlimits): the caller relays it to the runtime.
+    pub warnings: Vec<String>,
 }
 
 /// Everything that needs privileges or can fail with a config error, done before `Created` so
@@ -47,8 +49,9 @@ pub fn prepare(
             .map(|b| (b.height() as u16, b.width() as u16));
         crate::console::setup(sock, size).map_err(|e| f(e.into()))?;
     }
+    let mut warnings = vec![];
     if let Some(limits) = process.rlimits() {
-        let _warnings = crate::rlimits::apply(limits).map_err(|e| f(e.into()))?;
+        warnings = crate::rlimits::apply(limits).map_err(|e| f(e.into()))?;
     }
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -79,6 +82,7 @@ pub fn prepare(
         filter,
         env,
         program,
+        warnings,
     })
 }
 
@@ -101,6 +105,9 @@ fn exec_inner(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         process.user().umask().unwrap_or(0o022),
     ));
+    // CVE-2024-21626: nothing of the runtime's may leak into the container. Done first, while
+    // no seccomp profile can deny close_range and with its result checked.
+    cloexec_from(3 + preserve_fds.max(0)).map_err(f)?;
     let nnp = process.no_new_privileges() == Some(true);
     if let Some(c) = caps {
         c.apply_bounding().map_err(|e| f(e.into()))?;
@@ -124,18 +131,6 @@ fn exec_inner(
             flt.load().map_err(|e| f(e.into()))?;
         }
     }
-    // CVE-2024-21626: nothing of the runtime's may leak into the container. Every descriptor
-    // above stdio and the preserved ones is marked close-on-exec.
-    let first = 3 + preserve_fds.max(0) as u32;
-    // SAFETY: close_range takes plain integers; CLOSE_RANGE_CLOEXEC only sets flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
     let args: Vec<CString> = process
         .args()
         .iter()
@@ -159,6 +154,34 @@ fn exec_inner(
         },
         code,
     ))
+}
+
+/// Marks every descriptor from `first` up close-on-exec: `close_range(CLOSE_RANGE_CLOEXEC)`, or
+/// on kernels without it (< 5.11) a walk of /proc/self/fd.
+fn cloexec_from(first: i32) -> Result<(), InitError> {
+    // SAFETY: close_range takes plain integers; CLOSE_RANGE_CLOEXEC only sets descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(ioerr("list /proc/self/fd"))?;
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number only changes its flags (EBADF for the one the
+        // directory listing itself used, which is already closed: ignored).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 /// The process environment, with HOME added from the container's /etc/passwd when missing

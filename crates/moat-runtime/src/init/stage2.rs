@@ -58,7 +58,7 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         }
     }
     if let Some(h) = hooks.create_container() {
-        let state = hook_state(cfg, host_pid, "created");
+        let state = hook_state(cfg, host_pid, "creating");
         crate::hooks::run("createContainer", h, &state).map_err(|e| f(e.into()))?;
     }
     rootfs::pivot(&cfg.rootfs.rootfs).map_err(|e| f(e.into()))?;
@@ -85,6 +85,10 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     rootfs::finish(&cfg.rootfs).map_err(|e| f(e.into()))?;
     let console = cfg.console.as_ref().map(|s| s.as_raw_fd());
     let prepared = super::process::prepare(process, linux.seccomp().as_ref(), console)?;
+    for w in &prepared.warnings {
+        chan.send(&Msg::Warning(w.clone()))
+            .map_err(|e| f(e.into()))?;
+    }
     chan.send(&Msg::Created).map_err(|e| f(e.into()))?;
     match &cfg.start {
         StartSignal::Fifo(opath) => {
@@ -109,7 +113,7 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         },
     }
     if let Some(h) = hooks.start_container() {
-        let state = hook_state(cfg, host_pid, "running");
+        let state = hook_state(cfg, host_pid, "created");
         crate::hooks::run("startContainer", h, &state).map_err(|e| f(e.into()))?;
     }
     Err(super::process::exec(&prepared, process, cfg.preserve_fds))

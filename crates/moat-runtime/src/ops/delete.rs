@@ -21,7 +21,12 @@ pub fn delete(rt: &Runtime, id: &ContainerId, force: bool) -> Result<(), OpsErro
             op: "delete (stop it first, or use --force)",
         });
     }
-    if status != Status::Stopped {
+    // A stopped init can leave processes behind when the container has no pid namespace of its
+    // own (they are not killed with it): they go too, or the cgroup could never be removed.
+    let shared_pid_ns = !crate::bundle::namespaces(&rec.config)
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none());
+    if status != Status::Stopped || force || shared_pid_ns {
         stop_all(id, &rec)?;
     }
     destroy(rt, id, &rec)
@@ -38,6 +43,13 @@ fn stop_all(id: &ContainerId, rec: &Record) -> Result<(), OpsError> {
     }
     if frozen {
         let _ = cg.thaw();
+    }
+    // Wait for every process of the cgroup, not only the init: rmdir needs it empty.
+    for _ in 0..1000 {
+        if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     if !wait_gone(rec.pid, rec.pid_start_time, Duration::from_secs(10)) {
         return Err(OpsError::StillAlive {

@@ -41,7 +41,7 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
         });
     }
     if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(OpsError::Exec("exec: no command given".into()));
+        return Err(OpsError::NoCommand);
     }
     let set = forwarded_signals();
     if !opts.detach {
@@ -92,22 +92,28 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
                 pid = Some(Pid::from_raw(p));
                 let _ = waitpid(stage1, None);
             }
+            Ok(Msg::Warning(w)) => log::warn!("{w}"),
             Ok(Msg::Error(e)) => {
                 if let Some(p) = pid {
                     let _ = waitpid(p, None);
                 } else {
                     let _ = waitpid(stage1, None);
                 }
-                return Err(OpsError::Exec(e));
+                return Err(OpsError::ExecFailed(e));
             }
-            Ok(got) => return Err(OpsError::Exec(format!("exec: unexpected message {got:?}"))),
+            Ok(got) => {
+                return Err(OpsError::Protocol {
+                    got: format!("{got:?}"),
+                    expected: "the exec'd process's pid",
+                })
+            }
             // The descriptor closes on execve: end of stream after the pid means it runs.
             Err(_) => break,
         }
     }
     let Some(pid) = pid else {
         let _ = waitpid(stage1, None);
-        return Err(OpsError::Exec(
+        return Err(OpsError::ExecFailed(
             "exec: the process exited before it started".into(),
         ));
     };
@@ -180,7 +186,7 @@ pub fn process_for(
             let cap: oci_spec::runtime::Capability = name
                 .trim_start_matches("CAP_")
                 .parse()
-                .map_err(|_| OpsError::Exec(format!("exec: unknown capability {name}")))?;
+                .map_err(|_| OpsError::UnknownCapability(name.clone()))?;
             let add = |s: &Option<oci_spec::runtime::Capabilities>| {
                 let mut s = s.clone().unwrap_or_default();
                 s.insert(cap);

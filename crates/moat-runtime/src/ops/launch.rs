@@ -107,8 +107,9 @@ pub(crate) fn launch(
         armed: true,
     };
     log::debug!("launch {id}: bundle loaded, id claimed");
-    cgroup.create()?;
+    // Set first: a create that fails half-way has made directories too.
     guard.cgroup_made = true;
+    cgroup.create()?;
     cgroup.apply(&resources(&linux))?;
     log::debug!("launch {id}: cgroup ready");
     let start = match start {
@@ -231,9 +232,11 @@ pub(crate) fn launch(
             }
             Ok(Msg::InitPid(p)) => {
                 init_pid = p;
-                guard.pids.push(p);
                 let _ = waitpid(Pid::from_raw(stage1_pid), None);
+                // Reaped: its pid may be reused, so the cleanup must not signal it any more.
+                guard.pids = vec![p];
             }
+            Ok(Msg::Warning(w)) => log::warn!("{w}"),
             Ok(Msg::RunCreateRuntimeHooks) => {
                 let hooks = cfg.bundle.spec.hooks().clone().unwrap_or_default();
                 let state = hook_state(&cfg, init_pid, "creating");
@@ -249,7 +252,12 @@ pub(crate) fn launch(
                 break;
             }
             Ok(Msg::Error(e)) => return Err(OpsError::Init(e)),
-            Ok(got) => return Err(OpsError::Init(format!("unexpected message {got:?}"))),
+            Ok(got) => {
+                return Err(OpsError::Protocol {
+                    got: format!("{got:?}"),
+                    expected: "Created",
+                })
+            }
             Err(e) => return Err(e.into()),
         }
     }

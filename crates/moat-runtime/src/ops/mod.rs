@@ -44,12 +44,45 @@ pub enum OpsError {
     /// a hook failed
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
-    /// the container's init reported a failure
+    /// the container's init reported a failure (its message, sent across the process boundary)
     #[error("container init: {0}")]
     Init(String),
-    /// exec into a container failed
+    /// the exec'd process reported a failure (its message, sent across the process boundary)
     #[error("{0}")]
-    Exec(String),
+    ExecFailed(String),
+    /// the init chain sent a message out of order
+    #[error("init chain protocol error: unexpected {got} while waiting for {expected}")]
+    Protocol {
+        /// The message received.
+        got: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// the init died before start
+    #[error("container {id}: init (pid {pid}) died before start")]
+    InitDied {
+        /// The container.
+        id: ContainerId,
+        /// Its pid.
+        pid: i32,
+    },
+    /// exec without a command
+    #[error("exec: no command given")]
+    NoCommand,
+    /// unknown capability name
+    #[error("unknown capability {0:?}")]
+    UnknownCapability(String),
+    /// malformed --user
+    #[error("--user {0:?}: expected uid[:gid] (numbers)")]
+    BadUser(String),
+    /// malformed process file
+    #[error("process file {path}: {source}")]
+    ProcessFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
     /// the operation does not fit the container's status
     #[error("container {id} is {status}: cannot {op}")]
     WrongStatus {

@@ -44,10 +44,10 @@ pub fn start(rt: &Runtime, id: &ContainerId) -> Result<(), OpsError> {
             }
         }
         if !alive(&rec) {
-            return Err(OpsError::Init(format!(
-                "container {id}: init (pid {}) died before start",
-                rec.pid
-            )));
+            return Err(OpsError::InitDied {
+                id: id.clone(),
+                pid: rec.pid,
+            });
         }
     }
     let mut byte = [0u8; 1];
