@@ -4,6 +4,7 @@
 //! `moat-runtime` (a symlink) takes runc's command line at the top level, so engines that expect a
 //! runc-like program (`dockerd --add-runtime`, `podman --runtime`, containerd) can call it directly.
 
+mod image_cli;
 mod logger;
 mod runtime_cli;
 
@@ -13,6 +14,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "moat", version, about)]
 struct Cli {
+    /// Root of moat's persistent state (images, containers, volumes).
+    #[arg(long, default_value = "/var/lib/moat")]
+    root: std::path::PathBuf,
+    /// Debug logging.
+    #[arg(long)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,6 +28,45 @@ struct Cli {
 enum Command {
     /// The OCI runtime (runc-compatible command line).
     Runtime(runtime_cli::RuntimeCli),
+    /// Import a root filesystem (tarball, directory or -) as a one-layer image.
+    Import(image_cli::ImportArgs),
+    /// List images.
+    Images(image_cli::ImagesArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image_cli::ImageCommand),
+    /// Tag an image: SOURCE TARGET.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New REPOSITORY[:TAG].
+        target: String,
+    },
+    /// Remove images.
+    Rmi(image_cli::RmiArgs),
+}
+
+/// Runs an engine command; errors are printed once, here, and exit with 1.
+fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
+    logger::Logger::install(None, false, debug);
+    use image_cli::ImageCommand as I;
+    let result = match command {
+        Command::Runtime(_) => Ok(()),
+        Command::Import(a) | Command::Image(I::Import(a)) => image_cli::import(root, a),
+        Command::Images(a) | Command::Image(I::Ls(a)) => image_cli::images(root, a),
+        Command::Image(I::Inspect { images }) => image_cli::inspect(root, images),
+        Command::Tag { source, target } | Command::Image(I::Tag { source, target }) => {
+            image_cli::tag(root, source, target)
+        }
+        Command::Rmi(a) | Command::Image(I::Rm(a)) => image_cli::rmi(root, a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
 }
 
 fn main() {
@@ -35,8 +81,10 @@ fn main() {
     let code = if invoked_as_runtime {
         runtime_cli::main(runtime_cli::RuntimeCli::parse())
     } else {
-        match Cli::parse().command {
+        let cli = Cli::parse();
+        match cli.command {
             Command::Runtime(rt) => runtime_cli::main(rt),
+            other => engine(&cli.root, cli.debug, &other),
         }
     };
     std::process::exit(code);

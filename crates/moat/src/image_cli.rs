@@ -1,0 +1,416 @@
+//! Image commands: `moat import | images | image inspect | tag | rmi`, over `moat_image`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use moat_image::store::{ImageSummary, ImportConfig};
+use moat_image::{ImageStore, Reference, StoreError};
+
+/// Errors of the image commands that are not the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// store error
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// bad --change
+    #[error("invalid --change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER or LABEL")]
+    Change(String),
+    /// cannot open the import source
+    #[error("import {path}: {source}")]
+    Source {
+        /// The source path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// bad reference
+    #[error(transparent)]
+    Reference(#[from] moat_image::reference::ReferenceError),
+}
+
+/// `moat import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Dockerfile instruction to apply (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL); repeatable.
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Commit message recorded in the history.
+    #[arg(short, long)]
+    message: Option<String>,
+    /// A rootfs tarball (plain, gzip or zstd), a directory, or - for standard input.
+    source: String,
+    /// REPOSITORY[:TAG] for the new image.
+    reference: Option<String>,
+}
+
+/// `moat images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only image ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Full image ids.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only this repository (and tag).
+    reference: Option<String>,
+}
+
+/// `moat rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Remove an image with several tags.
+    #[arg(short, long)]
+    force: bool,
+    /// Images (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// `moat image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Show images as JSON.
+    Inspect {
+        /// Images (names or ids).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove images.
+    Rm(RmiArgs),
+    /// Tag an image.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New REPOSITORY[:TAG].
+        target: String,
+    },
+    /// Import a rootfs as an image.
+    Import(ImportArgs),
+}
+
+fn open(root: &Path) -> Result<ImageStore, CliError> {
+    Ok(ImageStore::open(&root.join("image"))?)
+}
+
+/// Parses `docker import --change` instructions.
+fn changes(list: &[String], message: Option<String>) -> Result<ImportConfig, CliError> {
+    let mut cfg = ImportConfig {
+        message,
+        ..Default::default()
+    };
+    for c in list {
+        let (instr, rest) = c
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((c.trim(), ""));
+        let rest = rest.trim();
+        let words = || -> Vec<String> {
+            serde_json::from_str::<Vec<String>>(rest)
+                .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), rest.to_string()])
+        };
+        match instr.to_ascii_uppercase().as_str() {
+            "CMD" => cfg.cmd = Some(words()),
+            "ENTRYPOINT" => cfg.entrypoint = Some(words()),
+            "ENV" => {
+                let kv = match rest.split_once('=') {
+                    Some((k, v)) if !k.contains(char::is_whitespace) => format!("{k}={v}"),
+                    _ => match rest.split_once(char::is_whitespace) {
+                        Some((k, v)) => format!("{k}={}", v.trim()),
+                        None => return Err(CliError::Change(c.clone())),
+                    },
+                };
+                cfg.env.push(kv);
+            }
+            "WORKDIR" if !rest.is_empty() => cfg.working_dir = Some(rest.to_string()),
+            "USER" if !rest.is_empty() => cfg.user = Some(rest.to_string()),
+            "LABEL" => {
+                let (k, v) = rest
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Change(c.clone()))?;
+                cfg.labels
+                    .push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
+            }
+            _ => return Err(CliError::Change(c.clone())),
+        }
+    }
+    Ok(cfg)
+}
+
+/// `moat import`: prints the new image's id.
+pub fn import(root: &Path, a: &ImportArgs) -> Result<(), CliError> {
+    let mut store = open(root)?;
+    let tag: Option<Reference> = a.reference.as_deref().map(str::parse).transpose()?;
+    let cfg = changes(&a.change, a.message.clone())?;
+    let id = if a.source == "-" {
+        store.import_tar(std::io::stdin().lock(), tag.as_ref(), &cfg)?
+    } else {
+        let path = PathBuf::from(&a.source);
+        let meta = std::fs::metadata(&path).map_err(|source| CliError::Source {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            store.import_dir(&path, tag.as_ref(), &cfg)?
+        } else {
+            let f = std::fs::File::open(&path).map_err(|source| CliError::Source {
+                path: path.clone(),
+                source,
+            })?;
+            store.import_tar(f, tag.as_ref(), &cfg)?
+        }
+    };
+    println!("{id}");
+    Ok(())
+}
+
+/// Docker's size format: 3 significant digits, 1000-based units.
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    format!("{s}{}", units[i])
+}
+
+/// Docker's "N units ago".
+pub fn human_ago(rfc3339: &str) -> String {
+    let Some(then) = parse_rfc3339(rfc3339) else {
+        return "N/A".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let s = (now - then).max(0);
+    let (n, unit) = match s {
+        0..=59 => {
+            return if s < 2 {
+                "Less than a second ago".into()
+            } else {
+                format!("{s} seconds ago")
+            }
+        }
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        86_400..=1_209_599 => (s / 86_400, "day"),
+        1_209_600..=5_183_999 => (s / 604_800, "week"),
+        5_184_000..=63_071_999 => (s / 2_592_000, "month"),
+        _ => (s / 31_536_000, "year"),
+    };
+    match n {
+        1 if unit == "hour" => "About an hour ago".into(),
+        1 => format!("About a {unit} ago"),
+        _ => format!("{n} {unit}s ago"),
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+fn rows<'a>(
+    list: &'a [ImageSummary],
+    filter: Option<&Reference>,
+) -> Vec<(String, String, &'a ImageSummary)> {
+    let mut out = vec![];
+    for s in list {
+        if s.row.tags.is_empty() {
+            if filter.is_none() {
+                out.push(("<none>".to_string(), "<none>".to_string(), s));
+            }
+            continue;
+        }
+        for t in &s.row.tags {
+            let (repo, tag) = t.rsplit_once(':').unwrap_or((t, ""));
+            let keep = filter.is_none_or(|f| {
+                f.name() == repo && (f.tag() == tag || f.tag() == "latest" && !t.is_empty())
+            });
+            if keep {
+                out.push((repo.to_string(), tag.to_string(), s));
+            }
+        }
+    }
+    out
+}
+
+/// `moat images`.
+pub fn images(root: &Path, a: &ImagesArgs) -> Result<(), CliError> {
+    let store = open(root)?;
+    let list = store.images()?;
+    let filter: Option<Reference> = a.reference.as_deref().map(str::parse).transpose()?;
+    let rows = rows(&list, filter.as_ref());
+    let mut out = std::io::stdout().lock();
+    let id = |s: &ImageSummary| {
+        if a.no_trunc {
+            s.row.id.to_string()
+        } else {
+            s.row.id.short().to_string()
+        }
+    };
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for (_, _, s) in rows {
+            if seen.insert(s.row.id.clone()) {
+                let _ = writeln!(out, "{}", id(s));
+            }
+        }
+        return Ok(());
+    }
+    let w = if a.no_trunc { 71 } else { 12 };
+    let _ = writeln!(
+        out,
+        "{:<30} {:<10} {:<w$} {:<20} SIZE",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+    );
+    for (repo, tag, s) in rows {
+        let _ = writeln!(
+            out,
+            "{repo:<30} {tag:<10} {:<w$} {:<20} {}",
+            id(s),
+            human_ago(&s.row.created),
+            human_size(s.size)
+        );
+    }
+    Ok(())
+}
+
+/// `moat image inspect`: Docker's JSON shape (the fields the engine knows today).
+pub fn inspect(root: &Path, names: &[String]) -> Result<(), CliError> {
+    let store = open(root)?;
+    let mut out = vec![];
+    for n in names {
+        let id = store.resolve(n)?;
+        let (row, config, _manifest) = store.inspect(&id)?;
+        let size: u64 = store
+            .images()?
+            .iter()
+            .find(|s| s.row.id == id)
+            .map(|s| s.size)
+            .unwrap_or(0);
+        out.push(serde_json::json!({
+            "Id": id.as_str(),
+            "RepoTags": row.tags,
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": config["history"].as_array().and_then(|h| h.last()).and_then(|h| h["comment"].as_str()).unwrap_or(""),
+            "Created": row.created,
+            "DockerVersion": "",
+            "Author": "",
+            "Config": config["config"],
+            "Architecture": config["architecture"],
+            "Os": config["os"],
+            "Size": size,
+            "GraphDriver": {"Name": "overlay2", "Data": null},
+            "RootFS": {"Type": "layers", "Layers": row.layers.iter().map(|l| l.as_str()).collect::<Vec<_>>()},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+/// `moat tag`.
+pub fn tag(root: &Path, source: &str, target: &str) -> Result<(), CliError> {
+    let store = open(root)?;
+    let t: Reference = target.parse()?;
+    store.tag(source, &t)?;
+    Ok(())
+}
+
+/// `moat rmi`: every image is attempted; the first error is returned (for the caller to
+/// report), later ones are reported here.
+pub fn rmi(root: &Path, a: &RmiArgs) -> Result<(), CliError> {
+    let mut store = open(root)?;
+    let mut first_err = None;
+    for name in &a.images {
+        match store.remove(name, a.force) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+            Err(e) if first_err.is_none() => first_err = Some(e),
+            Err(e) => log::error!("{e}"),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_changes_format_like_docker() {
+        assert_eq!(human_size(2_130_000), "2.13MB");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(12_340_000_000), "12.3GB");
+        let cfg = changes(
+            &[
+                r#"CMD ["/bin/sh"]"#.into(),
+                "ENTRYPOINT echo hi".into(),
+                "ENV A=1".into(),
+                "ENV B two".into(),
+                "WORKDIR /w".into(),
+                "LABEL x=y".into(),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.cmd, Some(vec!["/bin/sh".to_string()]));
+        assert_eq!(
+            cfg.entrypoint,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(cfg.env, vec!["A=1".to_string(), "B=two".to_string()]);
+        assert_eq!(cfg.working_dir.as_deref(), Some("/w"));
+        assert!(changes(&["RUN x".into()], None).is_err());
+    }
+
+    #[test]
+    fn rfc3339_round_trips_through_ago() {
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(
+            human_ago(&moat_image::store::now_rfc3339()),
+            "Less than a second ago"
+        );
+    }
+}

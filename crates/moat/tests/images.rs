@@ -1,0 +1,183 @@
+//! `moat import | images | image inspect | tag | rmi` as a user types them (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{busybox_rootfs, can_run, MOAT};
+
+struct Engine {
+    dir: tempfile::TempDir,
+}
+
+impl Engine {
+    fn new() -> Engine {
+        Engine {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn moat(&self, args: &[&str]) -> Output {
+        Command::new(MOAT)
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.moat(args);
+        assert!(
+            out.status.success(),
+            "moat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn busybox_tar(&self) -> std::path::PathBuf {
+        let tar = self.dir.path().join("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(busybox_rootfs())
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        tar
+    }
+}
+
+#[test]
+fn import_list_tag_inspect_remove() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let tar = e.busybox_tar();
+    let id = e.ok(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/sh\"]",
+        "--message",
+        "hello",
+        tar.to_str().unwrap(),
+        "busybox:local",
+    ]);
+    let id = id.trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    // From a directory and from standard input (gzip) too.
+    e.ok(&["import", busybox_rootfs().to_str().unwrap(), "fromdir"]);
+    let gz = Command::new("gzip")
+        .arg("-c")
+        .arg(&tar)
+        .output()
+        .unwrap()
+        .stdout;
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["import", "-", "fromstdin:gz"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &gz).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let list = e.ok(&["images"]);
+    let header = list.lines().next().unwrap();
+    for col in ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"] {
+        assert!(header.contains(col), "{list}");
+    }
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("busybox ") && l.contains("local") && l.contains(&id[7..19])),
+        "{list}"
+    );
+    assert!(
+        list.contains("fromdir") && list.contains("fromstdin"),
+        "{list}"
+    );
+    assert!(list.contains("MB"), "{list}");
+
+    e.ok(&["tag", "busybox:local", "other/name:v2"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&e.ok(&["image", "inspect", "other/name:v2"])).unwrap();
+    assert_eq!(json[0]["Id"], id.as_str());
+    assert_eq!(json[0]["Config"]["Cmd"][0], "/bin/sh");
+    assert_eq!(json[0]["Comment"], "hello");
+    assert_eq!(json[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let tags: Vec<&str> = json[0]["RepoTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["busybox:local", "other/name:v2"]);
+
+    // By id with two tags: refused; by tag: untag only; last tag: deleted.
+    let out = e.moat(&["rmi", &id[7..19]]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be forced"));
+    assert_eq!(
+        e.ok(&["rmi", "busybox:local"]).trim(),
+        "Untagged: busybox:local"
+    );
+    let out = e.ok(&["rmi", "other/name:v2"]);
+    assert!(
+        out.contains("Untagged: other/name:v2") && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
+    assert!(!e.ok(&["images", "-q"]).contains(&id[7..19]));
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let out = e.moat(&["import", "/nonexistent.tar", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tar"));
+    let tar = e.busybox_tar();
+    let out = e.moat(&["import", tar.to_str().unwrap(), "Bad:Name"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid reference"),
+        "{out:?}"
+    );
+    let out = e.moat(&[
+        "import",
+        "--change",
+        "RUN rm -rf /",
+        tar.to_str().unwrap(),
+        "x",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --change"));
+    // A tar that is not a tar.
+    let junk = e.dir.path().join("junk.tar");
+    std::fs::write(&junk, vec![0x42u8; 4096]).unwrap();
+    let out = e.moat(&["import", junk.to_str().unwrap(), "junk"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for name in [
+        "nope",
+        "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let out = e.moat(&["rmi", name]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("No such image"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(e.ok(&["images", "-q"]), "");
+    let snaps = std::fs::read_dir(e.dir.path().join("image/snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snaps, 0, "half-unpacked snapshot left behind");
+}
