@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The OCI runtime (runc-compatible command line).
-    Runtime(runtime_cli::RuntimeCli),
+    Runtime(Box<runtime_cli::RuntimeCli>),
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
     /// List images.
@@ -83,7 +83,7 @@ fn main() {
     } else {
         let cli = Cli::parse();
         match cli.command {
-            Command::Runtime(rt) => runtime_cli::main(rt),
+            Command::Runtime(rt) => runtime_cli::main(*rt),
             other => engine(&cli.root, cli.debug, &other),
         }
     };
