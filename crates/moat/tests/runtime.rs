@@ -554,3 +554,17 @@ fn json_log_records_the_error_for_engines() {
     );
     assert!(last["time"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn rootfs_propagation_shared_and_private_are_honoured() {
+    if !can_run() {
+        return;
+    }
+    for (prop, want) in [("rshared", true), ("rprivate", false), ("rslave", false)] {
+        let mut c = Ctr::new(&format!("prop-{prop}"), &["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"]);
+        c.config["linux"]["rootfsPropagation"] = prop.into();
+        let (code, out, err) = c.run();
+        assert_eq!(code, 0, "{prop}: {err}");
+        assert_eq!(out.contains("shared:"), want, "{prop}: {out}");
+    }
+}

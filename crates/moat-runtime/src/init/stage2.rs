@@ -61,7 +61,7 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         let state = hook_state(cfg, host_pid, "creating");
         crate::hooks::run("createContainer", h, &state).map_err(|e| f(e.into()))?;
     }
-    rootfs::pivot(&cfg.rootfs.rootfs).map_err(|e| f(e.into()))?;
+    rootfs::pivot(&cfg.rootfs).map_err(|e| f(e.into()))?;
     log::debug!("init: pivoted");
 
     let spec = &cfg.bundle.spec;

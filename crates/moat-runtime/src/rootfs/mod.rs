@@ -126,10 +126,7 @@ fn mnt(
 
 /// Mounts and devices, before pivot_root. The caller runs the createContainer hooks afterwards.
 pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
-    let prop = match plan.propagation.as_deref() {
-        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        Some(p) => options::propagation(p).ok_or_else(|| RootfsError::Propagation(p.into()))?,
-    };
+    let prop = root_propagation(plan)?;
     // A slave (or private) `/` first: without it every mount below would propagate to the host.
     mnt(
         "propagation",
@@ -140,6 +137,11 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
         None,
         Path::new("/"),
     )?;
+    // pivot_root refuses a shared new root, a shared parent of it, and a shared put_old (EINVAL).
+    // Making the rootfs's parent mount private before binding the rootfs gives a private bind;
+    // the requested propagation is applied to the new `/` after pivot_root (runc's order).
+    let parent = mount_point_of(plan.rootfs.parent().unwrap_or(Path::new("/")));
+    mnt("propagation", None, &parent, None, MsFlags::MS_PRIVATE, None, Path::new("/"))?;
     mnt(
         "rootfs bind",
         Some(&plan.rootfs),
@@ -367,8 +369,38 @@ fn mount_cgroups(
     }
 }
 
-/// Makes the rootfs the new `/` and detaches the old root.
-pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
+/// The mount point of the mount that contains `path` (longest matching mount point in
+/// /proc/self/mountinfo; `/` when nothing else matches).
+fn mount_point_of(path: &Path) -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// The propagation `rootfsPropagation` asks for (rslave by default).
+fn root_propagation(plan: &RootfsPlan) -> Result<MsFlags, RootfsError> {
+    match plan.propagation.as_deref() {
+        None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        Some(p) => options::propagation(p).ok_or_else(|| RootfsError::Propagation(p.into())),
+    }
+}
+
+/// Makes the rootfs the new `/`, detaches the old root, and gives `/` the requested propagation.
+pub fn pivot(plan: &RootfsPlan) -> Result<(), RootfsError> {
+    pivot_into(&plan.rootfs)?;
+    let prop = root_propagation(plan)?;
+    if !prop.contains(MsFlags::MS_PRIVATE) {
+        let root = Path::new("/");
+        mnt("propagation", None, root, None, prop, None, root)?;
+    }
+    Ok(())
+}
+
+fn pivot_into(rootfs: &Path) -> Result<(), RootfsError> {
     let err = |source| RootfsError::Pivot {
         rootfs: rootfs.to_path_buf(),
         source,
