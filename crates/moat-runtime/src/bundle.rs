@@ -188,6 +188,99 @@ pub fn validate(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
+/// The settings of a config that moat does not apply yet, named by their JSON path, so that the
+/// caller can warn instead of silently dropping them. AppArmor and SELinux labels count only
+/// when the host has that LSM enabled (runc ignores them otherwise too).
+pub fn unsupported(spec: &Spec) -> Vec<&'static str> {
+    let mut out = vec![];
+    if let Some(p) = spec.process() {
+        let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim() == "Y");
+        let selinux_on = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+        if p.apparmor_profile().as_ref().is_some_and(|a| !a.is_empty()) && apparmor_on {
+            out.push("process.apparmorProfile");
+        }
+        if p.selinux_label().as_ref().is_some_and(|a| !a.is_empty()) && selinux_on {
+            out.push("process.selinuxLabel");
+        }
+        if p.io_priority().is_some() {
+            out.push("process.ioPriority");
+        }
+        if p.scheduler().is_some() {
+            out.push("process.scheduler");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            out.push("process.execCPUAffinity");
+        }
+    }
+    let Some(linux) = spec.linux() else {
+        return out;
+    };
+    if linux.personality().is_some() {
+        out.push("linux.personality");
+    }
+    if linux.intel_rdt().is_some() {
+        out.push("linux.intelRdt");
+    }
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty()) {
+        out.push("linux.timeOffsets");
+    }
+    if linux.net_devices().as_ref().is_some_and(|t| !t.is_empty()) {
+        out.push("linux.netDevices");
+    }
+    let Some(r) = linux.resources() else {
+        return out;
+    };
+    if let Some(m) = r.memory() {
+        if m.swappiness().is_some() {
+            out.push("linux.resources.memory.swappiness");
+        }
+        if m.disable_oom_killer() == Some(true) {
+            out.push("linux.resources.memory.disableOOMKiller");
+        }
+        #[allow(deprecated)]
+        if m.kernel().is_some() || m.kernel_tcp().is_some() {
+            out.push("linux.resources.memory.kernel");
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if c.realtime_runtime().is_some() || c.realtime_period().is_some() {
+            out.push("linux.resources.cpu.realtime*");
+        }
+        if c.idle().is_some() {
+            out.push("linux.resources.cpu.idle");
+        }
+    }
+    if let Some(b) = r.block_io() {
+        if b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
+            || b.throttle_read_bps_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+            || b.throttle_write_bps_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+            || b.throttle_read_iops_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+            || b.throttle_write_iops_device()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty())
+        {
+            out.push("linux.resources.blockIO (per-device weights and throttles)");
+        }
+    }
+    if r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()) {
+        out.push("linux.resources.hugepageLimits");
+    }
+    if r.network().is_some() {
+        out.push("linux.resources.network");
+    }
+    if r.rdma().as_ref().is_some_and(|v| !v.is_empty()) {
+        out.push("linux.resources.rdma");
+    }
+    out
+}
+
 /// A sysctl may only be set when it belongs to a namespace the container has (runc's rule):
 /// otherwise the write would change the host.
 fn check_sysctl_namespace(key: &str, ns: &HashSet<LinuxNamespaceType>) -> Result<(), String> {
@@ -297,6 +390,27 @@ mod tests {
 #[cfg(test)]
 mod sysctl_tests {
     use super::*;
+
+    #[test]
+    fn unapplied_settings_are_named() {
+        let spec: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","process":{"args":["x"],"cwd":"/","user":{"uid":0,"gid":0},
+                "scheduler":{"policy":"SCHED_OTHER"}},
+              "linux":{"personality":{"domain":"LINUX"},
+                "resources":{"memory":{"limit":1,"swappiness":10},"hugepageLimits":[{"pageSize":"2MB","limit":1}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unsupported(&spec),
+            [
+                "process.scheduler",
+                "linux.personality",
+                "linux.resources.memory.swappiness",
+                "linux.resources.hugepageLimits"
+            ]
+        );
+        assert!(unsupported(&crate::ops::spec::default_spec(false)).is_empty());
+    }
 
     #[test]
     fn sysctls_need_their_namespace() {

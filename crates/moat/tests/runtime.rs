@@ -561,10 +561,51 @@ fn rootfs_propagation_shared_and_private_are_honoured() {
         return;
     }
     for (prop, want) in [("rshared", true), ("rprivate", false), ("rslave", false)] {
-        let mut c = Ctr::new(&format!("prop-{prop}"), &["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"]);
+        let mut c = Ctr::new(
+            &format!("prop-{prop}"),
+            &["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"],
+        );
         c.config["linux"]["rootfsPropagation"] = prop.into();
         let (code, out, err) = c.run();
         assert_eq!(code, 0, "{prop}: {err}");
         assert_eq!(out.contains("shared:"), want, "{prop}: {out}");
     }
+}
+
+#[test]
+fn tmpcopyup_recursive_readonly_and_bad_bind_options() {
+    if !can_run() {
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), b"host\n").unwrap();
+    let mut c = Ctr::new(
+        "mntopts",
+        &["sh", "-c", "cat /etc/passwd | head -1; echo x > /etc/new && echo etc-writable; cat /data/f; echo y > /data/g || echo data-ro"],
+    );
+    let mounts = c.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "tmpcopyup"]}));
+    mounts.push(json!({"destination": "/data", "type": "bind", "source": host.path(), "options": ["rbind", "rro"]}));
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "root:x:0:0:root:/root:/bin/sh",
+            "etc-writable",
+            "host",
+            "data-ro"
+        ],
+        "{out}"
+    );
+    assert!(!host.path().join("g").exists());
+    // An option a bind mount cannot take is an error, not silently dropped.
+    let mut c = Ctr::new("badbind", &["true"]);
+    c.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/data", "type": "bind", "source": host.path(), "options": ["rbind", "size=1m"]
+    }));
+    let (code, _out, err) = c.run();
+    assert_ne!(code, 0);
+    assert!(err.contains("unsupported bind mount option"), "{err}");
 }

@@ -91,6 +91,9 @@ pub(crate) fn launch(
 ) -> Result<Launched, OpsError> {
     log::debug!("launch {id}: start");
     let bundle = Bundle::load(&opts.bundle)?;
+    for field in crate::bundle::unsupported(&bundle.spec) {
+        log::warn!("{field} is set in the config but not supported yet: ignored");
+    }
     let linux = bundle.spec.linux().clone().unwrap_or_default();
     let cg_path = linux
         .cgroups_path()

@@ -141,7 +141,15 @@ pub fn prepare(plan: &RootfsPlan) -> Result<(), RootfsError> {
     // Making the rootfs's parent mount private before binding the rootfs gives a private bind;
     // the requested propagation is applied to the new `/` after pivot_root (runc's order).
     let parent = mount_point_of(plan.rootfs.parent().unwrap_or(Path::new("/")));
-    mnt("propagation", None, &parent, None, MsFlags::MS_PRIVATE, None, Path::new("/"))?;
+    mnt(
+        "propagation",
+        None,
+        &parent,
+        None,
+        MsFlags::MS_PRIVATE,
+        None,
+        Path::new("/"),
+    )?;
     mnt(
         "rootfs bind",
         Some(&plan.rootfs),
@@ -198,6 +206,12 @@ fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsE
         return mount_cgroups(plan, root, dest, &opts);
     }
     if opts.bind || typ == "bind" {
+        if !opts.data.is_empty() {
+            return Err(RootfsError::Options {
+                target: dest.clone(),
+                reason: format!("unsupported bind mount option(s) {:?}", opts.data),
+            });
+        }
         let src = m.source().clone().unwrap_or_default();
         let src = if src.is_absolute() {
             src
@@ -224,10 +238,27 @@ fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsE
         if !extra.is_empty() {
             remount(&t, dest, extra, &what)?;
         }
+        set_recursive_attrs(&mounted, dest, &opts)?;
         return propagate(&t, dest, &opts);
     }
     let target = resolve_dir(root, dest)?;
     let t = safe::fd_path(&target);
+    // For tmpcopyup: a readable handle on what the image has there, before it is covered.
+    let below = if opts.copy_up {
+        Some(
+            rustix::fs::open(
+                &t,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| RootfsError::Resolve {
+                path: dest.clone(),
+                source: e.into(),
+            })?,
+        )
+    } else {
+        None
+    };
     let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let data = opts.data();
     let res = mnt(
@@ -254,11 +285,139 @@ fn mount_one(plan: &RootfsPlan, root: &OwnedFd, m: &Mount) -> Result<(), RootfsE
         }
         other => other?,
     }
-    if opts.propagation.is_empty() {
+    let mounted = reopen(root, dest)?;
+    if let Some(below) = below {
+        let top = rustix::fs::open(
+            safe::fd_path(&mounted),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| RootfsError::Resolve {
+            path: dest.clone(),
+            source: e.into(),
+        })?;
+        copy_tree(&below, &top).map_err(|source| RootfsError::Resolve {
+            path: dest.clone(),
+            source,
+        })?;
+    }
+    set_recursive_attrs(&mounted, dest, &opts)?;
+    propagate(&safe::fd_path(&mounted), dest, &opts)
+}
+
+/// Applies `rro`-style recursive attributes with mount_setattr(AT_RECURSIVE).
+fn set_recursive_attrs(
+    mounted: &OwnedFd,
+    dest: &Path,
+    opts: &options::MountOptions,
+) -> Result<(), RootfsError> {
+    if opts.rec_set == 0 && opts.rec_clear == 0 {
         return Ok(());
     }
-    let mounted = reopen(root, dest)?;
-    propagate(&safe::fd_path(&mounted), dest, &opts)
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: opts.rec_set,
+        attr_clr: opts.rec_clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from a valid, initialised
+    // struct laid out as the kernel's struct mount_attr; the path is a static C string.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            std::os::fd::AsRawFd::as_raw_fd(mounted),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(RootfsError::Mount {
+            what: "recursive attributes".into(),
+            target: dest.to_path_buf(),
+            source: nix::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Copies a directory tree (files, directories, symlinks, with modes and owners) from `from`
+/// into `to`, both open directories; used for tmpcopyup. Devices and sockets are skipped.
+fn copy_tree(from: &OwnedFd, to: &OwnedFd) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType};
+    let entries = rustix::fs::Dir::read_from(from)?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let st = rustix::fs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+        let (uid, gid) = (
+            Some(rustix::fs::Uid::from_raw(st.st_uid)),
+            Some(rustix::fs::Gid::from_raw(st.st_gid)),
+        );
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                rustix::fs::mkdirat(to, name, mode)?;
+                let sub_from = rustix::fs::openat(
+                    from,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let sub_to = rustix::fs::openat(
+                    to,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                copy_tree(&sub_from, &sub_to)?;
+                rustix::fs::fchown(&sub_to, uid, gid)?;
+                rustix::fs::fchmod(&sub_to, mode)?;
+            }
+            FileType::RegularFile => {
+                let src = rustix::fs::openat(
+                    from,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let dst = rustix::fs::openat(
+                    to,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                std::io::copy(
+                    &mut std::fs::File::from(src),
+                    &mut std::fs::File::from(rustix::io::dup(&dst)?),
+                )?;
+                rustix::fs::fchown(&dst, uid, gid)?;
+                rustix::fs::fchmod(&dst, mode)?;
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(from, name, vec![])?;
+                rustix::fs::symlinkat(target.as_c_str(), to, name)?;
+                rustix::fs::chownat(to, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn propagate(t: &Path, dest: &Path, opts: &options::MountOptions) -> Result<(), RootfsError> {

@@ -15,6 +15,39 @@ pub struct MountOptions {
     pub bind: bool,
     /// Recursive (`rbind`).
     pub recursive: bool,
+    /// `MOUNT_ATTR_*` to set recursively with mount_setattr (`rro`, `rnosuid`, ...).
+    pub rec_set: u64,
+    /// `MOUNT_ATTR_*` to clear recursively (`rrw`, `rsuid`, ...).
+    pub rec_clear: u64,
+    /// `tmpcopyup`: copy what the image has at the target into the new tmpfs.
+    pub copy_up: bool,
+}
+
+/// `MS_NOSYMFOLLOW` (Linux 5.10), missing from nix's flags.
+pub const MS_NOSYMFOLLOW: u64 = 256;
+
+/// `MOUNT_ATTR_*` bits (linux/mount.h).
+pub mod attr {
+    /// Read-only.
+    pub const RDONLY: u64 = 0x1;
+    /// No set-id.
+    pub const NOSUID: u64 = 0x2;
+    /// No devices.
+    pub const NODEV: u64 = 0x4;
+    /// No exec.
+    pub const NOEXEC: u64 = 0x8;
+    /// The atime field (a 2-bit value, cleared as a whole).
+    pub const ATIME_MASK: u64 = 0x70;
+    /// relatime.
+    pub const RELATIME: u64 = 0x0;
+    /// noatime.
+    pub const NOATIME: u64 = 0x10;
+    /// strictatime.
+    pub const STRICTATIME: u64 = 0x20;
+    /// nodiratime.
+    pub const NODIRATIME: u64 = 0x80;
+    /// nosymfollow.
+    pub const NOSYMFOLLOW: u64 = 0x0020_0000;
 }
 
 impl Default for MountOptions {
@@ -25,6 +58,9 @@ impl Default for MountOptions {
             data: vec![],
             bind: false,
             recursive: false,
+            rec_set: 0,
+            rec_clear: 0,
+            copy_up: false,
         }
     }
 }
@@ -79,8 +115,23 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
                     .push(propagation(opt).unwrap_or(MsFlags::MS_PRIVATE));
                 continue;
             }
-            // Podman's hint to copy the image's content up into a tmpfs: harmless to skip.
-            "tmpcopyup" | "notmpcopyup" => continue,
+            "nosymfollow" => (MsFlags::from_bits_retain(MS_NOSYMFOLLOW), MsFlags::empty()),
+            "symfollow" => (MsFlags::empty(), MsFlags::from_bits_retain(MS_NOSYMFOLLOW)),
+            // Podman asks for the image's content to be copied up into a tmpfs.
+            "tmpcopyup" => {
+                o.copy_up = true;
+                continue;
+            }
+            "notmpcopyup" => {
+                o.copy_up = false;
+                continue;
+            }
+            r if r.starts_with('r') && recursive_attr(r).is_some() => {
+                let (set, clear) = recursive_attr(r).unwrap_or((0, 0));
+                o.rec_set = (o.rec_set & !clear) | set;
+                o.rec_clear = (o.rec_clear & !set) | clear;
+                continue;
+            }
             "idmap" | "ridmap" => {
                 return Err(format!(
                     "mount option {opt:?} (id-mapped mounts) is not supported"
@@ -95,6 +146,29 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
         o.flags &= !clear;
     }
     Ok(o)
+}
+
+/// The recursive mount attributes (`rro`, `rnosuid`, ...): (set, clear).
+fn recursive_attr(name: &str) -> Option<(u64, u64)> {
+    use attr::*;
+    Some(match name {
+        "rro" => (RDONLY, 0),
+        "rrw" => (0, RDONLY),
+        "rnosuid" => (NOSUID, 0),
+        "rsuid" => (0, NOSUID),
+        "rnodev" => (NODEV, 0),
+        "rdev" => (0, NODEV),
+        "rnoexec" => (NOEXEC, 0),
+        "rexec" => (0, NOEXEC),
+        "rnodiratime" => (NODIRATIME, 0),
+        "rdiratime" => (0, NODIRATIME),
+        "rrelatime" => (RELATIME, ATIME_MASK),
+        "rnoatime" => (NOATIME, ATIME_MASK),
+        "rstrictatime" => (STRICTATIME, ATIME_MASK),
+        "rnosymfollow" => (NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, NOSYMFOLLOW),
+        _ => return None,
+    })
 }
 
 /// The propagation flags named by `rootfsPropagation` or a mount option.
@@ -145,6 +219,17 @@ mod tests {
     fn later_options_win() {
         assert_eq!(p(&["ro", "rw"]).flags, MsFlags::empty());
         assert_eq!(p(&["nosuid", "suid"]).flags, MsFlags::empty());
+    }
+
+    #[test]
+    fn recursive_attributes_and_copy_up() {
+        let o = p(&["rbind", "rro", "rnosuid", "tmpcopyup"]);
+        assert_eq!(o.rec_set, attr::RDONLY | attr::NOSUID);
+        assert!(o.copy_up);
+        let o = p(&["rro", "rrw", "rnoatime"]);
+        assert_eq!(o.rec_set, attr::NOATIME);
+        assert_eq!(o.rec_clear, attr::RDONLY | attr::ATIME_MASK);
+        assert_eq!(p(&["nosymfollow"]).flags.bits(), MS_NOSYMFOLLOW);
     }
 
     #[test]
