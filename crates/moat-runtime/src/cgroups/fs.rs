@@ -20,6 +20,8 @@ pub trait CgroupFs: std::fmt::Debug + Send + Sync {
     fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// Attaches a cgroup device program (raw eBPF instructions) to the v2 cgroup `dir`.
+    fn attach_device_program(&self, dir: &Path, insns: &[u64]) -> io::Result<()>;
 }
 
 /// The real kernel interface: plain file operations on the mounted cgroup filesystems.
@@ -56,5 +58,9 @@ impl CgroupFs for HostFs {
 
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+
+    fn attach_device_program(&self, dir: &Path, insns: &[u64]) -> io::Result<()> {
+        super::devices_bpf::attach(dir, insns)
     }
 }

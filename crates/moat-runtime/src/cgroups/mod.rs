@@ -8,6 +8,7 @@
 //! The cgroup path is OCI's `linux.cgroupsPath` and is always taken relative to each hierarchy's
 //! root (not to this process's own cgroup, which may be nested), matching runc for absolute paths.
 
+pub mod devices_bpf;
 mod fs;
 mod layout;
 mod v1;
@@ -156,6 +157,14 @@ pub enum CgroupError {
     InvalidPid {
         /// The rejected pid.
         pid: i32,
+    },
+    /// attaching the device program failed
+    #[error("cannot attach the device filter (eBPF) to cgroup {path}: {source}")]
+    DeviceProgram {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
     },
     /// cgroup `path` is still `state` after waiting for it to freeze
     #[error("cgroup {path} is still {state:?} after waiting for it to freeze")]
@@ -399,6 +408,17 @@ impl Cgroup {
                 }
             }
         }
+    }
+
+    /// Attaches the device program for `rules` to the v2 directory `dir`.
+    fn attach_devices(&self, dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+        let insns = devices_bpf::program(rules);
+        self.fs
+            .attach_device_program(dir, &insns)
+            .map_err(|source| CgroupError::DeviceProgram {
+                path: dir.to_path_buf(),
+                source,
+            })
     }
 
     fn write(&self, path: &Path, value: &str) -> Result<(), CgroupError> {

@@ -70,8 +70,8 @@ pub(super) fn apply(cg: &Cgroup, dir: &Path, res: &LinuxResources) -> Result<(),
     if let Some(blkio) = res.block_io() {
         io_weight(cg, dir, blkio)?;
     }
-    if res.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        log::debug!("cgroup: device rules are not enforced on cgroup v2 (needs eBPF)");
+    if let Some(rules) = res.devices().as_ref().filter(|d| !d.is_empty()) {
+        cg.attach_devices(dir, rules)?;
     }
     if let Some(unified) = res.unified() {
         // Last, so explicit unified values win over the translated ones; sorted for a

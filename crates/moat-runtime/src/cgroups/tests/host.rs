@@ -109,3 +109,68 @@ fn host_cgroup_pids_limit_as_root() {
     drop(guard);
     assert!(!pids_root.join(&name).exists());
 }
+
+/// The eBPF device filter really decides opens, tested on this host's cgroup2 mount (on a
+/// hybrid host the unified hierarchy at /sys/fs/cgroup/unified takes device programs too).
+#[test]
+fn device_program_allows_and_denies_for_real() {
+    use std::process::Command;
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| {
+            std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+                m.lines()
+                    .any(|l| l.split(' ').nth(4) == p.to_str() && l.contains(" - cgroup2 "))
+            })
+        });
+    let Some(root) = root else {
+        eprintln!("SKIP: no cgroup2 mount on this host");
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let name = format!("/moat-bpf-test-{}", std::process::id());
+    let cg = Cgroup::new(Layout::V2 { root: root.clone() }, Path::new(&name), HostFs).unwrap();
+    struct Guard(Cgroup);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.destroy();
+        }
+    }
+    let dir = root.join(name.trim_start_matches('/'));
+    std::fs::create_dir_all(&dir).unwrap();
+    let guard = Guard(cg);
+    let mut deny_all = LinuxDeviceCgroup::default();
+    deny_all.set_allow(false).set_access(Some("rwm".into()));
+    let mut null = LinuxDeviceCgroup::default();
+    null.set_allow(true)
+        .set_typ(Some(LinuxDeviceType::C))
+        .set_major(Some(1))
+        .set_minor(Some(3))
+        .set_access(Some("rw".into()));
+    let mut res = LinuxResources::default();
+    res.set_devices(Some(vec![deny_all, null]));
+    guard
+        .0
+        .attach_devices(&dir, res.devices().as_deref().unwrap())
+        .unwrap();
+    // A shell that moves itself into the cgroup, then tries two devices.
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs; (: < /dev/null) 2>/dev/null && echo null-ok; (: < /dev/zero) 2>/dev/null || echo zero-denied",
+            dir.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        "null-ok\nzero-denied\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

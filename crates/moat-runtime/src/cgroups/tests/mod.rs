@@ -31,6 +31,8 @@ struct State {
     fail_rmdir: HashMap<PathBuf, Vec<i32>>,
     /// (prefix, file, content): files the "kernel" creates in every new dir under prefix.
     templates: Vec<(PathBuf, &'static str, String)>,
+    /// Device programs attached: (cgroup dir, instruction count).
+    device_programs: Vec<(PathBuf, usize)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -102,6 +104,15 @@ impl CgroupFs for FakeFs {
     fn exists(&self, path: &Path) -> bool {
         let s = self.0.lock().unwrap();
         s.dirs.contains(path) || s.files.contains_key(path)
+    }
+
+    fn attach_device_program(&self, dir: &Path, insns: &[u64]) -> io::Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .device_programs
+            .push((dir.to_path_buf(), insns.len()));
+        Ok(())
     }
 }
 

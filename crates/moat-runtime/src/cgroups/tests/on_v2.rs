@@ -65,9 +65,12 @@ fn v2_apply_converts_values() {
             w(&format!("{d}/cpuset.mems"), "0"),
             w(&format!("{d}/pids.max"), "64"),
             w(&format!("{d}/io.weight"), "4950"), // 1 + (490 * 9999) / 990
-                                                  // no device writes: v2 needs eBPF for those
         ]
     );
+    // Device rules become one eBPF program on the container's cgroup, not file writes.
+    let progs = fs.0.lock().unwrap().device_programs.clone();
+    assert_eq!(progs.len(), 1);
+    assert_eq!(progs[0].0, Path::new(&d));
 
     // BFQ takes the v1 value unconverted; unlimited values; unified last.
     fs.file(&format!("{d}/io.bfq.weight"), "100");
