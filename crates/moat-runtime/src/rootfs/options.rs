@@ -142,8 +142,8 @@ pub fn parse(options: &[String]) -> Result<MountOptions, String> {
                 continue;
             }
         };
-        o.flags |= set;
-        o.flags &= !clear;
+        // On raw bits: `!` on the flags type would drop bits nix does not name (MS_NOSYMFOLLOW).
+        o.flags = MsFlags::from_bits_retain((o.flags.bits() | set.bits()) & !clear.bits());
     }
     Ok(o)
 }
