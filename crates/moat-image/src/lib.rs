@@ -3,6 +3,7 @@
 //! overlay mount of a container's root filesystem.
 
 pub mod blobs;
+pub mod check;
 pub mod db;
 pub mod digest;
 pub mod mount;

@@ -148,18 +148,40 @@ pub struct ImageStore {
     root: PathBuf,
     blobs: BlobStore,
     db: Db,
+    /// flock on `<root>/store.lock`: shared for normal use, exclusive for `system check
+    /// --repair`, so a repair never removes the temporaries of a write in progress (a killed
+    /// process's lock goes with it).
+    _lock: fs::File,
 }
 
 impl ImageStore {
-    /// Opens (creating) the store at `root`.
+    /// Opens (creating) the store at `root`, shared with other `moat` processes.
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
+        Self::open_locked(root, rustix::fs::FlockOperation::LockShared)
+    }
+
+    /// Opens the store with no other user (waits for them): for repairs.
+    pub fn open_exclusive(root: &Path) -> Result<ImageStore, StoreError> {
+        Self::open_locked(root, rustix::fs::FlockOperation::LockExclusive)
+    }
+
+    fn open_locked(root: &Path, op: rustix::fs::FlockOperation) -> Result<ImageStore, StoreError> {
         for d in [root.to_path_buf(), root.join("snapshots"), root.join("l")] {
             fs::create_dir_all(&d).map_err(io_err("create", &d))?;
         }
+        let lock_path = root.join("store.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        rustix::fs::flock(&lock, op).map_err(|e| io_err("lock", &lock_path)(e.into()))?;
         Ok(ImageStore {
             root: root.to_path_buf(),
             blobs: BlobStore::open(root)?,
             db: Db::open(root)?,
+            _lock: lock,
         })
     }
 
@@ -475,6 +497,18 @@ impl ImageStore {
         self.blobs.remove(&id)?;
         out.push(format!("Deleted: {id}"));
         Ok(out)
+    }
+
+    /// Removes a layer that no image uses (files first, then the row).
+    pub fn remove_unused_layer(&self, diff_id: &Digest) -> Result<(), StoreError> {
+        if self.db.layer_users(diff_id)? > 0 {
+            return Ok(());
+        }
+        if let Some(l) = self.db.layer(diff_id)? {
+            self.remove_layer_files(&l)?;
+            self.db.remove_layer(diff_id)?;
+        }
+        Ok(())
     }
 
     fn remove_layer_files(&self, l: &LayerRow) -> Result<(), StoreError> {

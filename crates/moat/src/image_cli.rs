@@ -27,6 +27,9 @@ pub enum CliError {
     /// bad reference
     #[error(transparent)]
     Reference(#[from] moat_image::reference::ReferenceError),
+    /// metadata failure
+    #[error(transparent)]
+    Db(#[from] moat_image::db::DbError),
 }
 
 /// `moat import`.
@@ -91,6 +94,33 @@ pub enum ImageCommand {
     },
     /// Import a rootfs as an image.
     Import(ImportArgs),
+    /// Show the history of an image.
+    History {
+        /// Full ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Image (name or id).
+        image: String,
+    },
+    /// Remove dangling (untagged) images.
+    Prune {
+        /// Do not ask for confirmation (moat never asks).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// `moat system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage.
+    Df,
+    /// Verify the store: every blob's digest, every snapshot, every reference.
+    Check {
+        /// Remove what interrupted writes left behind (orphans); damage is only reported.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn open(root: &Path) -> Result<ImageStore, CliError> {
@@ -413,4 +443,140 @@ mod tests {
             "Less than a second ago"
         );
     }
+}
+
+/// `moat image history`.
+pub fn history(root: &Path, image: &str, no_trunc: bool) -> Result<(), CliError> {
+    let store = open(root)?;
+    let id = store.resolve(image)?;
+    let (row, config, _) = store.inspect(&id)?;
+    let mut sizes = row.layers.iter().rev().map(|d| {
+        store
+            .db()
+            .layer(d)
+            .ok()
+            .flatten()
+            .map(|l| l.size)
+            .unwrap_or(0)
+    });
+    let hist = config["history"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<12} {:<20} {:<45} {:<10} COMMENT",
+        "IMAGE", "CREATED", "CREATED BY", "SIZE"
+    );
+    for (i, h) in hist.iter().rev().enumerate() {
+        let empty = h["empty_layer"].as_bool().unwrap_or(false);
+        let size = if empty { 0 } else { sizes.next().unwrap_or(0) };
+        let shown_id = if i == 0 {
+            if no_trunc {
+                id.to_string()
+            } else {
+                id.short().to_string()
+            }
+        } else {
+            "<missing>".into()
+        };
+        let by = h["created_by"].as_str().unwrap_or("");
+        let by = if no_trunc || by.len() <= 44 {
+            by.to_string()
+        } else {
+            format!(
+                "{}…",
+                &by[..by
+                    .char_indices()
+                    .nth(43)
+                    .map(|(i, _)| i)
+                    .unwrap_or(by.len())]
+            )
+        };
+        println!(
+            "{shown_id:<12} {:<20} {by:<45} {:<10} {}",
+            human_ago(h["created"].as_str().unwrap_or("")),
+            human_size(size),
+            h["comment"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `moat image prune`: removes images without tags.
+pub fn prune(root: &Path) -> Result<(), CliError> {
+    let mut store = open(root)?;
+    let before: u64 = store.db().layers()?.iter().map(|l| l.size).sum();
+    let mut lines = vec![];
+    for img in store.images()? {
+        if img.row.tags.is_empty() {
+            lines.extend(store.remove(img.row.id.as_str(), true)?);
+        }
+    }
+    let after: u64 = store.db().layers()?.iter().map(|l| l.size).sum();
+    if !lines.is_empty() {
+        println!("Deleted Images:");
+        for l in lines {
+            println!("{}", l.to_lowercase().replacen("deleted: ", "deleted: ", 1));
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(before.saturating_sub(after))
+    );
+    Ok(())
+}
+
+/// `moat system df`.
+pub fn df(root: &Path) -> Result<(), CliError> {
+    let store = open(root)?;
+    let images = store.images()?;
+    let size: u64 = store.db().layers()?.iter().map(|l| l.size).sum();
+    println!(
+        "{:<15} {:<6} {:<7} {:<10} RECLAIMABLE",
+        "TYPE", "TOTAL", "ACTIVE", "SIZE"
+    );
+    // No container uses an image yet (containers come with `moat run`): all of it is reclaimable.
+    println!(
+        "{:<15} {:<6} {:<7} {:<10} {} (100%)",
+        "Images",
+        images.len(),
+        0,
+        human_size(size),
+        human_size(size)
+    );
+    println!(
+        "{:<15} {:<6} {:<7} {:<10} {}",
+        "Containers", 0, 0, "0B", "0B"
+    );
+    println!(
+        "{:<15} {:<6} {:<7} {:<10} {}",
+        "Local Volumes", 0, 0, "0B", "0B"
+    );
+    println!(
+        "{:<15} {:<6} {:<7} {:<10} {}",
+        "Build Cache", 0, 0, "0B", "0B"
+    );
+    Ok(())
+}
+
+/// `moat system check [--repair]`; exit status 1 when anything is wrong (after a repair: when
+/// damage remains).
+pub fn check(root: &Path, repair: bool) -> Result<bool, CliError> {
+    let store = if repair {
+        ImageStore::open_exclusive(&root.join("image"))?
+    } else {
+        open(root)?
+    };
+    let findings = moat_image::check::check(&store)?;
+    for f in &findings {
+        println!("{f}");
+    }
+    if repair {
+        let n = moat_image::check::repair(&store, &findings)?;
+        println!("repaired: {n} orphan(s) removed");
+        let damage = findings.iter().filter(|f| !f.is_orphan()).count();
+        return Ok(damage == 0);
+    }
+    if findings.is_empty() {
+        println!("ok: no problems found");
+    }
+    Ok(findings.is_empty())
 }

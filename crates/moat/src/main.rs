@@ -44,6 +44,9 @@ enum Command {
     },
     /// Remove images.
     Rmi(image_cli::RmiArgs),
+    /// Manage moat itself.
+    #[command(subcommand)]
+    System(image_cli::SystemCommand),
 }
 
 /// Runs an engine command; errors are printed once, here, and exit with 1.
@@ -59,6 +62,18 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             image_cli::tag(root, source, target)
         }
         Command::Rmi(a) | Command::Image(I::Rm(a)) => image_cli::rmi(root, a),
+        Command::Image(I::History { no_trunc, image }) => {
+            image_cli::history(root, image, *no_trunc)
+        }
+        Command::Image(I::Prune { .. }) => image_cli::prune(root),
+        Command::System(image_cli::SystemCommand::Df) => image_cli::df(root),
+        Command::System(image_cli::SystemCommand::Check { repair }) => {
+            match image_cli::check(root, *repair) {
+                Ok(true) => Ok(()),
+                Ok(false) => return 1,
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => 0,

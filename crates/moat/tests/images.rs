@@ -181,3 +181,118 @@ fn bad_input_is_refused_clearly_and_leaves_nothing() {
         .count();
     assert_eq!(snaps, 0, "half-unpacked snapshot left behind");
 }
+
+#[test]
+fn kill_9_during_import_leaves_only_orphans_that_repair_removes() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    // A layer big enough that imports are caught mid-way: busybox plus 24 MB of incompressible data.
+    let src = e.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 24 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(src.join("blob.bin"), &data).unwrap();
+    let tar = e.dir.path().join("big.tar.gz");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-czf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut killed = 0;
+    for i in 0..12u64 {
+        let mut child = Command::new(MOAT)
+            .arg("--root")
+            .arg(e.dir.path())
+            .args(["import", tar.to_str().unwrap(), &format!("big:{i}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the import's life (it takes a few hundred ms here).
+        std::thread::sleep(std::time::Duration::from_millis(5 + (i * 37) % 300));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = e.moat(&["system", "check"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!text.contains("damaged"), "kill {i}: {text}");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("orphan:") || l.starts_with("ok:")),
+            "kill {i}: {text}"
+        );
+    }
+    assert!(
+        killed > 0,
+        "no import was interrupted: the test proves nothing"
+    );
+    let out = e.moat(&["system", "check", "--repair"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(e.ok(&["system", "check"]).trim(), "ok: no problems found");
+    // The store still works: an import completes and every finished image is intact.
+    e.ok(&["import", tar.to_str().unwrap(), "big:final"]);
+    assert!(e.ok(&["images"]).contains("final"));
+    assert_eq!(e.ok(&["system", "check"]).trim(), "ok: no problems found");
+}
+
+#[test]
+fn history_prune_and_df() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let tar = e.busybox_tar();
+    e.ok(&[
+        "import",
+        "-m",
+        "the comment",
+        tar.to_str().unwrap(),
+        "kept:1",
+    ]);
+    let dangling = e
+        .ok(&["import", "--change", "CMD [\"x\"]", tar.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let hist = e.ok(&["image", "history", "kept:1"]);
+    assert!(
+        hist.lines().next().unwrap().contains("CREATED BY"),
+        "{hist}"
+    );
+    assert!(
+        hist.contains("moat import") && hist.contains("the comment") && hist.contains("MB"),
+        "{hist}"
+    );
+    let df = e.ok(&["system", "df"]);
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Images") && l.contains(" 2 ")),
+        "{df}"
+    );
+    let out = e.ok(&["image", "prune", "-f"]);
+    assert!(out.contains(&dangling), "{out}");
+    let ids = e.ok(&["images", "-q", "--no-trunc"]);
+    assert!(
+        !ids.contains(&dangling) && ids.lines().count() == 1,
+        "{ids}"
+    );
+    // The shared layer stays for the kept image.
+    assert!(e.ok(&["image", "inspect", "kept:1"]).contains("RootFS"));
+}
