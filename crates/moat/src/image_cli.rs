@@ -404,47 +404,6 @@ pub fn rmi(root: &Path, a: &RmiArgs) -> Result<(), CliError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_changes_format_like_docker() {
-        assert_eq!(human_size(2_130_000), "2.13MB");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(12_340_000_000), "12.3GB");
-        let cfg = changes(
-            &[
-                r#"CMD ["/bin/sh"]"#.into(),
-                "ENTRYPOINT echo hi".into(),
-                "ENV A=1".into(),
-                "ENV B two".into(),
-                "WORKDIR /w".into(),
-                "LABEL x=y".into(),
-            ],
-            None,
-        )
-        .unwrap();
-        assert_eq!(cfg.cmd, Some(vec!["/bin/sh".to_string()]));
-        assert_eq!(
-            cfg.entrypoint,
-            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
-        );
-        assert_eq!(cfg.env, vec!["A=1".to_string(), "B=two".to_string()]);
-        assert_eq!(cfg.working_dir.as_deref(), Some("/w"));
-        assert!(changes(&["RUN x".into()], None).is_err());
-    }
-
-    #[test]
-    fn rfc3339_round_trips_through_ago() {
-        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
-        assert_eq!(
-            human_ago(&moat_image::store::now_rfc3339()),
-            "Less than a second ago"
-        );
-    }
-}
-
 /// `moat image history`.
 pub fn history(root: &Path, image: &str, no_trunc: bool) -> Result<(), CliError> {
     let store = open(root)?;
@@ -513,7 +472,8 @@ pub fn prune(root: &Path) -> Result<(), CliError> {
     if !lines.is_empty() {
         println!("Deleted Images:");
         for l in lines {
-            println!("{}", l.to_lowercase().replacen("deleted: ", "deleted: ", 1));
+            // Docker's prune lists "untagged: ..." and "deleted: ..." in lowercase.
+            println!("{}", l.to_lowercase());
         }
         println!();
     }
@@ -542,18 +502,9 @@ pub fn df(root: &Path) -> Result<(), CliError> {
         human_size(size),
         human_size(size)
     );
-    println!(
-        "{:<15} {:<6} {:<7} {:<10} {}",
-        "Containers", 0, 0, "0B", "0B"
-    );
-    println!(
-        "{:<15} {:<6} {:<7} {:<10} {}",
-        "Local Volumes", 0, 0, "0B", "0B"
-    );
-    println!(
-        "{:<15} {:<6} {:<7} {:<10} {}",
-        "Build Cache", 0, 0, "0B", "0B"
-    );
+    for kind in ["Containers", "Local Volumes", "Build Cache"] {
+        println!("{kind:<15} {:<6} {:<7} {:<10} 0B", 0, 0, "0B");
+    }
     Ok(())
 }
 
@@ -579,4 +530,45 @@ pub fn check(root: &Path, repair: bool) -> Result<bool, CliError> {
         println!("ok: no problems found");
     }
     Ok(findings.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_changes_format_like_docker() {
+        assert_eq!(human_size(2_130_000), "2.13MB");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(12_340_000_000), "12.3GB");
+        let cfg = changes(
+            &[
+                r#"CMD ["/bin/sh"]"#.into(),
+                "ENTRYPOINT echo hi".into(),
+                "ENV A=1".into(),
+                "ENV B two".into(),
+                "WORKDIR /w".into(),
+                "LABEL x=y".into(),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(cfg.cmd, Some(vec!["/bin/sh".to_string()]));
+        assert_eq!(
+            cfg.entrypoint,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(cfg.env, vec!["A=1".to_string(), "B=two".to_string()]);
+        assert_eq!(cfg.working_dir.as_deref(), Some("/w"));
+        assert!(changes(&["RUN x".into()], None).is_err());
+    }
+
+    #[test]
+    fn rfc3339_round_trips_through_ago() {
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(
+            human_ago(&moat_image::store::now_rfc3339()),
+            "Less than a second ago"
+        );
+    }
 }
