@@ -181,7 +181,7 @@ echo 'root:x:0:0:root:/root:/bin/sh' > "$S/etc/passwd"; echo 'root:x:0:' > "$S/e
 tar -C "$S" --numeric-owner --sort=name -cf - . | gzip -6 > "$X/bb.tar.gz" || die "cannot build the busybox layer"
 
 # ---------- OCI layouts for umoci, holding the same .tar.gz files ----------
-# mk_oci DIR TAG LAYER...: blobs, config (diff ids), manifest and index.json by hand
+# mk_oci DIR TAG LAYER...: blobs, config (diff ids), manifest and an index.json entry, by hand
 mk_oci() {
   local dir=$1 tag=$2; shift 2
   local f d s diff layers="[]" diffs="[]" cfg man
@@ -199,9 +199,11 @@ mk_oci() {
     '{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
       config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs}, layers: $l}' > "$dir/man.json"
   man=$(sha256sum < "$dir/man.json" | cut -c1-64); mv "$dir/man.json" "$dir/blobs/sha256/$man"
-  jq -nc --arg m "sha256:$man" --argjson ms "$(stat -c %s "$dir/blobs/sha256/$man")" --arg t "$tag" \
-    '{schemaVersion: 2, manifests: [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $m, size: $ms,
-      annotations: {"org.opencontainers.image.ref.name": $t}}]}' > "$dir/index.json"
+  [ -s "$dir/index.json" ] || echo '{"schemaVersion": 2, "manifests": []}' > "$dir/index.json"
+  jq -c --arg m "sha256:$man" --argjson ms "$(stat -c %s "$dir/blobs/sha256/$man")" --arg t "$tag" \
+    '.manifests += [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $m, size: $ms,
+      annotations: {"org.opencontainers.image.ref.name": $t}}]' "$dir/index.json" > "$dir/index.new" \
+    && mv "$dir/index.new" "$dir/index.json"
 }
 mk_oci "$X/oci" big "${LAYERS[@]}"
 mk_oci "$X/oci" bb "$X/bb.tar.gz"

@@ -2,6 +2,7 @@
 //! unpacked snapshot per distinct layer with overlayfs whiteouts, SQLite metadata, and the
 //! overlay mount of a container's root filesystem.
 
+pub mod archive;
 pub mod blobs;
 pub mod check;
 pub mod db;

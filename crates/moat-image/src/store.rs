@@ -400,6 +400,39 @@ impl ImageStore {
         Ok(id)
     }
 
+    /// Records an image whose config document is given as is (load, pull): the manifest is
+    /// written for the stored layer blobs; tags are applied. Returns the image id.
+    pub fn record_image(
+        &mut self,
+        config_bytes: &[u8],
+        layers: &[LayerRow],
+        tags: &[Reference],
+    ) -> Result<Digest, StoreError> {
+        let id = self.blobs.put_bytes(config_bytes)?;
+        let created = serde_json::from_slice::<Value>(config_bytes)
+            .ok()
+            .and_then(|c| c["created"].as_str().map(String::from))
+            .unwrap_or_else(now_rfc3339);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media::MANIFEST,
+            "config": {"mediaType": media::CONFIG, "digest": id.as_str(), "size": config_bytes.len()},
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.media_type, "digest": l.blob.as_str(), "size": l.blob_size
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_digest = self
+            .blobs
+            .put_bytes(&serde_json::to_vec(&manifest).unwrap_or_default())?;
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        self.db
+            .add_image(&id, &manifest_digest, &created, &diff_ids, None)?;
+        for t in tags {
+            self.db.set_tag(&t.to_string(), &id)?;
+        }
+        Ok(id)
+    }
+
     /// Resolves a name (`repo[:tag]`), a full id (`sha256:...`) or an id prefix to an image id.
     pub fn resolve(&self, name: &str) -> Result<Digest, StoreError> {
         if let Ok(d) = name.parse::<Digest>() {

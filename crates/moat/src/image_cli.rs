@@ -30,6 +30,91 @@ pub enum CliError {
     /// metadata failure
     #[error(transparent)]
     Db(#[from] moat_image::db::DbError),
+    /// archive failure
+    #[error(transparent)]
+    Archive(#[from] moat_image::archive::ArchiveError),
+    /// refusing to write binary data to a terminal
+    #[error("cowardly refusing to save to a terminal: use -o FILE or redirect standard output")]
+    Terminal,
+    /// cannot create the output file
+    #[error("save to {path}: {source}")]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// `moat save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Images (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// `moat load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from this tar file or OCI layout directory instead of standard input.
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Only print the ids.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `moat save`: a docker-archive that is also an OCI layout.
+pub fn save(root: &Path, a: &SaveArgs) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    let store = open(root)?;
+    match &a.output {
+        Some(path) => {
+            // Written next to the target and renamed: a failed save leaves no partial file.
+            let tmp = path.with_extension("moat-partial");
+            let out = |source| CliError::Output {
+                path: path.clone(),
+                source,
+            };
+            let f = std::fs::File::create(&tmp).map_err(out)?;
+            let result = moat_image::archive::save(&store, &a.images, std::io::BufWriter::new(f));
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            std::fs::rename(&tmp, path).map_err(|source| CliError::Output {
+                path: path.clone(),
+                source,
+            })
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(CliError::Terminal);
+            }
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            Ok(moat_image::archive::save(&store, &a.images, out)?)
+        }
+    }
+}
+
+/// `moat load`: prints `Loaded image: NAME` (or `Loaded image ID: ID` for untagged ones).
+pub fn load(root: &Path, a: &LoadArgs) -> Result<(), CliError> {
+    let mut store = open(root)?;
+    let loaded = moat_image::archive::load(&mut store, a.input.as_deref())?;
+    for (id, tags) in loaded {
+        if a.quiet || tags.is_empty() {
+            println!("Loaded image ID: {id}");
+        } else {
+            for t in tags {
+                println!("Loaded image: {t}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `moat import`.

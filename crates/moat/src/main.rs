@@ -44,6 +44,10 @@ enum Command {
     },
     /// Remove images.
     Rmi(image_cli::RmiArgs),
+    /// Save images to a tar archive (docker-archive and OCI layout in one).
+    Save(image_cli::SaveArgs),
+    /// Load images from a docker-archive or an OCI layout (tar or directory).
+    Load(image_cli::LoadArgs),
     /// Manage moat itself.
     #[command(subcommand)]
     System(image_cli::SystemCommand),
@@ -67,6 +71,8 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }
         Command::Image(I::Prune { .. }) => image_cli::prune(root),
         Command::System(image_cli::SystemCommand::Df) => image_cli::df(root),
+        Command::Save(a) => image_cli::save(root, a),
+        Command::Load(a) => image_cli::load(root, a),
         Command::System(image_cli::SystemCommand::Check { repair }) => {
             match image_cli::check(root, *repair) {
                 Ok(true) => Ok(()),

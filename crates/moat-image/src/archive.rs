@@ -1,0 +1,407 @@
+//! `moat save` / `moat load`: image archives.
+//!
+//! Load reads a docker-archive (`docker save`: `manifest.json` naming a config and layer files),
+//! an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/...`, as skopeo and umoci write
+//! it), either as a directory or as a tar. Every blob named by digest is verified, and every layer's
+//! diff id is checked against the image config. Save writes one tar that is both: an OCI layout
+//! plus docker's `manifest.json` pointing into `blobs/` (the format of Docker 25+), so
+//! `docker load`, `skopeo` (docker-archive: and oci-archive:) and `moat load` all read it.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::store::{media, BlobInfo, ImageStore, StoreError};
+
+/// Errors of save and load.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// store failure
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// file operation failed
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// the input is neither format
+    #[error("{0}: not a docker-archive (manifest.json) nor an OCI image layout (index.json)")]
+    UnknownFormat(PathBuf),
+    /// a document is malformed
+    #[error("{path}: {reason}")]
+    Malformed {
+        /// The document.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// the archive's layers do not match its config
+    #[error("image {config}: layer {index} has diff id {actual}, but the config says {expected}")]
+    DiffIdMismatch {
+        /// Config digest.
+        config: Digest,
+        /// Layer index.
+        index: usize,
+        /// What the config says.
+        expected: String,
+        /// What the layer is.
+        actual: Digest,
+    },
+    /// no image in the index fits this machine
+    #[error("{0}: no linux/amd64 image in the index")]
+    NoPlatform(String),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ArchiveError + 'a {
+    move |source| ArchiveError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn malformed(path: impl Into<String>, reason: impl Into<String>) -> ArchiveError {
+    ArchiveError::Malformed {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+/// What was loaded: (image id, tags given to it).
+pub type Loaded = Vec<(Digest, Vec<String>)>;
+
+/// Loads a tar (path or stdin when `src` is None) or an OCI layout directory.
+pub fn load(store: &mut ImageStore, src: Option<&Path>) -> Result<Loaded, ArchiveError> {
+    if let Some(dir) = src.filter(|p| p.is_dir()) {
+        return load_dir(store, dir);
+    }
+    // A tar: extracted (safely) into a private directory of the store, then read as a directory.
+    let tmp = store
+        .root()
+        .join(format!("load-tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(tmp.clone());
+    let reader: Box<dyn Read> = match src {
+        Some(p) => Box::new(fs::File::open(p).map_err(io_err("open", p))?),
+        None => Box::new(io::stdin().lock()),
+    };
+    crate::unpack::unpack(io::BufReader::new(reader), &tmp).map_err(StoreError::from)?;
+    load_dir(store, &tmp)
+}
+
+fn read_json(path: &Path) -> Result<Value, ArchiveError> {
+    let data = fs::read(path).map_err(io_err("read", path))?;
+    serde_json::from_slice(&data).map_err(|e| malformed(path.display().to_string(), e.to_string()))
+}
+
+/// A path inside the archive named by the archive (refusing `..` and absolute paths).
+fn inside(dir: &Path, rel: &str) -> Result<PathBuf, ArchiveError> {
+    let p = Path::new(rel);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(malformed(rel, "path escapes the archive"));
+    }
+    Ok(dir.join(p))
+}
+
+fn load_dir(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> {
+    let before: std::collections::HashSet<Digest> = store
+        .db()
+        .layers()
+        .map_err(StoreError::from)?
+        .into_iter()
+        .map(|l| l.diff_id)
+        .collect();
+    let result = if dir.join("manifest.json").is_file() {
+        load_docker(store, dir)
+    } else if dir.join("index.json").is_file() {
+        load_oci(store, dir)
+    } else {
+        Err(ArchiveError::UnknownFormat(dir.to_path_buf()))
+    };
+    if result.is_err() {
+        // Layers this load unpacked for an image it did not record: remove them again.
+        for l in store.db().layers().map_err(StoreError::from)? {
+            if !before.contains(&l.diff_id) {
+                let _ = store.remove_unused_layer(&l.diff_id);
+            }
+        }
+    }
+    result
+}
+
+/// Stores a layer file as a blob (its digest as distributed) and unpacks it once.
+fn add_layer_file(
+    store: &ImageStore,
+    path: &Path,
+    expected: Option<&Digest>,
+) -> Result<crate::db::LayerRow, ArchiveError> {
+    let f = fs::File::open(path).map_err(io_err("open layer", path))?;
+    let (blob, size) = store.blobs().put(f, expected).map_err(StoreError::from)?;
+    let mut head = [0u8; 4];
+    let n = store
+        .blobs()
+        .open_blob(&blob)
+        .map_err(StoreError::from)?
+        .read(&mut head)
+        .unwrap_or(0);
+    let media_type = match &head[..n] {
+        [0x1f, 0x8b, ..] => media::LAYER_GZIP,
+        [0x28, 0xb5, 0x2f, 0xfd] => media::LAYER_ZSTD,
+        _ => media::LAYER_TAR,
+    };
+    let reader = store.blobs().open_blob(&blob).map_err(StoreError::from)?;
+    let row = store.add_layer(
+        reader,
+        BlobInfo::Known {
+            digest: blob.clone(),
+            size,
+            media_type: media_type.into(),
+        },
+    )?;
+    if row.blob != blob {
+        // The layer was already stored from another blob (compressed differently): keep that
+        // one, drop the copy nothing will reference.
+        store.blobs().remove(&blob).map_err(StoreError::from)?;
+    }
+    Ok(row)
+}
+
+/// Records an image from its config bytes and layers, checking the diff ids.
+fn finish_image(
+    store: &mut ImageStore,
+    config_bytes: &[u8],
+    layers: &[crate::db::LayerRow],
+    tags: &[String],
+) -> Result<(Digest, Vec<String>), ArchiveError> {
+    let config: Value = serde_json::from_slice(config_bytes)
+        .map_err(|e| malformed("image config", e.to_string()))?;
+    let id = Digest::of(config_bytes);
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(malformed(
+            format!("image config {id}"),
+            format!("{} diff ids for {} layers", diff_ids.len(), layers.len()),
+        ));
+    }
+    for (i, (want, l)) in diff_ids.iter().zip(layers).enumerate() {
+        if want != l.diff_id.as_str() {
+            return Err(ArchiveError::DiffIdMismatch {
+                config: id,
+                index: i,
+                expected: want.clone(),
+                actual: l.diff_id.clone(),
+            });
+        }
+    }
+    let refs: Vec<Reference> = tags.iter().filter_map(|t| t.parse().ok()).collect();
+    let id = store.record_image(config_bytes, layers, &refs)?;
+    Ok((id, refs.iter().map(|r| r.to_string()).collect()))
+}
+
+fn load_docker(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> {
+    let manifest = read_json(&dir.join("manifest.json"))?;
+    let entries = manifest
+        .as_array()
+        .ok_or_else(|| malformed("manifest.json", "not a list"))?;
+    let mut out = vec![];
+    for e in entries {
+        let config_path = inside(
+            dir,
+            e["Config"]
+                .as_str()
+                .ok_or_else(|| malformed("manifest.json", "entry without Config"))?,
+        )?;
+        let config_bytes = fs::read(&config_path).map_err(io_err("read", &config_path))?;
+        let mut layers = vec![];
+        for l in e["Layers"].as_array().into_iter().flatten() {
+            let rel = l
+                .as_str()
+                .ok_or_else(|| malformed("manifest.json", "layer path is not a string"))?;
+            layers.push(add_layer_file(store, &inside(dir, rel)?, None)?);
+        }
+        let tags: Vec<String> = e["RepoTags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        out.push(finish_image(store, &config_bytes, &layers, &tags)?);
+    }
+    Ok(out)
+}
+
+fn blob_path(dir: &Path, digest: &str) -> Result<(PathBuf, Digest), ArchiveError> {
+    let d: Digest = digest
+        .parse()
+        .map_err(|e: crate::digest::DigestError| malformed("index", e.to_string()))?;
+    Ok((dir.join("blobs/sha256").join(d.hex()), d))
+}
+
+fn read_blob(dir: &Path, digest: &str) -> Result<(Vec<u8>, Digest), ArchiveError> {
+    let (p, d) = blob_path(dir, digest)?;
+    let data = fs::read(&p).map_err(io_err("read blob", &p))?;
+    if Digest::of(&data) != d {
+        return Err(malformed(
+            p.display().to_string(),
+            format!("content does not match {d}"),
+        ));
+    }
+    Ok((data, d))
+}
+
+fn load_oci(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> {
+    let index = read_json(&dir.join("index.json"))?;
+    let mut out = vec![];
+    for m in index["manifests"].as_array().into_iter().flatten() {
+        let ann = &m["annotations"];
+        let name = ann["io.containerd.image.name"]
+            .as_str()
+            .or_else(|| {
+                ann["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .filter(|r| r.contains(':') || r.contains('/'))
+            })
+            .map(String::from);
+        let digest = m["digest"]
+            .as_str()
+            .ok_or_else(|| malformed("index.json", "manifest without digest"))?;
+        let (bytes, _) = read_blob(dir, digest)?;
+        let mut manifest: Value =
+            serde_json::from_slice(&bytes).map_err(|e| malformed(digest, e.to_string()))?;
+        // An index (multi-platform): pick linux/amd64.
+        if manifest["manifests"].is_array() {
+            let pick = manifest["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| {
+                    x["platform"]["os"] == "linux" && x["platform"]["architecture"] == "amd64"
+                })
+                .and_then(|x| x["digest"].as_str().map(String::from))
+                .ok_or_else(|| ArchiveError::NoPlatform(digest.to_string()))?;
+            let (b, _) = read_blob(dir, &pick)?;
+            manifest =
+                serde_json::from_slice(&b).map_err(|e| malformed(pick.clone(), e.to_string()))?;
+        }
+        let cfg_digest = manifest["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| malformed(digest, "manifest without config"))?;
+        let (config_bytes, _) = read_blob(dir, cfg_digest)?;
+        let mut layers = vec![];
+        for l in manifest["layers"].as_array().into_iter().flatten() {
+            let ld = l["digest"]
+                .as_str()
+                .ok_or_else(|| malformed(digest, "layer without digest"))?;
+            let (p, d) = blob_path(dir, ld)?;
+            layers.push(add_layer_file(store, &p, Some(&d))?);
+        }
+        let tags: Vec<String> = name.into_iter().collect();
+        out.push(finish_image(store, &config_bytes, &layers, &tags)?);
+    }
+    Ok(out)
+}
+
+/// Writes `images` (names or ids) as one archive to `out`.
+pub fn save(store: &ImageStore, images: &[String], out: impl Write) -> Result<(), ArchiveError> {
+    let mut tar = tar::Builder::new(out);
+    let mut written = std::collections::HashSet::new();
+    let add = |tar: &mut tar::Builder<_>,
+               name: &str,
+               data: &mut dyn Read,
+               size: u64|
+     -> Result<(), ArchiveError> {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut h, name, data)
+            .map_err(io_err("write archive entry", Path::new(name)))
+    };
+    let mut index = vec![];
+    let mut docker = vec![];
+    for name in images {
+        let id = store.resolve(name)?;
+        let (row, _config, manifest) = store.inspect(&id)?;
+        let mut blobs: Vec<Digest> = vec![row.manifest.clone(), id.clone()];
+        for l in manifest["layers"].as_array().into_iter().flatten() {
+            if let Some(d) = l["digest"].as_str().and_then(|d| d.parse().ok()) {
+                blobs.push(d);
+            }
+        }
+        for d in &blobs {
+            if written.insert(d.clone()) {
+                let size = store.blobs().size(d).map_err(StoreError::from)?;
+                let mut f = store.blobs().open_blob(d).map_err(StoreError::from)?;
+                add(&mut tar, &format!("blobs/sha256/{}", d.hex()), &mut f, size)?;
+            }
+        }
+        let msize = store
+            .blobs()
+            .size(&row.manifest)
+            .map_err(StoreError::from)?;
+        let tags: Vec<String> = match name.parse::<Reference>() {
+            Ok(r) if row.tags.contains(&r.to_string()) => vec![r.to_string()],
+            _ => row.tags.clone(),
+        };
+        for t in tags.iter().map(Some).chain(tags.is_empty().then_some(None)) {
+            let mut ann = serde_json::Map::new();
+            if let Some(t) = t {
+                ann.insert("io.containerd.image.name".into(), json!(t));
+                ann.insert(
+                    "org.opencontainers.image.ref.name".into(),
+                    json!(t.rsplit_once(':').map(|x| x.1).unwrap_or("latest")),
+                );
+            }
+            index.push(json!({"mediaType": media::MANIFEST, "digest": row.manifest.as_str(), "size": msize, "annotations": ann}));
+        }
+        docker.push(json!({
+            "Config": format!("blobs/sha256/{}", id.hex()),
+            "RepoTags": tags,
+            "Layers": blobs[2..].iter().map(|d| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
+        }));
+    }
+    for (name, doc) in [
+        ("oci-layout", json!({"imageLayoutVersion": "1.0.0"})),
+        (
+            "index.json",
+            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index}),
+        ),
+        ("manifest.json", json!(docker)),
+    ] {
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        add(&mut tar, name, &mut &bytes[..], bytes.len() as u64)?;
+    }
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io_err("finish archive", Path::new("-")))?;
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `moat save` / `moat load` and interoperability with skopeo and umoci (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{busybox_rootfs, can_run, MOAT};
+
+struct Engine {
+    dir: tempfile::TempDir,
+}
+
+impl Engine {
+    fn new() -> Engine {
+        Engine {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn moat(&self, args: &[&str]) -> Output {
+        Command::new(MOAT)
+            .arg("--root")
+            .arg(self.dir.path().join("root"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.moat(args);
+        assert!(
+            out.status.success(),
+            "moat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn imported(&self) -> String {
+        let tar = self.path("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(busybox_rootfs())
+            .args(["-cf", &tar, "."])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.ok(&["import", "--change", "CMD [\"/bin/sh\"]", &tar, "bb:1"])
+            .trim()
+            .to_string()
+    }
+}
+
+fn tool(name: &str) -> bool {
+    let ok = Command::new(name).arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("SKIP: {name} is not installed (scripts/setup.sh installs it)");
+    }
+    ok
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn save_then_load_round_trips_ids_and_tags() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let id = e.imported();
+    let archive = e.path("bb.tar");
+    e.ok(&["save", "-o", &archive, "bb:1"]);
+    e.ok(&["rmi", "bb:1"]);
+    assert_eq!(e.ok(&["images", "-q"]), "");
+    assert_eq!(e.ok(&["load", "-i", &archive]).trim(), "Loaded image: bb:1");
+    let ids = e.ok(&["images", "-q", "--no-trunc"]);
+    assert_eq!(ids.trim(), id, "the image id survives the round trip");
+    assert_eq!(e.ok(&["system", "check"]).trim(), "ok: no problems found");
+    // Loading twice is harmless.
+    e.ok(&["load", "-i", &archive]);
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 1);
+}
+
+#[test]
+fn skopeo_and_umoci_read_what_moat_saves_and_moat_loads_theirs() {
+    if !can_run() || !tool("skopeo") || !tool("umoci") {
+        return;
+    }
+    let e = Engine::new();
+    e.imported();
+    let archive = e.path("bb.tar");
+    e.ok(&["save", "-o", &archive, "bb:1"]);
+    // skopeo reads it both as a docker-archive and as an OCI archive.
+    let inspect =
+        run(Command::new("skopeo").args(["inspect", &format!("docker-archive:{archive}")]));
+    assert!(inspect.contains("\"Os\": \"linux\""), "{inspect}");
+    let layout = e.path("layout");
+    run(Command::new("skopeo").args([
+        "copy",
+        &format!("oci-archive:{archive}"),
+        &format!("oci:{layout}:copied"),
+    ]));
+    // umoci unpacks what skopeo copied out of moat's archive: the same files.
+    let bundle = e.path("bundle");
+    run(Command::new("umoci").args(["unpack", "--image", &format!("{layout}:copied"), &bundle]));
+    assert!(Path::new(&bundle).join("rootfs/bin/busybox").is_file());
+    // moat loads an OCI layout written by skopeo (directory) ...
+    let out = e.ok(&["load", "-i", &layout]);
+    assert!(out.starts_with("Loaded image"), "{out}");
+    // ... and one built by umoci (a bare tag name: loaded by id).
+    let um = e.path("umoci-layout");
+    run(Command::new("umoci").args(["init", "--layout", &um]));
+    run(Command::new("umoci").args(["new", "--image", &format!("{um}:t1")]));
+    let bin = busybox_rootfs().join("bin");
+    run(Command::new("umoci").args([
+        "insert",
+        "--image",
+        &format!("{um}:t1"),
+        bin.to_str().unwrap(),
+        "/bin",
+    ]));
+    let out = e.ok(&["load", "-i", &um]);
+    assert!(out.starts_with("Loaded image ID: sha256:"), "{out}");
+    let id = out.trim().rsplit(' ').next().unwrap().to_string();
+    let json: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", &id])).unwrap();
+    assert_eq!(json[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    assert_eq!(e.ok(&["system", "check"]).trim(), "ok: no problems found");
+}
+
+#[test]
+fn bad_archives_are_refused_and_leave_nothing() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    // Not an image archive at all.
+    let junk = e.path("junk.tar");
+    let st = Command::new("tar")
+        .args(["-cf", &junk, "-C", "/etc", "hostname"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = e.moat(&["load", "-i", &junk]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a docker-archive"),
+        "{out:?}"
+    );
+    // A docker-archive whose layer does not match its config's diff id.
+    e.imported();
+    let archive = e.path("bb.tar");
+    e.ok(&["save", "-o", &archive, "bb:1"]);
+    e.ok(&["rmi", "bb:1"]);
+    let x = e.path("x");
+    std::fs::create_dir_all(&x).unwrap();
+    run(Command::new("tar").args(["-xf", &archive, "-C", &x]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{x}/manifest.json")).unwrap())
+            .unwrap();
+    let layer = format!("{x}/{}", manifest[0]["Layers"][0].as_str().unwrap());
+    let other = e.path("other.tar");
+    run(Command::new("tar").args(["-cf", &other, "-C", "/etc", "hostname"]));
+    std::fs::copy(&other, &layer).unwrap();
+    std::fs::remove_file(format!("{x}/index.json")).unwrap();
+    let out = e.moat(&["load", "-i", &x]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("diff id"),
+        "{out:?}"
+    );
+    assert_eq!(e.ok(&["images", "-q"]), "");
+    let check = e.moat(&["system", "check"]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        !text.contains("damaged") && !text.contains("layer"),
+        "{text}"
+    );
+}
