@@ -54,6 +54,9 @@ pub enum Msg {
     Warning(String),
     /// Child → parent: a stage failed.
     Error(String),
+    /// Child → parent: the user's program cannot be run (with Docker's exit code: 126 cannot
+    /// be invoked, 127 not found).
+    CommandError(String, i32),
 }
 
 impl Msg {
@@ -69,6 +72,7 @@ impl Msg {
             Msg::Start => "Start",
             Msg::Warning(_) => "Warning",
             Msg::Error(_) => "Error",
+            Msg::CommandError(..) => "CommandError",
         }
     }
 }

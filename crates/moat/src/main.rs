@@ -6,6 +6,7 @@
 
 mod image_cli;
 mod logger;
+mod run_cli;
 mod runtime_cli;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// The OCI runtime (runc-compatible command line).
     Runtime(Box<runtime_cli::RuntimeCli>),
+    /// Run a command in a new container (foreground).
+    Run(run_cli::RunArgs),
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
     /// List images.
@@ -58,7 +61,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
     logger::Logger::install(None, false, debug);
     use image_cli::ImageCommand as I;
     let result = match command {
-        Command::Runtime(_) => Ok(()),
+        Command::Runtime(_) | Command::Run(_) => Ok(()),
         Command::Import(a) | Command::Image(I::Import(a)) => image_cli::import(root, a),
         Command::Images(a) | Command::Image(I::Ls(a)) => image_cli::images(root, a),
         Command::Image(I::Inspect { images }) => image_cli::inspect(root, images),
@@ -105,6 +108,10 @@ fn main() {
         let cli = Cli::parse();
         match cli.command {
             Command::Runtime(rt) => runtime_cli::main(*rt),
+            Command::Run(a) => {
+                logger::Logger::install(None, false, cli.debug);
+                run_cli::run(&cli.root, &a)
+            }
             other => engine(&cli.root, cli.debug, &other),
         }
     };

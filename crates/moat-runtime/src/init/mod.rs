@@ -86,6 +86,9 @@ pub enum InitError {
         /// Why.
         reason: String,
     },
+    /// the program exists but is not executable
+    #[error("exec: {0:?}: permission denied (not an executable file)")]
+    NotExecutable(String),
     /// cwd is outside the container
     #[error("process.cwd {0:?} resolves outside the container's root (refused: CVE-2024-21626)")]
     CwdEscape(String),

@@ -74,7 +74,15 @@ pub fn prepare(
         &env,
         process.cwd(),
     )
-    .map_err(|e| (e, 127))?;
+    .map_err(|e| {
+        // Docker's codes: 126 for a program that cannot be invoked, 127 for one not found.
+        let code = if matches!(e, InitError::NotExecutable(_)) {
+            126
+        } else {
+            127
+        };
+        (e, code)
+    })?;
     enter_cwd(process.cwd()).map_err(f)?;
 
     Ok(Prepared {
@@ -238,7 +246,7 @@ fn lookup(args: &[String], env: &[String], cwd: &Path) -> Result<CString, InitEr
         }
     }
     if saw_unexecutable {
-        return Err(not_found("permission denied (not an executable file)"));
+        return Err(InitError::NotExecutable(name));
     }
     Err(not_found(if name.contains('/') {
         "no such file or directory"
@@ -302,6 +310,7 @@ mod tests {
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"x").unwrap();
         let e = lookup(&[plain.display().to_string()], &env, Path::new("/")).unwrap_err();
+        assert!(matches!(e, InitError::NotExecutable(_)), "{e}");
         assert!(e.to_string().contains("permission denied"), "{e}");
     }
 

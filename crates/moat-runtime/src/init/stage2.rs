@@ -16,7 +16,12 @@ pub fn run(cfg: &InitConfig, chan: &Channel) -> ! {
         Err((e, code)) => {
             // Before `Created` the parent is listening; after it (create-then-start) it may be
             // gone, and the container's stderr is the only place left to say why.
-            if chan.send(&Msg::Error(e.to_string())).is_err() {
+            let msg = if code == 126 || code == 127 {
+                Msg::CommandError(e.to_string(), code)
+            } else {
+                Msg::Error(e.to_string())
+            };
+            if chan.send(&msg).is_err() {
                 let _ = writeln!(std::io::stderr(), "moat: {e}");
             }
             code

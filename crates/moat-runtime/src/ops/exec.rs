@@ -93,7 +93,7 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
                 let _ = waitpid(stage1, None);
             }
             Ok(Msg::Warning(w)) => log::warn!("{w}"),
-            Ok(Msg::Error(e)) => {
+            Ok(Msg::CommandError(e, _)) | Ok(Msg::Error(e)) => {
                 if let Some(p) = pid {
                     let _ = waitpid(p, None);
                 } else {

@@ -255,6 +255,9 @@ pub(crate) fn launch(
                 break;
             }
             Ok(Msg::Error(e)) => return Err(OpsError::Init(e)),
+            Ok(Msg::CommandError(message, code)) => {
+                return Err(OpsError::Command { message, code })
+            }
             Ok(got) => {
                 return Err(OpsError::Protocol {
                     got: format!("{got:?}"),

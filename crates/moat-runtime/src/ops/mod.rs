@@ -50,6 +50,14 @@ pub enum OpsError {
     /// the exec'd process reported a failure (its message, sent across the process boundary)
     #[error("{0}")]
     ExecFailed(String),
+    /// the user's program cannot be run
+    #[error("{message}")]
+    Command {
+        /// What the init said (names the program).
+        message: String,
+        /// Docker's exit code for it: 126 (cannot be invoked) or 127 (not found).
+        code: i32,
+    },
     /// the init chain sent a message out of order
     #[error("init chain protocol error: unexpected {got} while waiting for {expected}")]
     Protocol {

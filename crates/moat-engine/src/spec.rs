@@ -1,0 +1,291 @@
+//! The OCI config of a container: the image's config (entrypoint, command, env, user, working
+//! directory) merged with the user's flags over Docker's defaults.
+
+use std::path::Path;
+
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use crate::defaults;
+use crate::EngineError;
+
+/// How the container's network is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Its own network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What `moat run` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Image name or id.
+    pub image: String,
+    /// Command (replaces the image's Cmd).
+    pub cmd: Vec<String>,
+    /// `--entrypoint` (replaces the image's Entrypoint and clears its Cmd).
+    pub entrypoint: Option<Vec<String>>,
+    /// `-e KEY=VALUE` (or `-e KEY`, taken from moat's environment).
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u user[:group]`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--rm`.
+    pub rm: bool,
+    /// `--network`.
+    pub network: Network,
+    /// `--read-only`.
+    pub read_only: bool,
+}
+
+/// The program and arguments Docker would run.
+pub fn command(image_config: &Value, opts: &RunOptions) -> Result<Vec<String>, EngineError> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (entrypoint, cmd) = match &opts.entrypoint {
+        // --entrypoint also drops the image's Cmd, as Docker does.
+        Some(ep) => (ep.clone(), opts.cmd.clone()),
+        None => (
+            strings(&image_config["Entrypoint"]),
+            if opts.cmd.is_empty() {
+                strings(&image_config["Cmd"])
+            } else {
+                opts.cmd.clone()
+            },
+        ),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(EngineError::NoCommand(opts.image.clone()));
+    }
+    Ok(args)
+}
+
+/// Resolves `user[:group]` (names or numbers) against the image's /etc/passwd and /etc/group.
+pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), EngineError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || (f[2] == user && user.parse::<u32>().is_ok())));
+    let (uid, mut gid) = match (&entry, user.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse().map_err(|_| EngineError::User(spec.into()))?,
+            f[3].parse().map_err(|_| EngineError::User(spec.into()))?,
+        ),
+        (None, Ok(n)) => (n, 0),
+        (None, Err(_)) => return Err(EngineError::User(spec.into())),
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| EngineError::User(spec.into()))?,
+        };
+    }
+    // Supplementary groups: those listing the user by name (Docker adds them too).
+    let name = entry.as_ref().map(|f| f[0]).unwrap_or("");
+    let extra: Vec<u32> = groups
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && !name.is_empty() && f[3].split(',').any(|m| m == name))
+        .filter_map(|f| f[2].parse().ok())
+        .filter(|g| *g != gid)
+        .collect();
+    Ok((uid, gid, extra))
+}
+
+/// Everything the config needs besides the image and the options.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The container's id.
+    pub id: &'a str,
+    /// The mounted root filesystem (for user lookups).
+    pub rootfs: &'a Path,
+    /// The container's directory (holds hosts, hostname, resolv.conf).
+    pub dir: &'a Path,
+}
+
+/// Builds the OCI config.
+pub fn build(
+    image_config: &Value,
+    opts: &RunOptions,
+    ctx: &Context<'_>,
+) -> Result<Spec, EngineError> {
+    let cfg = &image_config["config"];
+    let args = command(cfg, opts)?;
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| ctx.id[..12].to_string());
+    let mut env: Vec<String> = cfg["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, defaults::PATH.to_string());
+    }
+    env.push(format!("HOSTNAME={hostname}"));
+    for e in &opts.env {
+        let kv = if e.contains('=') {
+            e.clone()
+        } else {
+            match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue, // Docker drops `-e NAME` when NAME is unset.
+            }
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    let user_spec = opts
+        .user
+        .clone()
+        .or_else(|| {
+            cfg["User"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "0".into());
+    let (uid, gid, extra) = resolve_user(ctx.rootfs, &user_spec)?;
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| {
+            cfg["WorkingDir"]
+                .as_str()
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(EngineError::Workdir(cwd));
+    }
+    let caps = json!(defaults::CAPABILITIES);
+    // A non-root user keeps only the bounding set, as under Docker (CapEff and CapPrm 0).
+    let held = if uid == 0 { caps.clone() } else { json!([]) };
+    let mut mounts: Vec<Value> = defaults::mounts()
+        .into_iter()
+        .map(|(d, t, s, o)| json!({"destination": d, "type": t, "source": s, "options": o}))
+        .collect();
+    for f in ["hosts", "hostname", "resolv.conf"] {
+        mounts.push(json!({
+            "destination": format!("/etc/{f}"), "type": "bind",
+            "source": ctx.dir.join(f), "options": ["rbind", "rprivate"]
+        }));
+    }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if opts.network == Network::None {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let doc = json!({
+        "ociVersion": "1.2.0",
+        "root": {"path": "rootfs", "readonly": opts.read_only},
+        "hostname": hostname,
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid, "additionalGids": extra},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": held, "permitted": held},
+            "noNewPrivileges": false,
+        },
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": defaults::MASKED_PATHS,
+            "readonlyPaths": defaults::READONLY_PATHS,
+            "cgroupsPath": format!("/moat/{}", ctx.id),
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+        },
+    });
+    serde_json::from_value(doc).map_err(|e| EngineError::Spec(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_follows_docker_rules() {
+        let img = json!({"Entrypoint": ["/ep"], "Cmd": ["default"]});
+        let o = |cmd: &[&str], ep: Option<&[&str]>| RunOptions {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            entrypoint: ep.map(|e| e.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        assert_eq!(command(&img, &o(&[], None)).unwrap(), ["/ep", "default"]);
+        assert_eq!(command(&img, &o(&["x"], None)).unwrap(), ["/ep", "x"]);
+        assert_eq!(
+            command(&img, &o(&[], Some(&["/other"]))).unwrap(),
+            ["/other"]
+        );
+        assert_eq!(command(&img, &o(&["y"], Some(&[]))).unwrap(), ["y"]);
+        assert!(command(&json!({}), &o(&[], None)).is_err());
+    }
+
+    #[test]
+    fn users_resolve_by_name_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nbob:x:1000:\nwheel:x:10:bob\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_user(dir.path(), "bob").unwrap(),
+            (1000, 1000, vec![10])
+        );
+        assert_eq!(
+            resolve_user(dir.path(), "1000:wheel").unwrap(),
+            (1000, 10, vec![])
+        );
+        assert_eq!(
+            resolve_user(dir.path(), "4242:4343").unwrap(),
+            (4242, 4343, vec![])
+        );
+        assert!(resolve_user(dir.path(), "nobody-here").is_err());
+        assert!(resolve_user(dir.path(), "bob:nogroup").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! `moat run` as a user types it (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{busybox_rootfs, can_run, MOAT};
+
+struct Engine {
+    dir: tempfile::TempDir,
+}
+
+impl Engine {
+    /// An engine root with busybox imported as `busybox` (CMD sh).
+    fn new() -> Engine {
+        let e = Engine {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let tar = e.dir.path().join("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(busybox_rootfs())
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = e.moat(&[
+            "import",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "--change",
+            "ENV IMG=1",
+            tar.to_str().unwrap(),
+            "busybox",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        e
+    }
+
+    fn moat(&self, args: &[&str]) -> Output {
+        Command::new(MOAT)
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        let out = self.moat(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Nothing of any container is left: no directory, no mount, no runtime state.
+    fn assert_clean(&self) {
+        let containers = std::fs::read_dir(self.dir.path().join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(containers, 0, "container directories left");
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&root), "mounts left under {root}");
+        let state = std::fs::read_dir(self.dir.path().join("run"))
+            .map(|d| {
+                d.filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('@')
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(state, 0, "runtime state left");
+    }
+}
+
+#[test]
+fn runs_the_image_command_with_docker_defaults() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let (code, out, err) = e.run(&["busybox", "sh", "-c", "echo pid=$$ img=$IMG host=$(hostname) cwd=$(pwd); grep CapEff /proc/self/status; cat /etc/hostname; grep -c . /proc/net/dev"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("pid=1 img=1 host=") && lines[0].ends_with("cwd=/"),
+        "{out}"
+    );
+    let host = lines[0]
+        .split("host=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(host.len(), 12, "hostname is the short id: {out}");
+    // Docker's default capability set.
+    assert_eq!(lines[1], "CapEff:\t00000000a80425fb", "{out}");
+    assert_eq!(lines[2], host);
+    // --network none: the header lines and lo only.
+    assert_eq!(lines[3], "3", "{out}");
+    e.assert_clean();
+}
+
+#[test]
+fn flags_user_workdir_env_hostname_entrypoint_read_only() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let (code, out, err) = e.run(&[
+        "-u",
+        "1000:1001",
+        "-w",
+        "/tmp",
+        "-e",
+        "A=1",
+        "-e",
+        "IMG=over",
+        "--hostname",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $(id -u):$(id -g) $(pwd) $A $IMG $(hostname); grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "1000:1001 /tmp 1 over box\nCapEff:\t0000000000000000\n"
+    );
+    let (code, out, _) = e.run(&["--entrypoint", "echo", "busybox", "from", "entrypoint"]);
+    assert_eq!((code, out.as_str()), (0, "from entrypoint\n"));
+    let (code, out, _) = e.run(&[
+        "--read-only",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /x 2>/dev/null || echo ro",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "ro\n"));
+    // The image's CMD when none is given.
+    let (code, _, _) = e.run(&["busybox"]);
+    assert_eq!(code, 0);
+    e.assert_clean();
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    assert_eq!(e.run(&["busybox", "sh", "-c", "exit 42"]).0, 42);
+    let (code, _, err) = e.run(&["busybox", "no-such-command"]);
+    assert_eq!(code, 127);
+    assert!(err.contains("no-such-command"), "{err}");
+    let (code, _, err) = e.run(&["busybox", "/etc/passwd"]);
+    assert_eq!(code, 126, "{err}");
+    let (code, _, err) = e.run(&["no-such-image", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("Unable to find image 'no-such-image' locally"),
+        "{err}"
+    );
+    let (code, _, err) = e.run(&["-u", "ghost", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unable to find user ghost"), "{err}");
+    let (code, _, err) = e.run(&["-w", "relative", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("absolute"), "{err}");
+    e.assert_clean();
+}
+
+#[test]
+fn writes_stay_in_the_container_layer() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let (code, _, err) = e.run(&[
+        "busybox",
+        "sh",
+        "-c",
+        "echo changed > /bin/marker; rm /bin/ls",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The next container starts from the untouched image.
+    let (code, out, _) = e.run(&[
+        "busybox",
+        "sh",
+        "-c",
+        "test -e /bin/marker || echo clean; test -e /bin/ls && echo ls-back",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "clean\nls-back\n"));
+    e.assert_clean();
+}
