@@ -2,7 +2,8 @@
 # moat's set-up for a fresh Debian 12 machine (run as root):
 #   - installs every Debian package that moat, its tests and its benchmarks need;
 #   - builds the release binary (target/release/moat, plus the moat-runtime name for engines);
-#   - makes a demo bundle from Debian's busybox-static at /var/lib/moat/demo.
+#   - makes a demo bundle from Debian's busybox-static at /var/lib/moat/demo, and imports the same
+#     rootfs as the image busybox:local.
 # With --deps-only it stops after the packages (the test script uses that).
 # Idempotent: packages already installed are not fetched again.
 set -euo pipefail
@@ -52,4 +53,8 @@ target/release/moat runtime spec --bundle "$demo"
 jq '.process.terminal = false
   | .process.args = ["sh", "-c", "echo \"hello from moat: pid $$ in $(hostname), $(grep -c . /proc/self/mountinfo) mounts, uid $(id -u)\""]' \
   "$demo/config.json" > "$demo/config.json.tmp" && mv "$demo/config.json.tmp" "$demo/config.json"
-echo "setup.sh: ready. Try: target/release/moat runtime run --bundle $demo demo"
+# The demo image for `moat run` (no registry is reachable here: imported from busybox-static).
+if [ -z "$(target/release/moat images -q busybox:local 2>/dev/null)" ]; then
+  tar -C "$demo/rootfs" -cf - . | target/release/moat import --change 'CMD ["/bin/sh"]' - busybox:local >/dev/null
+fi
+echo "setup.sh: ready. Try: target/release/moat run --rm busybox:local echo hello"
