@@ -85,6 +85,8 @@ pub fn run(root: &Path, runtime_root: &Path, opts: &RunOptions) -> Result<i32, E
             source,
         })?;
     }
+    // Which image the container uses: `rmi` refuses to remove it while the directory exists.
+    write(&path.join("image.id"), image.as_str())?;
     moat_image::mount::mount_overlay(&root.join("image"), &lowers, &upper, &work, &rootfs)?;
     dir.mounted = true;
     let hostname = opts
@@ -145,5 +147,20 @@ fn resolv_conf() -> String {
         .collect();
     let mut out = kept.join("\n");
     out.push('\n');
+    out
+}
+
+/// Containers (ids) whose directory says they use `image`.
+pub fn containers_using(root: &Path, image: &moat_image::Digest) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("image.id")).is_ok_and(|s| s.trim() == image.as_str())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
     out
 }

@@ -33,6 +33,16 @@ pub enum CliError {
     /// archive failure
     #[error(transparent)]
     Archive(#[from] moat_image::archive::ArchiveError),
+    /// the image is used by a container
+    #[error("conflict: unable to remove {name} (must force) - container {container} is using its referenced image {image}")]
+    InUse {
+        /// What the user named.
+        name: String,
+        /// A container using it (short id).
+        container: String,
+        /// The image (short id).
+        image: String,
+    },
     /// refusing to write binary data to a terminal
     #[error("cowardly refusing to save to a terminal: use -o FILE or redirect standard output")]
     Terminal,
@@ -473,18 +483,35 @@ pub fn rmi(root: &Path, a: &RmiArgs) -> Result<(), CliError> {
     let mut store = open(root)?;
     let mut first_err = None;
     for name in &a.images {
+        if !a.force {
+            if let Ok(id) = store.resolve(name) {
+                if let Some(c) = moat_engine::run::containers_using(root, &id).first() {
+                    let e = CliError::InUse {
+                        name: name.clone(),
+                        container: c[..12.min(c.len())].to_string(),
+                        image: id.short().to_string(),
+                    };
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    } else {
+                        log::error!("{e}");
+                    }
+                    continue;
+                }
+            }
+        }
         match store.remove(name, a.force) {
             Ok(lines) => {
                 for l in lines {
                     println!("{l}");
                 }
             }
-            Err(e) if first_err.is_none() => first_err = Some(e),
+            Err(e) if first_err.is_none() => first_err = Some(e.into()),
             Err(e) => log::error!("{e}"),
         }
     }
     match first_err {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

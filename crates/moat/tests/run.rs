@@ -211,3 +211,39 @@ fn writes_stay_in_the_container_layer() {
     assert_eq!((code, out.as_str()), (0, "clean\nls-back\n"));
     e.assert_clean();
 }
+
+#[test]
+fn an_image_in_use_is_not_removed_without_force() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["run", "--rm", "busybox", "sleep", "3"])
+        .spawn()
+        .unwrap();
+    let dir = e.dir.path().join("containers");
+    for _ in 0..300 {
+        if std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = e.moat(&["rmi", "busybox"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("must force") && err.contains("is using its referenced image"),
+        "{err}"
+    );
+    assert!(child.wait().unwrap().success());
+    e.assert_clean();
+    let out = e.moat(&["rmi", "busybox"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
