@@ -307,32 +307,34 @@ impl ImageStore {
         self.commit_image(&[layer], tag, cfg, "moat import")
     }
 
-    /// `moat import DIR`: a directory becomes a one-layer image.
+    /// `moat import DIR`: a directory becomes a one-layer image. The directory is archived by a
+    /// thread into a pipe, and the archive is stored and unpacked as it streams: one pass.
     pub fn import_dir(
         &mut self,
         dir: &Path,
         tag: Option<&Reference>,
         cfg: &ImportConfig,
     ) -> Result<Digest, StoreError> {
-        let mut w = self.blobs.writer()?;
-        {
-            let mut b = tar::Builder::new(&mut w);
+        let (reader, writer) = io::pipe().map_err(io_err("create pipe for", dir))?;
+        let src = dir.to_path_buf();
+        let archiver = std::thread::spawn(move || -> io::Result<()> {
+            let mut b = tar::Builder::new(writer);
             b.follow_symlinks(false);
             b.mode(tar::HeaderMode::Complete);
-            b.append_dir_all(".", dir).map_err(io_err("archive", dir))?;
-            b.finish().map_err(io_err("archive", dir))?;
+            b.append_dir_all(".", &src)?;
+            b.into_inner()?;
+            Ok(())
+        });
+        let result = self.import_tar(reader, tag, cfg);
+        match archiver.join() {
+            // The archiver's own error (an unreadable file) explains a truncated stream best; a
+            // broken pipe only means the import stopped reading first (its error is the one).
+            Ok(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe || result.is_ok() => {
+                Err(io_err("archive", dir)(e))
+            }
+            Err(_) => Err(io_err("archive", dir)(io::Error::other("archiver panicked"))),
+            _ => result,
         }
-        let (blob, size) = w.commit(None)?;
-        let f = self.blobs.open_blob(&blob)?;
-        let layer = self.add_layer(
-            f,
-            BlobInfo::Known {
-                digest: blob,
-                size,
-                media_type: media::LAYER_TAR.to_string(),
-            },
-        )?;
-        self.commit_image(&[layer], tag, cfg, "moat import")
     }
 
     /// Writes config and manifest for `layers` (base first) and records the image.
