@@ -28,7 +28,7 @@ if [ -n "$missing" ]; then
   $APT install -y -qq --no-install-recommends $missing
 fi
 if ! command -v cargo >/dev/null; then
-  echo "setup.sh: cargo not found: install a Rust toolchain >= 1.85 (rustup), then run this again" >&2
+  echo "setup.sh: cargo not found: install a Rust toolchain >= 1.87 (rustup), then run this again" >&2
   exit 1
 fi
 [ "${1:-}" = --deps-only ] && exit 0

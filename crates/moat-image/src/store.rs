@@ -332,7 +332,9 @@ impl ImageStore {
             Ok(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe || result.is_ok() => {
                 Err(io_err("archive", dir)(e))
             }
-            Err(_) => Err(io_err("archive", dir)(io::Error::other("archiver panicked"))),
+            Err(_) => Err(io_err("archive", dir)(io::Error::other(
+                "archiver panicked",
+            ))),
             _ => result,
         }
     }
