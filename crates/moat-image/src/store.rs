@@ -206,15 +206,7 @@ impl ImageStore {
     pub fn add_layer(&self, stream: impl Read, blob: BlobInfo) -> Result<LayerRow, StoreError> {
         let tmp = self.temp_snapshot()?;
         let result = (|| {
-            let mut r = BufReader::with_capacity(256 * 1024, stream);
-            let decompressed: Box<dyn Read> = match r.fill_buf().map_err(UnpackError::Read)? {
-                [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-                [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
-                    zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?,
-                ),
-                _ => Box::new(r),
-            };
-            let mut hashing = HashingReader::new(decompressed);
+            let mut hashing = HashingReader::new(decompress(stream)?);
             unpack(&mut hashing, &tmp)?;
             Ok::<_, StoreError>(hashing.finish().map_err(UnpackError::Read)?)
         })();
@@ -286,14 +278,7 @@ impl ImageStore {
     ) -> Result<Digest, StoreError> {
         // The layer is stored uncompressed (its blob digest is its diff id); the tar is written
         // to the blob and unpacked in the same pass.
-        let mut r = BufReader::with_capacity(256 * 1024, src);
-        let decompressed: Box<dyn Read> = match r.fill_buf().map_err(UnpackError::Read)? {
-            [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?)
-            }
-            _ => Box::new(r),
-        };
+        let decompressed = decompress(src)?;
         let writer = self.blobs.writer()?;
         let mut tee = Tee {
             r: decompressed,
@@ -581,6 +566,19 @@ impl ImageStore {
     }
 }
 
+/// A reader of the uncompressed tar in `stream`: gzip and zstd are recognised by their magic
+/// bytes, anything else is taken as a plain tar.
+fn decompress<'a>(stream: impl Read + 'a) -> Result<Box<dyn Read + 'a>, UnpackError> {
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    Ok(match r.fill_buf().map_err(UnpackError::Read)? {
+        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?)
+        }
+        _ => Box::new(r),
+    })
+}
+
 /// Writes everything read through it to `w` as well.
 struct Tee<R, W> {
     r: R,
@@ -619,24 +617,5 @@ fn short_link(d: &Digest) -> String {
 
 /// Now as RFC 3339 UTC (seconds precision).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

@@ -4,57 +4,22 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{busybox_rootfs, can_run, MOAT};
+use common::{busybox_rootfs, can_run, Engine};
 
-struct Engine {
-    dir: tempfile::TempDir,
-}
-
-impl Engine {
-    fn new() -> Engine {
-        Engine {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn moat(&self, args: &[&str]) -> Output {
-        Command::new(MOAT)
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.moat(args);
-        assert!(
-            out.status.success(),
-            "moat {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn imported(&self) -> String {
-        let tar = self.path("busybox.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(busybox_rootfs())
-            .args(["-cf", &tar, "."])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        self.ok(&["import", "--change", "CMD [\"/bin/sh\"]", &tar, "bb:1"])
-            .trim()
-            .to_string()
-    }
+/// Imports busybox as `bb:1`; returns the image id.
+fn imported(e: &Engine) -> String {
+    let tar = e.busybox_tar();
+    e.ok(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/sh\"]",
+        tar.to_str().unwrap(),
+        "bb:1",
+    ])
+    .trim()
+    .to_string()
 }
 
 fn tool(name: &str) -> bool {
@@ -81,7 +46,7 @@ fn save_then_load_round_trips_ids_and_tags() {
         return;
     }
     let e = Engine::new();
-    let id = e.imported();
+    let id = imported(&e);
     let archive = e.path("bb.tar");
     e.ok(&["save", "-o", &archive, "bb:1"]);
     e.ok(&["rmi", "bb:1"]);
@@ -101,7 +66,7 @@ fn skopeo_and_umoci_read_what_moat_saves_and_moat_loads_theirs() {
         return;
     }
     let e = Engine::new();
-    e.imported();
+    imported(&e);
     let archive = e.path("bb.tar");
     e.ok(&["save", "-o", &archive, "bb:1"]);
     // skopeo reads it both as a docker-archive and as an OCI archive.
@@ -161,7 +126,7 @@ fn bad_archives_are_refused_and_leave_nothing() {
         "{out:?}"
     );
     // A docker-archive whose layer does not match its config's diff id.
-    e.imported();
+    imported(&e);
     let archive = e.path("bb.tar");
     e.ok(&["save", "-o", &archive, "bb:1"]);
     e.ok(&["rmi", "bb:1"]);

@@ -3,54 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{busybox_rootfs, can_run, MOAT};
-
-struct Engine {
-    dir: tempfile::TempDir,
-}
-
-impl Engine {
-    fn new() -> Engine {
-        Engine {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn moat(&self, args: &[&str]) -> Output {
-        Command::new(MOAT)
-            .arg("--root")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.moat(args);
-        assert!(
-            out.status.success(),
-            "moat {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn busybox_tar(&self) -> std::path::PathBuf {
-        let tar = self.dir.path().join("busybox.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(busybox_rootfs())
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        tar
-    }
-}
+use common::{busybox_rootfs, can_run, Engine, MOAT};
 
 #[test]
 fn import_list_tag_inspect_remove() {

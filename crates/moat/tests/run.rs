@@ -3,56 +3,17 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{busybox_rootfs, can_run, MOAT};
+use common::{can_run, Engine, MOAT};
 
-struct Engine {
-    dir: tempfile::TempDir,
+trait RunExt {
+    fn run(&self, args: &[&str]) -> (i32, String, String);
+    fn assert_clean(&self);
 }
 
-impl Engine {
-    /// An engine root with busybox imported as `busybox` (CMD sh).
-    fn new() -> Engine {
-        let e = Engine {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let tar = e.dir.path().join("busybox.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(busybox_rootfs())
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let out = e.moat(&[
-            "import",
-            "--change",
-            "CMD [\"/bin/sh\"]",
-            "--change",
-            "ENV IMG=1",
-            tar.to_str().unwrap(),
-            "busybox",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        e
-    }
-
-    fn moat(&self, args: &[&str]) -> Output {
-        Command::new(MOAT)
-            .arg("--root")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
+impl RunExt for Engine {
+    /// `moat run --rm <args>`: (exit code, stdout, stderr).
     fn run(&self, args: &[&str]) -> (i32, String, String) {
         let mut all = vec!["run", "--rm"];
         all.extend_from_slice(args);
@@ -94,7 +55,7 @@ fn runs_the_image_command_with_docker_defaults() {
     if !can_run() {
         return;
     }
-    let e = Engine::new();
+    let e = Engine::with_busybox();
     let (code, out, err) = e.run(&["busybox", "sh", "-c", "echo pid=$$ img=$IMG host=$(hostname) cwd=$(pwd); grep CapEff /proc/self/status; cat /etc/hostname; grep -c . /proc/net/dev"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -123,7 +84,7 @@ fn flags_user_workdir_env_hostname_entrypoint_read_only() {
     if !can_run() {
         return;
     }
-    let e = Engine::new();
+    let e = Engine::with_busybox();
     let (code, out, err) = e.run(&[
         "-u",
         "1000:1001",
@@ -166,7 +127,7 @@ fn exit_codes_follow_docker() {
     if !can_run() {
         return;
     }
-    let e = Engine::new();
+    let e = Engine::with_busybox();
     assert_eq!(e.run(&["busybox", "sh", "-c", "exit 42"]).0, 42);
     let (code, _, err) = e.run(&["busybox", "no-such-command"]);
     assert_eq!(code, 127);
@@ -193,7 +154,7 @@ fn writes_stay_in_the_container_layer() {
     if !can_run() {
         return;
     }
-    let e = Engine::new();
+    let e = Engine::with_busybox();
     let (code, _, err) = e.run(&[
         "busybox",
         "sh",
@@ -217,7 +178,7 @@ fn an_image_in_use_is_not_removed_without_force() {
     if !can_run() {
         return;
     }
-    let e = Engine::new();
+    let e = Engine::with_busybox();
     let mut child = Command::new(MOAT)
         .arg("--root")
         .arg(e.dir.path())

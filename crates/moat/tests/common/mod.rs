@@ -240,3 +240,75 @@ pub fn host_mounted(path: &Path) -> bool {
         .lines()
         .any(|l| l.split_whitespace().nth(4) == Some(p.as_str()))
 }
+
+/// An engine root in a temporary directory, driven through the `moat` command line.
+pub struct Engine {
+    pub dir: tempfile::TempDir,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// An engine with busybox imported as `busybox` (CMD sh, ENV IMG=1).
+    pub fn with_busybox() -> Engine {
+        let e = Engine::new();
+        let tar = e.busybox_tar();
+        e.ok(&[
+            "import",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "--change",
+            "ENV IMG=1",
+            tar.to_str().unwrap(),
+            "busybox",
+        ]);
+        e
+    }
+
+    /// `moat --root DIR <args>`.
+    pub fn moat(&self, args: &[&str]) -> Output {
+        Command::new(MOAT)
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `moat ...` that must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.moat(args);
+        assert!(
+            out.status.success(),
+            "moat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A path inside the engine's temporary directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The busybox rootfs as a tar file.
+    pub fn busybox_tar(&self) -> PathBuf {
+        let tar = self.dir.path().join("busybox.tar");
+        if !tar.exists() {
+            let st = Command::new("tar")
+                .arg("-C")
+                .arg(busybox_rootfs())
+                .arg("-cf")
+                .arg(&tar)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        tar
+    }
+}
