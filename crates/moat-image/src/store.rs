@@ -370,23 +370,8 @@ impl ImageStore {
             "history": [history],
         });
         let config_bytes = serde_json::to_vec(&doc).unwrap_or_default();
-        let id = self.blobs.put_bytes(&config_bytes)?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": media::MANIFEST,
-            "config": {"mediaType": media::CONFIG, "digest": id.as_str(), "size": config_bytes.len()},
-            "layers": layers.iter().map(|l| json!({
-                "mediaType": l.media_type, "digest": l.blob.as_str(), "size": l.blob_size
-            })).collect::<Vec<_>>(),
-        });
-        let manifest_digest = self
-            .blobs
-            .put_bytes(&serde_json::to_vec(&manifest).unwrap_or_default())?;
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let tag = tag.map(|t| t.to_string());
-        self.db
-            .add_image(&id, &manifest_digest, &created, &diff_ids, tag.as_deref())?;
-        Ok(id)
+        let tags: Vec<Reference> = tag.into_iter().cloned().collect();
+        self.record_image(&config_bytes, layers, &tags)
     }
 
     /// Records an image whose config document is given as is (load, pull): the manifest is
