@@ -11,7 +11,8 @@
 # tree does not have the expected entries. Targets (from the issue): moat >= 5x faster than
 # umoci, and >= 90 % of `tar -xzf`'s rate on the large image.
 #
-# What is timed (hyperfine; --prepare removes the previous output and syncs, not counted):
+# What is timed (hyperfine; --prepare, not counted, moves the previous output aside, reads the
+# layers once so they are in the page cache, and syncs; see "Machine quirks" below):
 #   tar    `tar -xzf LAYER -C OUT` for each layer in turn, all into one directory
 #   moat   `moat --root ROOT import LAYER` for each layer in turn, a fresh ROOT per run (so
 #          nothing is deduplicated). moat has no multi-layer `load` yet: import is its layer
@@ -22,6 +23,7 @@
 #          it also writes config.json and an mtree manifest of the rootfs.
 #   zcat   (reference, large image only) `gzip -dc LAYER >/dev/null` per layer: the cost of
 #          decompression alone, single-threaded.
+#   tar2   tar again, last, with the same settings: how much the machine drifted meanwhile.
 # Before each tool's hyperfine runs, each tool unpacks once outside the timing and its tree is
 # checked: the same number of entries as the rootfs (tar, umoci), or as the layer tars (moat,
 # per snapshot), else the script fails. A metadata listing (path, type, size, mode, owner,
@@ -43,6 +45,16 @@
 #                              CPU busy over 2 s. The busy % is printed either way.
 #
 # MB are 10^6 bytes of uncompressed tar (the sum of the layers' tar sizes); MB/s = MB / median.
+#
+# Machine quirks (a Firecracker guest with virtio-balloon free page reporting, DAMON pageout of
+# memory idle for 30 s, and ext4 mounted with -o discard):
+#  * Deleting the previous run's 500 MB tree right before a run made the next run up to 2x
+#    slower (tar: 3.8 s -> 6-9 s, all of it extra system time), even after sync and 40 s of
+#    sleep. So --prepare only renames the previous output into $X/trash (nothing is freed), and
+#    the trash is deleted between tools, outside any timing. Nothing is freed during a tool's runs.
+#  * Inputs idle for 30 s are paged out by DAMON: --prepare reads the layers (page cache hits).
+#  * Other work may share the 2 cores. Trust ratios more than absolute times; the tar2 row
+#    shows the drift over the run.
 set -uo pipefail
 
 SELF=$(readlink -f "$0")
@@ -93,14 +105,15 @@ MADE_W=0; [ -d "$W" ] || MADE_W=1
 X=$W/run          # everything this script makes
 R=$X/results
 L=$X/layers       # the large image's layers, L1.tar.gz ...
-O=$X/out          # unpack outputs, removed before each run
+O=$X/out          # unpack outputs, moved to $T before each run
+T=$X/trash        # previous outputs, deleted between tools
 cleanup() {
   if [ "${KEEP:-0}" = 1 ]; then echo "kept $X" >&2; return; fi
   rm -rf "$X"
   [ "$MADE_W" = 1 ] && rmdir "$W" 2>/dev/null
   return 0
 }
-rm -rf "$X"; mkdir -p "$R" "$L" "$O" || die "cannot create $X"
+rm -rf "$X"; mkdir -p "$R" "$L" "$O" "$T" || die "cannot create $X"
 trap cleanup EXIT
 
 echo "== machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/{print $2}') GiB," \
@@ -233,12 +246,16 @@ cmd_big() {
     moat)  echo "for f in $LQ; do $MOAT --root $O/moat import \"\$f\" >/dev/null || exit 1; done" ;;
     umoci) echo "umoci unpack --image $X/oci:big $O/umoci >/dev/null" ;;
     zcat)  echo "for f in $LQ; do gzip -dc \"\$f\" >/dev/null || exit 1; done" ;;
+    tar2)  cmd_big tar ;;
   esac
 }
+# aside DIR: the shell words that move DIR into the trash, if it exists
+aside() { echo "if [ -e $1 ]; then mv $1 $T/\$(basename $1).\$(date +%s%N); fi"; }
 prep_big() {
+  local warm="cat $LQ >/dev/null"
   case $1 in
-    tar) echo "rm -rf $O/tar && sync && mkdir $O/tar" ;;
-    *)   echo "rm -rf $O/$1 && sync" ;;
+    tar|tar2) echo "$(aside "$O/tar") && $warm && sync && mkdir $O/tar" ;;
+    *)        echo "$(aside "$O/$1") && $warm && sync" ;;
   esac
 }
 cmd_small() {
@@ -250,10 +267,12 @@ cmd_small() {
 }
 prep_small() { # run by hyperfine -N: no shell unless asked for
   case $1 in
-    tar) echo "bash -c 'rm -rf $O/s-tar && sync && mkdir $O/s-tar'" ;;
-    *)   echo "bash -c 'rm -rf $O/s-$1 && sync'" ;;
+    tar) echo "bash -c '$(aside "$O/s-tar") && cat $X/bb.tar.gz >/dev/null && sync && mkdir $O/s-tar'" ;;
+    *)   echo "bash -c '$(aside "$O/s-$1") && cat $X/bb.tar.gz >/dev/null && sync'" ;;
   esac
 }
+# empty_trash: delete the previous outputs (between tools, never during a tool's runs)
+empty_trash() { rm -rf "${T:?}"/* "$O"/*; sync; }
 
 # listing DIR...: one sorted line per entry (path, type, size of non-directories, mode, owner,
 # mtime, link target), the union over the DIRs
@@ -268,7 +287,7 @@ listing() {
 check() {
   local size=$1 tool=$2 got want dirs d what
   case $size/$tool in
-    big/tar)     dirs=("$O/tar") ;;
+    big/tar*)    dirs=("$O/tar") ;;
     big/umoci)   dirs=("$O/umoci/rootfs") ;;
     big/moat)    dirs=("$O"/moat/image/snapshots/*) ;;
     small/tar)   dirs=("$O/s-tar") ;;
@@ -289,7 +308,7 @@ check() {
   [ "$got" = "$want" ] || die "$size/$tool: $got $what, expected $want"
   listing "${dirs[@]}" > "$R/$size.$tool.listing"
   if [ "${CHECK_QUIET:-0}" = 1 ]; then :
-  elif [ "$tool" = tar ]; then
+  elif [ "$tool" = tar ] || [ "$tool" = tar2 ]; then
     echo "   check $size/$tool: $got $what, as expected" >&2
   elif cmp -s "$R/$size.tar.listing" "$R/$size.$tool.listing"; then
     echo "   check $size/$tool: $got $what, as expected; metadata listing identical to tar's" >&2
@@ -307,7 +326,8 @@ bench() {
   if [ "$size" = big ]; then cmd=$(cmd_big "$tool"); prep=$(prep_big "$tool")
   else cmd=$(cmd_small "$tool"); prep=$(prep_small "$tool"); opts=(-N); fi
   # the check run (not timed by hyperfine)
-  if [ "$size" = big ]; then bash -c "$prep" || die "prepare $size/$tool failed"
+  empty_trash
+  if [ "$size" = big ]; then sh -c "$prep" || die "prepare $size/$tool failed"
   else eval "$prep" || die "prepare $size/$tool failed"; fi
   t0=$EPOCHREALTIME
   bash -c "$cmd" > "$R/$size.$tool.check.out" 2>&1 || { cat "$R/$size.$tool.check.out" >&2; die "$size/$tool: the unpack failed"; }
@@ -331,7 +351,7 @@ bench() {
 
 : > "$R/rows.tsv"
 echo "== large image" >&2
-for t in tar moat umoci zcat; do bench big "$t"; done
+for t in tar moat umoci zcat tar2; do bench big "$t"; done
 echo "== small image (busybox)" >&2
 for t in tar moat umoci; do bench small "$t"; done
 
@@ -349,7 +369,7 @@ awk -F'\t' -v bigu="$BIG_U" -v bbu="$BB_U" '
     printf "|---|---|---|---|---|---|---|---|---|---|---|\n"
     for (i=1; i<=NR; i++) {
       u = (size[i] == "big") ? bigu : bbu; t = m[size[i] "/tar"]; um = m[size[i] "/umoci"]
-      name = (tool[i] == "zcat") ? "gzip -dc > /dev/null (reference)" : tool[i]
+      name = (tool[i] == "zcat") ? "gzip -dc > /dev/null (reference)" : (tool[i] == "tar2") ? "tar, again at the end (drift)" : tool[i]
       printf "| %s | %s | %d | %.3f | %.3f ± %.3f | %.3f | %.3f | %.1f | %.2f | %.2f | %s%% |\n", (size[i]=="big" ? "large" : "busybox"), name, n[i],
         med[i], mean[i], sd[i], min[i], max[i], u/1e6/med[i], t/med[i], um/med[i], busy[i]
     }

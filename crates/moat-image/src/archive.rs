@@ -171,7 +171,7 @@ fn add_layer_file(
     let reader = store.blobs().open_blob(&blob).map_err(StoreError::from)?;
     let row = store.add_layer(
         reader,
-        BlobInfo::Known {
+        BlobInfo {
             digest: blob.clone(),
             size,
             media_type: media_type.into(),

@@ -117,20 +117,15 @@ pub struct ImportConfig {
     pub message: Option<String>,
 }
 
-/// Where a layer's distributable blob comes from.
+/// The stored blob a layer is distributed as (what `save` and `push` send).
 #[derive(Debug, Clone)]
-pub enum BlobInfo {
-    /// A blob already in the store (pulled, or archived from a directory).
-    Known {
-        /// Its digest.
-        digest: Digest,
-        /// Its size.
-        size: u64,
-        /// Its media type.
-        media_type: String,
-    },
-    /// The uncompressed tar itself, whose digest is the diff id (import).
-    Uncompressed,
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: String,
 }
 
 /// A summary row for `moat images`.
@@ -204,44 +199,57 @@ impl ImageStore {
     /// snapshot unless one exists for the same diff; `blob` names the blob it came from.
     /// Returns the layer row. The diff id is computed while unpacking: one pass over the data.
     pub fn add_layer(&self, stream: impl Read, blob: BlobInfo) -> Result<LayerRow, StoreError> {
-        let tmp = self.temp_snapshot()?;
-        let result = (|| {
-            let mut hashing = HashingReader::new(decompress(stream)?);
-            unpack(&mut hashing, &tmp)?;
-            Ok::<_, StoreError>(hashing.finish().map_err(UnpackError::Read)?)
-        })();
-        let (diff_id, size) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
-        };
+        let (diff_id, size, tmp, _) = self.unpack_temp(stream)?;
+        self.record_layer(diff_id, size, tmp, blob)
+    }
+
+    /// Unpacks into a temporary snapshot; returns the diff id, the uncompressed size, the
+    /// snapshot (removed when dropped unless recorded) and the compression's media type.
+    fn unpack_temp(
+        &self,
+        stream: impl Read,
+    ) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
+        let tmp = TempDir(Some(self.temp_snapshot()?));
+        let (decompressed, media_type) = decompress(stream)?;
+        let mut hashing = HashingReader::new(decompressed);
+        unpack(&mut hashing, tmp.path())?;
+        let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
+        Ok((diff_id, size, tmp, media_type))
+    }
+
+    /// Moves an unpacked snapshot into place and records its layer, unless the same diff is
+    /// stored already (then the existing row wins, and a blob only this call stored goes).
+    fn record_layer(
+        &self,
+        diff_id: Digest,
+        size: u64,
+        mut tmp: TempDir,
+        blob: BlobInfo,
+    ) -> Result<LayerRow, StoreError> {
+        let BlobInfo {
+            digest: blob,
+            size: blob_size,
+            media_type,
+        } = blob;
         if let Some(existing) = self.db.layer(&diff_id)? {
-            let _ = fs::remove_dir_all(&tmp);
+            if existing.blob != blob && blob != diff_id {
+                self.blobs.remove(&blob)?;
+            }
             return Ok(existing);
         }
         let snapshot = diff_id.hex().to_string();
         let dest = self.root.join("snapshots").join(&snapshot);
-        if dest.exists() {
-            // Left by a crash between rename and record: the content is identical, keep one.
-            let _ = fs::remove_dir_all(&tmp);
-        } else {
-            fs::rename(&tmp, &dest).map_err(io_err("rename snapshot", &dest))?;
+        // A directory already there was left by a crash between rename and record: the
+        // content is identical, so it is kept and the temporary goes.
+        if !dest.exists() {
+            let src = tmp.0.take().unwrap_or_default();
+            fs::rename(&src, &dest).map_err(io_err("rename snapshot", &dest))?;
         }
         let link = short_link(&diff_id);
         let lpath = self.root.join("l").join(&link);
         let _ = fs::remove_file(&lpath);
         std::os::unix::fs::symlink(format!("../snapshots/{snapshot}"), &lpath)
             .map_err(io_err("link snapshot", &lpath))?;
-        let (blob, blob_size, media_type) = match blob {
-            BlobInfo::Known {
-                digest,
-                size,
-                media_type,
-            } => (digest, size, media_type),
-            BlobInfo::Uncompressed => (diff_id.clone(), size, media::LAYER_TAR.to_string()),
-        };
         let row = LayerRow {
             diff_id,
             snapshot,
@@ -270,25 +278,26 @@ impl ImageStore {
     }
 
     /// `moat import`: a root filesystem tarball (plain, gzip or zstd) becomes a one-layer image.
+    /// The tarball is stored as given (compressed stays compressed) while it is decompressed,
+    /// hashed and unpacked: one pass.
     pub fn import_tar(
         &mut self,
         src: impl Read,
         tag: Option<&Reference>,
         cfg: &ImportConfig,
     ) -> Result<Digest, StoreError> {
-        // The layer is stored uncompressed (its blob digest is its diff id); the tar is written
-        // to the blob and unpacked in the same pass.
-        let decompressed = decompress(src)?;
         let writer = self.blobs.writer()?;
-        let mut tee = Tee {
-            r: decompressed,
-            w: writer,
+        let mut tee = Tee { r: src, w: writer };
+        let (diff_id, size, tmp, media_type) = self.unpack_temp(&mut tee)?;
+        // Whatever follows the compressed stream's end (padding) belongs to the blob too.
+        io::copy(&mut tee, &mut io::sink()).map_err(UnpackError::Read)?;
+        let (blob, blob_size) = tee.w.commit(None)?;
+        let info = BlobInfo {
+            digest: blob,
+            size: blob_size,
+            media_type: media_type.to_string(),
         };
-        let layer = self.add_layer(&mut tee, BlobInfo::Uncompressed)?;
-        // The blob holds exactly the bytes that were hashed into the diff id.
-        if !self.blobs.contains(&layer.blob) {
-            tee.w.commit(Some(&layer.blob))?;
-        }
+        let layer = self.record_layer(diff_id, size, tmp, info)?;
         self.commit_image(&[layer], tag, cfg, "moat import")
     }
 
@@ -551,17 +560,40 @@ impl ImageStore {
     }
 }
 
-/// A reader of the uncompressed tar in `stream`: gzip and zstd are recognised by their magic
-/// bytes, anything else is taken as a plain tar.
-fn decompress<'a>(stream: impl Read + 'a) -> Result<Box<dyn Read + 'a>, UnpackError> {
+/// A reader of the uncompressed tar in `stream`, and the layer media type of the stream: gzip
+/// and zstd are recognised by their magic bytes, anything else is taken as a plain tar.
+type Decompressed<'a> = (Box<dyn Read + 'a>, &'static str);
+
+fn decompress<'a>(stream: impl Read + 'a) -> Result<Decompressed<'a>, UnpackError> {
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     Ok(match r.fill_buf().map_err(UnpackError::Read)? {
-        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?)
-        }
-        _ => Box::new(r),
+        [0x1f, 0x8b, ..] => (
+            Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            media::LAYER_GZIP,
+        ),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => (
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?),
+            media::LAYER_ZSTD,
+        ),
+        _ => (Box::new(r), media::LAYER_TAR),
     })
+}
+
+/// A temporary snapshot directory, removed when dropped unless it was moved into place.
+struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new("/nonexistent"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
 }
 
 /// Writes everything read through it to `w` as well.
