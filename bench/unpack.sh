@@ -15,11 +15,13 @@
 # layers once so they are in the page cache, and syncs; see "Machine quirks" below):
 #   tar    `tar -xzf LAYER -C OUT` for each layer in turn, all into one directory
 #   moat   `moat --root ROOT import LAYER` for each layer in turn, a fresh ROOT per run (so
-#          nothing is deduplicated). moat has no multi-layer `load` yet: import is its layer
-#          path (decompress, sha256 of the tar = diff id, uncompressed blob written and
-#          fsync'd, snapshot unpacked, image recorded in SQLite), once per layer.
+#          nothing is deduplicated): each layer becomes a one-layer image (decompress, sha256
+#          of the tar = diff id, blob written and fsync'd, snapshot unpacked, image recorded in
+#          SQLite).
+#   moat-load  (when the binary has `moat load`) `moat --root ROOT load -i OCI-DIR`, a fresh
+#          ROOT per run: the whole multi-layer image from the same OCI layout umoci reads.
 #   umoci  `umoci unpack --image OCI:TAG BUNDLE`, a fresh BUNDLE per run, over an OCI layout
-#          holding the very same .tar.gz files as blobs. That is umoci's normal unpack path:
+#          (one per image) holding the very same .tar.gz files as blobs. That is umoci's normal unpack path:
 #          it also writes config.json and an mtree manifest of the rootfs.
 #   zcat   (reference, large image only) `gzip -dc LAYER >/dev/null` per layer: the cost of
 #          decompression alone, single-threaded.
@@ -218,8 +220,11 @@ mk_oci() {
       annotations: {"org.opencontainers.image.ref.name": $t}}]' "$dir/index.json" > "$dir/index.new" \
     && mv "$dir/index.new" "$dir/index.json"
 }
-mk_oci "$X/oci" big "${LAYERS[@]}"
-mk_oci "$X/oci" bb "$X/bb.tar.gz"
+mk_oci "$X/oci-big" big "${LAYERS[@]}"
+mk_oci "$X/oci-bb" bb "$X/bb.tar.gz"
+MOAT_TOOLS="moat"
+if "$MOAT" load --help >/dev/null 2>&1; then MOAT_TOOLS="moat moat-load"
+else echo "   (this moat has no 'load' command: only 'moat import' is timed)" >&2; fi
 
 # ---------- sizes ----------
 sum_tar_bytes() { local f t=0; for f in "$@"; do t=$((t + $(gzip -dc < "$f" | wc -c))); done; echo "$t"; }
@@ -244,7 +249,8 @@ cmd_big() {
   case $1 in
     tar)   echo "for f in $LQ; do tar -xzf \"\$f\" -C $O/tar || exit 1; done" ;;
     moat)  echo "for f in $LQ; do $MOAT --root $O/moat import \"\$f\" >/dev/null || exit 1; done" ;;
-    umoci) echo "umoci unpack --image $X/oci:big $O/umoci >/dev/null" ;;
+    moat-load) echo "$MOAT --root $O/moat-load load -i $X/oci-big >/dev/null" ;;
+    umoci) echo "umoci unpack --image $X/oci-big:big $O/umoci >/dev/null" ;;
     zcat)  echo "for f in $LQ; do gzip -dc \"\$f\" >/dev/null || exit 1; done" ;;
     tar2)  cmd_big tar ;;
   esac
@@ -262,7 +268,8 @@ cmd_small() {
   case $1 in
     tar)   echo "tar -xzf $X/bb.tar.gz -C $O/s-tar" ;;
     moat)  echo "$MOAT --root $O/s-moat import $X/bb.tar.gz" ;;
-    umoci) echo "umoci unpack --image $X/oci:bb $O/s-umoci" ;;
+    moat-load) echo "$MOAT --root $O/s-moat-load load -i $X/oci-bb" ;;
+    umoci) echo "umoci unpack --image $X/oci-bb:bb $O/s-umoci" ;;
   esac
 }
 prep_small() { # run by hyperfine -N: no shell unless asked for
@@ -289,17 +296,17 @@ check() {
   case $size/$tool in
     big/tar*)    dirs=("$O/tar") ;;
     big/umoci)   dirs=("$O/umoci/rootfs") ;;
-    big/moat)    dirs=("$O"/moat/image/snapshots/*) ;;
+    big/moat*)   dirs=("$O/$tool"/image/snapshots/*) ;;
     small/tar)   dirs=("$O/s-tar") ;;
     small/umoci) dirs=("$O/s-umoci/rootfs") ;;
-    small/moat)  dirs=("$O"/s-moat/image/snapshots/*) ;;
+    small/moat*) dirs=("$O/s-$tool"/image/snapshots/*) ;;
     */zcat)      return 0 ;;
   esac
   [ -d "${dirs[0]}" ] || die "$size/$tool: no output tree (${dirs[0]})"
-  if [ "$tool" = moat ]; then
+  if [ "${tool%-load}" = moat ]; then
     local nl=$NL; [ "$size" = small ] && nl=1
-    [ "${#dirs[@]}" = "$nl" ] || die "$size/moat: ${#dirs[@]} snapshots, expected $nl: ${dirs[*]}"
-    case " ${dirs[*]}" in *"/tmp-"*) die "$size/moat: a temporary snapshot was left: ${dirs[*]}" ;; esac
+    [ "${#dirs[@]}" = "$nl" ] || die "$size/$tool: ${#dirs[@]} snapshots, expected $nl: ${dirs[*]}"
+    case " ${dirs[*]}" in *"/tmp-"*) die "$size/$tool: a temporary snapshot was left: ${dirs[*]}" ;; esac
     got=0; for d in "${dirs[@]}"; do got=$((got + $(entries "$d"))); done
     want=$LAYER_ENTRIES; [ "$size" = small ] && want=$BB_N; what="entries in $nl snapshots"
   else
@@ -351,9 +358,9 @@ bench() {
 
 : > "$R/rows.tsv"
 echo "== large image" >&2
-for t in tar moat umoci zcat tar2; do bench big "$t"; done
+for t in tar $MOAT_TOOLS umoci zcat tar2; do bench big "$t"; done
 echo "== small image (busybox)" >&2
-for t in tar moat umoci; do bench small "$t"; done
+for t in tar $MOAT_TOOLS umoci; do bench small "$t"; done
 
 # ---------- summary ----------
 echo
@@ -374,7 +381,9 @@ awk -F'\t' -v bigu="$BIG_U" -v bbu="$BB_U" '
         med[i], mean[i], sd[i], min[i], max[i], u/1e6/med[i], t/med[i], um/med[i], busy[i]
     }
     printf "\n"
-    if (m["big/moat"] && m["big/tar"])   printf "large: moat rate / tar rate = %.2f (target >= 0.90)\n", m["big/tar"]/m["big/moat"]
-    if (m["big/moat"] && m["big/umoci"]) printf "large: moat is %.2fx faster than umoci (target >= 5)\n", m["big/umoci"]/m["big/moat"]
-    if (m["small/moat"] && m["small/umoci"]) printf "busybox: moat is %.2fx faster than umoci (target >= 5); moat rate / tar rate = %.2f\n", m["small/umoci"]/m["small/moat"], m["small/tar"]/m["small/moat"]
+    split("moat moat-load", ms, " ")
+    for (j=1; j<=2; j++) { k = ms[j]
+      if (m["big/" k])   printf "large, %s: rate / tar rate = %.2f (target >= 0.90); %.2fx faster than umoci (target >= 5)\n", k, m["big/tar"]/m["big/" k], m["big/umoci"]/m["big/" k]
+      if (m["small/" k]) printf "busybox, %s: rate / tar rate = %.2f; %.2fx faster than umoci (target >= 5)\n", k, m["small/tar"]/m["small/" k], m["small/umoci"]/m["small/" k]
+    }
   }' "$R/rows.tsv"

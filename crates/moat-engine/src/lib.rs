@@ -4,6 +4,7 @@
 
 pub mod defaults;
 pub mod run;
+pub mod seccomp;
 pub mod spec;
 
 /// Errors of the engine.

@@ -42,6 +42,10 @@ pub struct RunOptions {
     pub network: Network,
     /// `--read-only`.
     pub read_only: bool,
+    /// `--security-opt seccomp=unconfined`: no seccomp filter.
+    pub seccomp_unconfined: bool,
+    /// `--security-opt no-new-privileges`.
+    pub no_new_privileges: bool,
 }
 
 /// The program and arguments Docker would run.
@@ -223,7 +227,7 @@ pub fn build(
             "env": env,
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": held, "permitted": held},
-            "noNewPrivileges": false,
+            "noNewPrivileges": opts.no_new_privileges,
         },
         "mounts": mounts,
         "linux": {
@@ -234,6 +238,10 @@ pub fn build(
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
         },
     });
+    let mut doc = doc;
+    if !opts.seccomp_unconfined {
+        doc["linux"]["seccomp"] = crate::seccomp::default_profile();
+    }
     serde_json::from_value(doc).map_err(|e| EngineError::Spec(e.to_string()))
 }
 

@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
+    /// Security options: seccomp=unconfined, no-new-privileges.
+    #[arg(long)]
+    security_opt: Vec<String>,
     /// Image, then the command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     image_and_command: Vec<String>,
@@ -63,6 +66,21 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
         Some((i, c)) => (i.clone(), c.to_vec()),
         None => return 125,
     };
+    let mut seccomp_unconfined = false;
+    let mut no_new_privileges = false;
+    for o in &a.security_opt {
+        match o.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                no_new_privileges = true
+            }
+            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            other => {
+                log::error!("--security-opt {other:?} is not supported (seccomp=unconfined, no-new-privileges)");
+                return 125;
+            }
+        }
+    }
     let opts = RunOptions {
         image,
         cmd,
@@ -84,6 +102,8 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
             Network::None
         },
         read_only: a.read_only,
+        seccomp_unconfined,
+        no_new_privileges,
     };
     match moat_engine::run::run(root, &rt_root, &opts) {
         Ok(code) => code,

@@ -208,3 +208,41 @@ fn an_image_in_use_is_not_removed_without_force() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn docker_default_seccomp_profile_and_security_opts() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // Confined by default: a user namespace (no capability needed) is refused by the profile,
+    // while ordinary work (fork, exec, files, sockets) goes on.
+    let (code, out, err) = e.run(&["busybox", "sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null || echo unshare-denied; ls /bin | wc -l; nc 127.0.0.1 9 </dev/null 2>/dev/null; echo alive"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Seccomp:\t2", "{out}");
+    assert_eq!(lines[1], "unshare-denied", "{out}");
+    assert!(lines[2].parse::<u32>().unwrap() > 100, "{out}");
+    assert_eq!(lines.last(), Some(&"alive"), "{out}");
+    let (code, out, _) = e.run(&[
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; unshare -U true && echo unshare-ok",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "Seccomp:\t0\nunshare-ok\n"));
+    let (code, out, _) = e.run(&[
+        "--security-opt",
+        "no-new-privileges",
+        "busybox",
+        "grep",
+        "NoNewPrivs",
+        "/proc/self/status",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "NoNewPrivs:\t1\n"));
+    let (code, _, err) = e.run(&["--security-opt", "apparmor=foo", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("not supported"), "{err}");
+}
