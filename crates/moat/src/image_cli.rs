@@ -33,8 +33,8 @@ pub enum CliError {
     /// archive failure
     #[error(transparent)]
     Archive(#[from] moat_image::archive::ArchiveError),
-    /// the image is used by a container
-    #[error("conflict: unable to remove {name} (must force) - container {container} is using its referenced image {image}")]
+    /// the image is used by a running container
+    #[error("conflict: unable to remove {name} - image {image} is being used by running container {container}")]
     InUse {
         /// What the user named.
         name: String,
@@ -472,7 +472,10 @@ pub fn rmi(root: &Path, a: &RmiArgs) -> Result<(), CliError> {
     let mut store = open(root)?;
     let mut first_err = None;
     for name in &a.images {
-        if !a.force {
+        // Every container that has a directory runs (moat run --rm removes it at exit), and a
+        // running container's rootfs is an overlay over the image's snapshots: even --force
+        // must not pull those from under it (Docker refuses too).
+        {
             if let Ok(id) = store.resolve(name) {
                 if let Some(c) = moat_engine::run::containers_using(root, &id).first() {
                     let e = CliError::InUse {

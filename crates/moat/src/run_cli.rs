@@ -62,6 +62,14 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
         log::error!("{e}");
         return 125;
     }
+    if !a.rm {
+        // Without container records there would be no `ps` to find a kept container nor `rm`
+        // to remove it: refuse rather than leave directories behind.
+        log::error!(
+            "moat run currently needs --rm: kept and detached containers come with container records (ps, rm, logs)"
+        );
+        return 125;
+    }
     let (image, cmd) = match a.image_and_command.split_first() {
         Some((i, c)) => (i.clone(), c.to_vec()),
         None => return 125,

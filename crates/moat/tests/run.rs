@@ -143,6 +143,9 @@ fn exit_codes_follow_docker() {
     let (code, _, err) = e.run(&["-u", "ghost", "busybox", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("unable to find user ghost"), "{err}");
+    let out = e.moat(&["run", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --rm"));
     let (code, _, err) = e.run(&["-w", "relative", "busybox", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("absolute"), "{err}");
@@ -174,7 +177,7 @@ fn writes_stay_in_the_container_layer() {
 }
 
 #[test]
-fn an_image_in_use_is_not_removed_without_force() {
+fn an_image_in_use_is_not_removed_even_with_force() {
     if !can_run() {
         return;
     }
@@ -195,9 +198,12 @@ fn an_image_in_use_is_not_removed_without_force() {
     let out = e.moat(&["rmi", "busybox"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("must force") && err.contains("is using its referenced image"),
-        "{err}"
+    assert!(err.contains("is being used by running container"), "{err}");
+    let out = e.moat(&["rmi", "-f", "busybox"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--force must not remove an image under a running container"
     );
     assert!(child.wait().unwrap().success());
     e.assert_clean();
