@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::store::{media, BlobInfo, ImageStore, StoreError};
+use crate::store::{media, ImageStore, StoreError};
 
 /// Errors of save and load.
 #[derive(Debug, thiserror::Error)]
@@ -148,43 +148,6 @@ fn load_dir(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> 
     result
 }
 
-/// Stores a layer file as a blob (its digest as distributed) and unpacks it once.
-fn add_layer_file(
-    store: &ImageStore,
-    path: &Path,
-    expected: Option<&Digest>,
-) -> Result<crate::db::LayerRow, ArchiveError> {
-    let f = fs::File::open(path).map_err(io_err("open layer", path))?;
-    let (blob, size) = store.blobs().put(f, expected).map_err(StoreError::from)?;
-    let mut head = [0u8; 4];
-    let n = store
-        .blobs()
-        .open_blob(&blob)
-        .map_err(StoreError::from)?
-        .read(&mut head)
-        .unwrap_or(0);
-    let media_type = match &head[..n] {
-        [0x1f, 0x8b, ..] => media::LAYER_GZIP,
-        [0x28, 0xb5, 0x2f, 0xfd] => media::LAYER_ZSTD,
-        _ => media::LAYER_TAR,
-    };
-    let reader = store.blobs().open_blob(&blob).map_err(StoreError::from)?;
-    let row = store.add_layer(
-        reader,
-        BlobInfo {
-            digest: blob.clone(),
-            size,
-            media_type: media_type.into(),
-        },
-    )?;
-    if row.blob != blob {
-        // The layer was already stored from another blob (compressed differently): keep that
-        // one, drop the copy nothing will reference.
-        store.blobs().remove(&blob).map_err(StoreError::from)?;
-    }
-    Ok(row)
-}
-
 /// Records an image from its config bytes and layers, checking the diff ids.
 fn finish_image(
     store: &mut ImageStore,
@@ -238,13 +201,14 @@ fn load_docker(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveErro
                 .ok_or_else(|| malformed("manifest.json", "entry without Config"))?,
         )?;
         let config_bytes = fs::read(&config_path).map_err(io_err("read", &config_path))?;
-        let mut layers = vec![];
+        let mut files = vec![];
         for l in e["Layers"].as_array().into_iter().flatten() {
             let rel = l
                 .as_str()
                 .ok_or_else(|| malformed("manifest.json", "layer path is not a string"))?;
-            layers.push(add_layer_file(store, &inside(dir, rel)?, None)?);
+            files.push((inside(dir, rel)?, None));
         }
+        let layers = store.add_layer_files(&files)?;
         let tags: Vec<String> = e["RepoTags"]
             .as_array()
             .into_iter()
@@ -313,14 +277,15 @@ fn load_oci(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> 
             .as_str()
             .ok_or_else(|| malformed(digest, "manifest without config"))?;
         let (config_bytes, _) = read_blob(dir, cfg_digest)?;
-        let mut layers = vec![];
+        let mut files = vec![];
         for l in manifest["layers"].as_array().into_iter().flatten() {
             let ld = l["digest"]
                 .as_str()
                 .ok_or_else(|| malformed(digest, "layer without digest"))?;
             let (p, d) = blob_path(dir, ld)?;
-            layers.push(add_layer_file(store, &p, Some(&d))?);
+            files.push((p, Some(d)));
         }
+        let layers = store.add_layer_files(&files)?;
         let tags: Vec<String> = name.into_iter().collect();
         out.push(finish_image(store, &config_bytes, &layers, &tags)?);
     }

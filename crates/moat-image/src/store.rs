@@ -209,12 +209,60 @@ impl ImageStore {
         &self,
         stream: impl Read,
     ) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
-        let tmp = TempDir(Some(self.temp_snapshot()?));
-        let (decompressed, media_type) = decompress(stream)?;
-        let mut hashing = HashingReader::new(decompressed);
-        unpack(&mut hashing, tmp.path())?;
-        let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
-        Ok((diff_id, size, tmp, media_type))
+        unpack_into_temp(&self.root.join("snapshots"), stream)
+    }
+
+    /// Stores layer files (as distributed) as blobs and unpacks them, one per core at a time:
+    /// the expensive part of loading a multi-layer image. `expected` digests are verified.
+    /// Recording stays serial and in order (one database connection); on any error the
+    /// unpacked temporaries are removed.
+    pub fn add_layer_files(
+        &self,
+        files: &[(PathBuf, Option<Digest>)],
+    ) -> Result<Vec<LayerRow>, StoreError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let snaps = self.root.join("snapshots");
+        let next = AtomicUsize::new(0);
+        let slots: Mutex<Vec<Option<Result<Unpacked, StoreError>>>> =
+            Mutex::new((0..files.len()).map(|_| None).collect());
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(files.len());
+        // Only the blob store crosses into the workers (the database connection cannot).
+        let blobs = &self.blobs;
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, expected)) = files.get(i) else {
+                        break;
+                    };
+                    let r = unpack_file(blobs, &snaps, path, expected.as_ref());
+                    if let Ok(mut v) = slots.lock() {
+                        v[i] = Some(r);
+                    }
+                });
+            }
+        });
+        let slots = slots.into_inner().unwrap_or_default();
+        let mut unpacked = vec![];
+        for (i, slot) in slots.into_iter().enumerate() {
+            match slot {
+                Some(Ok(u)) => unpacked.push(u),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(io_err("unpack", &files[i].0)(io::Error::other(
+                        "worker did not finish",
+                    )))
+                }
+            }
+        }
+        unpacked
+            .into_iter()
+            .map(|u| self.record_layer(u.diff_id, u.size, u.tmp, u.blob))
+            .collect()
     }
 
     /// Moves an unpacked snapshot into place and records its layer, unless the same diff is
@@ -261,10 +309,56 @@ impl ImageStore {
         };
         Ok(self.db.add_layer(&row)?)
     }
+}
 
-    fn temp_snapshot(&self) -> Result<PathBuf, StoreError> {
-        let base = self.root.join("snapshots");
-        for n in 0..1000u32 {
+/// A layer unpacked into a temporary snapshot, not yet recorded.
+struct Unpacked {
+    diff_id: Digest,
+    size: u64,
+    tmp: TempDir,
+    blob: BlobInfo,
+}
+
+/// Stores one layer file as a blob, then unpacks the blob (worker of `add_layer_files`).
+fn unpack_file(
+    blobs: &BlobStore,
+    snaps: &Path,
+    path: &Path,
+    expected: Option<&Digest>,
+) -> Result<Unpacked, StoreError> {
+    let f = fs::File::open(path).map_err(io_err("open layer", path))?;
+    let (digest, blob_size) = blobs.put(f, expected)?;
+    let (diff_id, size, tmp, media_type) = unpack_into_temp(snaps, blobs.open_blob(&digest)?)?;
+    let blob = BlobInfo {
+        digest,
+        size: blob_size,
+        media_type: media_type.to_string(),
+    };
+    Ok(Unpacked {
+        diff_id,
+        size,
+        tmp,
+        blob,
+    })
+}
+
+/// Unpacks a (possibly compressed) layer stream into a new temporary directory under `snaps`.
+fn unpack_into_temp(
+    snaps: &Path,
+    stream: impl Read,
+) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
+    let tmp = TempDir(Some(temp_snapshot(snaps)?));
+    let (decompressed, media_type) = decompress(stream)?;
+    let mut hashing = HashingReader::new(decompressed);
+    unpack(&mut hashing, tmp.path())?;
+    let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
+    Ok((diff_id, size, tmp, media_type))
+}
+
+/// A new, empty temporary snapshot directory (unique also across threads: mkdir is atomic).
+fn temp_snapshot(base: &Path) -> Result<PathBuf, StoreError> {
+    {
+        for n in 0..100_000u32 {
             let p = base.join(format!("tmp-{}-{n}", std::process::id()));
             match fs::create_dir(&p) {
                 Ok(()) => return Ok(p),
@@ -272,11 +366,13 @@ impl ImageStore {
                 Err(e) => return Err(io_err("create", &p)(e)),
             }
         }
-        Err(io_err("create temporary snapshot in", &base)(
+        Err(io_err("create temporary snapshot in", base)(
             io::ErrorKind::AlreadyExists.into(),
         ))
     }
+}
 
+impl ImageStore {
     /// `moat import`: a root filesystem tarball (plain, gzip or zstd) becomes a one-layer image.
     /// The tarball is stored as given (compressed stays compressed) while it is decompressed,
     /// hashed and unpacked: one pass.

@@ -417,3 +417,53 @@ fn a_128_layer_image_mounts_with_both_mount_paths() {
     }
     let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
 }
+
+#[test]
+fn multi_layer_images_save_and_load_in_parallel() {
+    if !is_root() {
+        return;
+    }
+    let (d, mut s) = store();
+    let mut layers = vec![];
+    for i in 0..5 {
+        let id = import(
+            &mut s,
+            &simple_tar(&format!("f{i}"), format!("{i}").as_bytes()),
+            &format!("part:{i}"),
+        )
+        .unwrap();
+        let diff = s.db().image(&id).unwrap().unwrap().layers[0].clone();
+        layers.push(s.db().layer(&diff).unwrap().unwrap());
+    }
+    let id = s
+        .commit_image(
+            &layers,
+            Some(&"multi:5".parse().unwrap()),
+            &ImportConfig::default(),
+            "test",
+        )
+        .unwrap();
+    let archive = d.path().join("multi.tar");
+    moat_image::archive::save(
+        &s,
+        &["multi:5".to_string()],
+        std::fs::File::create(&archive).unwrap(),
+    )
+    .unwrap();
+    // A fresh store loads it: five layers unpacked (concurrently), recorded in order.
+    let mut s2 = ImageStore::open(&d.path().join("other")).unwrap();
+    let loaded = moat_image::archive::load(&mut s2, Some(&archive)).unwrap();
+    assert_eq!(loaded, vec![(id.clone(), vec!["multi:5".to_string()])]);
+    let row = s2.db().image(&id).unwrap().unwrap();
+    assert_eq!(
+        row.layers,
+        layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()
+    );
+    for (i, lower) in s2.lowers(&id).unwrap().iter().rev().enumerate() {
+        assert_eq!(
+            std::fs::read_to_string(lower.dir.join(format!("f{i}"))).unwrap(),
+            i.to_string()
+        );
+    }
+    assert!(moat_image::check::check(&s2).unwrap().is_empty());
+}
