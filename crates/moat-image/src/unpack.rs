@@ -67,11 +67,38 @@ struct Ctx {
     root: OwnedFd,
     /// Directories whose metadata is applied last (creating children changes a dir's mtime).
     dirs: Vec<(Vec<OsString>, u32, u32, u32, i64)>,
+    /// The last parent resolved: archives list a directory's entries together, so most entries
+    /// reuse it instead of resolving every component again.
+    last: Option<(Vec<OsString>, OwnedFd)>,
 }
 
 impl Ctx {
     /// The parent directory of `comps`, created (0755) where missing, never through a symlink.
-    fn parent(&self, comps: &[OsString], shown: &str) -> Result<OwnedFd, UnpackError> {
+    fn parent(&mut self, comps: &[OsString], shown: &str) -> Result<OwnedFd, UnpackError> {
+        if let Some((cached, fd)) = &self.last {
+            if cached.as_slice() == comps {
+                return rustix::io::dup(fd).map_err(|e| create_err(shown, "dup", e));
+            }
+        }
+        let fd = self.resolve(comps, shown)?;
+        let copy = rustix::io::dup(&fd).map_err(|e| create_err(shown, "dup", e))?;
+        self.last = Some((comps.to_vec(), copy));
+        Ok(fd)
+    }
+
+    /// Forgets the cached parent when `path` names it or one of its ancestors: an entry that
+    /// replaces a directory (by a symlink, say) must not leave a stale descriptor in use.
+    fn invalidate(&mut self, path: &[OsString]) {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(cached, _)| cached.starts_with(path))
+        {
+            self.last = None;
+        }
+    }
+
+    fn resolve(&self, comps: &[OsString], shown: &str) -> Result<OwnedFd, UnpackError> {
         let mut cur = rustix::io::dup(&self.root).map_err(|e| create_err(shown, "dup", e))?;
         for c in comps {
             let open = |dir: &OwnedFd| {
@@ -142,7 +169,11 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
         Mode::empty(),
     )
     .map_err(|e| create_err(&dest.display().to_string(), "open snapshot", e))?;
-    let mut ctx = Ctx { root, dirs: vec![] };
+    let mut ctx = Ctx {
+        root,
+        dirs: vec![],
+        last: None,
+    };
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
@@ -155,6 +186,7 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
         let Some((name, parents)) = comps.split_last() else {
             continue; // "./" itself
         };
+        ctx.invalidate(&comps);
         let parent = ctx.parent(parents, &shown)?;
         let nb = name.as_bytes();
         if nb == OPAQUE {
@@ -170,6 +202,9 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
                     reason: "malformed whiteout",
                 });
             }
+            let mut hidden_path = parents.to_vec();
+            hidden_path.push(hidden.to_os_string());
+            ctx.invalidate(&hidden_path);
             clear(&parent, hidden, false, &shown)?;
             rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
                 .map_err(|e| create_err(&shown, "create whiteout", e))?;

@@ -467,3 +467,29 @@ fn multi_layer_images_save_and_load_in_parallel() {
     }
     assert!(moat_image::check::check(&s2).unwrap().is_empty());
 }
+
+#[test]
+fn a_directory_replaced_by_a_symlink_is_not_written_through_a_stale_handle() {
+    if !is_root() {
+        return;
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let o = outside.path().display().to_string();
+    let (_d, mut s) = store();
+    // "d/" is resolved (and cached) for d/a, then d is replaced by a symlink to the outside,
+    // then d/b is written: it must be refused, not land in the old directory nor outside.
+    let mut t = vec![];
+    entry(&mut t, b"d/", b'5', b"", b"", 0o755);
+    entry(&mut t, b"d/a", b'0', b"", b"1", 0o644);
+    entry(&mut t, b"d/a", b'0', b"", b"2", 0o644);
+    entry(&mut t, b"x", b'0', b"", b"", 0o644);
+    entry(&mut t, b"d/.wh.a", b'0', b"", b"", 0o644);
+    entry(&mut t, b"d", b'2', o.as_bytes(), b"", 0o777);
+    entry(&mut t, b"d/b", b'0', b"", b"3", 0o644);
+    let err = import(&mut s, &finish(t), "stale:1").unwrap_err();
+    assert!(
+        err.to_string().contains("refused") || err.to_string().contains("replace"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}
