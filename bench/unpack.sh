@@ -45,15 +45,20 @@
 #   SMALL_RUNS=30 SMALL_WARM=3 hyperfine runs and warm-up runs for the busybox image
 #   GATE_PCT=15 GATE_MAX_S=120 before each benchmark, wait up to GATE_MAX_S s for < GATE_PCT %
 #                              CPU busy over 2 s. The busy % is printed either way.
+#   KEEP_OUTPUTS=auto SETTLE_S=65  see "Machine quirks" below
 #
 # MB are 10^6 bytes of uncompressed tar (the sum of the layers' tar sizes); MB/s = MB / median.
 #
-# Machine quirks (a Firecracker guest with virtio-balloon free page reporting, DAMON pageout of
-# memory idle for 30 s, and ext4 mounted with -o discard):
-#  * Deleting the previous run's 500 MB tree right before a run made the next run up to 2x
-#    slower (tar: 3.8 s -> 6-9 s, all of it extra system time), even after sync and 40 s of
-#    sleep. So --prepare only renames the previous output into $X/trash (nothing is freed), and
-#    the trash is deleted between tools, outside any timing. Nothing is freed during a tool's runs.
+# Machine quirks (a Firecracker guest; / is ext4 *without a journal*, mounted -o discard; DAMON
+# pages out memory idle for 30 s):
+#  * Deleting a big tree makes every file creation on the filesystem slower for the next 60 s
+#    (360 s while the inode table blocks are dirty): without a journal, ext4's inode allocator
+#    skips inodes deleted that recently (recently_deleted() in find_inode_bit, 15-20 % of the
+#    profile after a delete). Measured: tar over the large image, 3.8 s after no delete, 6-9 s
+#    right after deleting the previous tree, even after sync and 40 s of sleep. So nothing is
+#    deleted while benchmarks run: --prepare renames the previous output into $X/trash, and all
+#    of it is deleted at the end. That takes ~40 GB of disk; with less free space than that
+#    (or KEEP_OUTPUTS=0), the trash is deleted between tools and SETTLE_S=65 s are waited.
 #  * Inputs idle for 30 s are paged out by DAMON: --prepare reads the layers (page cache hits).
 #  * Other work may share the 2 cores. Trust ratios more than absolute times; the tar2 row
 #    shows the drift over the run.
@@ -115,7 +120,10 @@ cleanup() {
   [ "$MADE_W" = 1 ] && rmdir "$W" 2>/dev/null
   return 0
 }
-rm -rf "$X"; mkdir -p "$R" "$L" "$O" "$T" || die "cannot create $X"
+if [ -e "$X" ]; then  # left by KEEP=1: deleting it starts ext4's recently-deleted window
+  rm -rf "$X"; sync; echo "== deleted the previous $X; waiting ${SETTLE_S:-65} s" >&2; sleep "${SETTLE_S:-65}"
+fi
+mkdir -p "$R" "$L" "$O" "$T" || die "cannot create $X"
 trap cleanup EXIT
 
 echo "== machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem:/{print $2}') GiB," \
@@ -238,6 +246,14 @@ for f in "${LAYERS[@]}"; do
   echo "   $(basename "$f"): $(awk -v c="$(stat -c %s "$f")" -v u="$(sum_tar_bytes "$f")" 'BEGIN{printf "%.1f MB gz, %.1f MB tar", c/1e6, u/1e6}'), $n entries" >> "$R/layers.txt"
 done
 mb() { awk -v b="$1" 'BEGIN{printf "%.1f", b/1e6}'; }
+# keep every output until the end when the disk has room: ~1.6x the tar size per run and tool
+FREE=$(df -B1 --output=avail "$X" | tail -1)
+NEED=$((BIG_U * 16 / 10 * 11 * 5 + 5000000000))
+case ${KEEP_OUTPUTS:-auto} in
+  auto) if [ "$FREE" -gt "$NEED" ]; then KEEP_OUTPUTS=1; else KEEP_OUTPUTS=0; fi ;;
+esac
+echo "== outputs: $( [ "$KEEP_OUTPUTS" = 1 ] && echo "kept until the end (up to $(mb "$NEED") MB; $(mb "$FREE") MB free)" \
+  || echo "deleted between tools, then ${SETTLE_S:-65} s of settling ($(mb "$FREE") MB free, $(mb "$NEED") MB needed to keep them)")" >&2
 echo "== large image: $NL layers, $(mb "$BIG_C") MB compressed, $(mb "$BIG_U") MB uncompressed, $BIG_N entries (files, dirs, links) in the rootfs, $LAYER_ENTRIES entries in the layer tars" >&2
 cat "$R/layers.txt" >&2
 echo "== small image: busybox-static rootfs, 1 layer, $(mb "$BB_C") MB compressed, $(mb "$BB_U") MB uncompressed, $BB_N entries" >&2
@@ -278,8 +294,16 @@ prep_small() { # run by hyperfine -N: no shell unless asked for
     *)   echo "bash -c '$(aside "$O/s-$1") && cat $X/bb.tar.gz >/dev/null && sync'" ;;
   esac
 }
-# empty_trash: delete the previous outputs (between tools, never during a tool's runs)
-empty_trash() { rm -rf "${T:?}"/* "$O"/*; sync; }
+# empty_trash: between tools, move the previous outputs into the trash (KEEP_OUTPUTS=1), or
+# delete them and wait SETTLE_S for ext4's recently-deleted window to pass (see the header)
+empty_trash() {
+  local d
+  if [ "$KEEP_OUTPUTS" = 1 ]; then
+    for d in "$O"/*; do [ -e "$d" ] && mv "$d" "$T/$(basename "$d").$(date +%s%N)"; done; sync
+  elif [ -n "$(find "$T" "$O" -mindepth 1 -maxdepth 1 | head -1)" ]; then
+    rm -rf "${T:?}"/* "$O"/*; sync; sleep "${SETTLE_S:-65}"
+  fi
+}
 
 # listing DIR...: one sorted line per entry (path, type, size of non-directories, mode, owner,
 # mtime, link target), the union over the DIRs
