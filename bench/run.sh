@@ -39,7 +39,8 @@ done
 rm -rf "$W"; mkdir -p "$R" "$W/rootfs"/{bin,proc,sys,dev,etc,tmp,root}
 export DOCKER_HOST=unix://$W/docker.sock
 P="podman --root $W/podman-root --runroot $W/podman-run --cgroup-manager cgroupfs --events-backend file"
-NOFILE=$(ulimit -Hn)
+NOFILE=$(ulimit -Hn); NPROC=$(ulimit -Hu); { [ "$NPROC" = unlimited ] || [ "$NPROC" -gt 32768 ]; } && NPROC=32768
+U="--ulimit nofile=$NOFILE:$NOFILE --ulimit nproc=$NPROC:$NPROC"
 cleanup() {
   $P rm -af -t 0 >/dev/null 2>&1; docker rm -f $(docker ps -aq 2>/dev/null) >/dev/null 2>&1
   [ -s "$W/docker.pid" ] && kill "$(cat "$W/docker.pid")" 2>/dev/null && sleep 2
@@ -60,12 +61,12 @@ $P import --change 'CMD ["/bin/sh"]' "$W/bb.tar" busybox:local >/dev/null 2>&1 |
 mkdir -p "$W/bundle"; cp -a "$W/rootfs" "$W/bundle/rootfs"
 ( cd "$W/bundle" && crun spec && jq '.process.terminal=false | .process.args=["/bin/true"]' config.json > c && mv c config.json )
 for c in "$MOAT --root $W/moat run --rm busybox:local true" "docker run --rm busybox:local true" \
-         "$P run --rm --runtime runc --ulimit nofile=$NOFILE:$NOFILE --network none busybox:local true"; do
+         "$P run --rm --runtime runc $U --network none busybox:local true"; do
   $c || { echo "sanity FAILED: $c"; exit 1; }
 done
 hf hybrid.moat "$MOAT --root $W/moat run --rm busybox:local true"
 hf docker "docker run --rm busybox:local true"
-hf podman "$P run --rm --runtime runc --ulimit nofile=$NOFILE:$NOFILE --network none busybox:local true"
+hf podman "$P run --rm --runtime runc $U --network none busybox:local true"
 unshare -m --propagation private bash "$SELF" __private
 echo "run.sh: $(date -u '+%F %T') UTC; $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs each"
 crun=$(awk '$1=="private.crun"{print $2}' "$R/all.txt")
