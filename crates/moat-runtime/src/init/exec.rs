@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use nix::sched::setns;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{fork, ForkResult};
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process};
+use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::{stage1::clone_flag, Failure, InitError};
 use crate::sync::{Channel, Msg};
@@ -21,8 +21,8 @@ pub struct ExecConfig {
     pub namespaces: Vec<LinuxNamespaceType>,
     /// The process to run.
     pub process: Process,
-    /// The container's seccomp profile.
-    pub seccomp: Option<LinuxSeccomp>,
+    /// The container's seccomp profile, compiled.
+    pub seccomp: Option<crate::seccomp::Program>,
     /// Connected console socket (process.terminal).
     pub console: Option<OwnedFd>,
     /// Descriptors 3..3+N passed through.

@@ -147,6 +147,8 @@ pub struct InitConfig {
     pub preserve_fds: i32,
     /// The cgroup files stage 1 writes `0` into to join the container's cgroup.
     pub cgroup_join: Vec<std::path::PathBuf>,
+    /// linux.seccomp, compiled by the runtime before the first fork.
+    pub seccomp: Option<crate::seccomp::Program>,
 }
 
 /// The OCI state document that hooks receive on stdin.

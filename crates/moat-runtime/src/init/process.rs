@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
-use oci_spec::runtime::{LinuxSeccomp, Process};
+use oci_spec::runtime::Process;
 
 use super::{ioerr, perr, Failure, InitError};
 use crate::capabilities::CapSets;
@@ -21,7 +21,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Debug)]
 pub struct Prepared {
     caps: Option<CapSets>,
-    filter: Option<crate::seccomp::Filter>,
+    filter: Option<crate::seccomp::Program>,
     env: Vec<String>,
     program: CString,
     /// What the user should be told (clamped rlimits): the caller relays it to the runtime.
@@ -33,7 +33,7 @@ pub struct Prepared {
 /// parsing, the program lookup (with the container's PATH) and the cwd check.
 pub fn prepare(
     process: &Process,
-    seccomp: Option<&LinuxSeccomp>,
+    seccomp: Option<&crate::seccomp::Program>,
     console: Option<RawFd>,
 ) -> Result<Prepared, Failure> {
     let f = |e: InitError| (e, 125);
@@ -61,10 +61,7 @@ pub fn prepare(
         Some(c) => Some(CapSets::from_spec(c).map_err(|e| f(e.into()))?),
         None => None,
     };
-    let filter = match seccomp {
-        Some(s) => Some(crate::seccomp::Filter::from_spec(s).map_err(|e| f(e.into()))?),
-        None => None,
-    };
+    let filter = seccomp.cloned();
     let env = environment(
         process.env().as_deref().unwrap_or(&[]),
         process.user().uid(),

@@ -89,7 +89,7 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     // Masking and read-only paths come after the sysctls, which write under /proc/sys.
     rootfs::finish(&cfg.rootfs).map_err(|e| f(e.into()))?;
     let console = cfg.console.as_ref().map(|s| s.as_raw_fd());
-    let prepared = super::process::prepare(process, linux.seccomp().as_ref(), console)?;
+    let prepared = super::process::prepare(process, cfg.seccomp.as_ref(), console)?;
     for w in &prepared.warnings {
         chan.send(&Msg::Warning(w.clone()))
             .map_err(|e| f(e.into()))?;

@@ -56,7 +56,7 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
         init_pid: rec.pid,
         namespaces: namespaces(&rec.config).iter().map(|n| n.typ()).collect(),
         process: opts.process.clone(),
-        seccomp: linux.seccomp().clone(),
+        seccomp: rt.seccomp(linux.seccomp().as_ref())?,
         console,
         preserve_fds: opts.preserve_fds,
         cgroup_join: cgroup_of(&rec)?.self_join_files(),

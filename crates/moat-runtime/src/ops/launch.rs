@@ -184,6 +184,7 @@ pub(crate) fn launch(
         console,
         preserve_fds: opts.preserve_fds,
         cgroup_join: cgroup.self_join_files(),
+        seccomp: rt.seccomp(linux.seccomp().as_ref())?,
     };
     // Orphans of the chain (the init, once stage 1 exits) come back to us, so we can reap them.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integer arguments only.

@@ -50,6 +50,9 @@ pub enum OpsError {
     /// the exec'd process reported a failure (its message, sent across the process boundary)
     #[error("{0}")]
     ExecFailed(String),
+    /// the seccomp profile cannot be compiled
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// the user's program cannot be run
     #[error("{message}")]
     Command {
@@ -147,6 +150,18 @@ impl Runtime {
         Runtime {
             store: Store::new(root),
         }
+    }
+
+    /// Compiles a seccomp profile, with the compiled programs cached under the state root
+    /// (`@seccomp`: `@` is not allowed in container ids, so it never collides with one).
+    pub fn seccomp(
+        &self,
+        spec: Option<&oci_spec::runtime::LinuxSeccomp>,
+    ) -> Result<Option<crate::seccomp::Program>, OpsError> {
+        let cache = self.store.root().join("@seccomp");
+        spec.map(|s| crate::seccomp::Program::compile(s, Some(&cache)))
+            .transpose()
+            .map_err(OpsError::from)
     }
 
     /// Loads a record and its live status.

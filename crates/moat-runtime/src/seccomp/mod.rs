@@ -15,6 +15,9 @@
 //! The filter is built in full by [`Filter::from_spec`] so that every error surfaces while the
 //! init can still report it; [`Filter::load`] then only hands the compiled filter to the kernel.
 
+mod program;
+pub use program::Program;
+
 use std::os::fd::AsFd;
 
 use libseccomp::error::SeccompError as LibError;
@@ -31,6 +34,10 @@ const MAX_ARGS: usize = 6;
 /// Errors building or loading a seccomp filter.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
+    /// loading the compiled program failed
+    #[error("load the compiled seccomp program: {0}")]
+    LoadProgram(std::io::Error),
+
     /// seccomp action SCMP_ACT_NOTIFY (used by {context}) is not supported yet
     #[error("seccomp action SCMP_ACT_NOTIFY (used by {context}) is not supported yet")]
     NotifyUnsupported {
