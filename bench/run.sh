@@ -39,12 +39,17 @@ done
 rm -rf "$W"; mkdir -p "$R" "$W/rootfs"/{bin,proc,sys,dev,etc,tmp,root}
 export DOCKER_HOST=unix://$W/docker.sock
 P="podman --root $W/podman-root --runroot $W/podman-run --cgroup-manager cgroupfs --events-backend file"
+HAD=$(ls -d /sys/fs/cgroup/pids/docker /sys/fs/cgroup/pids/libpod_parent 2>/dev/null | wc -l)
 NOFILE=$(ulimit -Hn); NPROC=$(ulimit -Hu); { [ "$NPROC" = unlimited ] || [ "$NPROC" -gt 32768 ]; } && NPROC=32768
 U="--ulimit nofile=$NOFILE:$NOFILE --ulimit nproc=$NPROC:$NPROC"
 cleanup() {
   $P rm -af -t 0 >/dev/null 2>&1; docker rm -f $(docker ps -aq 2>/dev/null) >/dev/null 2>&1
   [ -s "$W/docker.pid" ] && kill "$(cat "$W/docker.pid")" 2>/dev/null && sleep 2
   umount "$W/docker-exec/netns/default" 2>/dev/null
+  # The engines' own parent cgroups, when this run made them (empty once their containers are gone).
+  if [ "$HAD" = 0 ]; then
+    for h in /sys/fs/cgroup/*/; do rmdir "$h"docker "$h"libpod_parent/conmon "$h"libpod_parent 2>/dev/null; done
+  fi
   [ "${KEEP:-0}" = 1 ] || rm -rf "$W" 2>/dev/null
 }
 trap cleanup EXIT
