@@ -57,7 +57,7 @@
 #    profile after a delete). Measured: tar over the large image, 3.8 s after no delete, 6-9 s
 #    right after deleting the previous tree, even after sync and 40 s of sleep. So nothing is
 #    deleted while benchmarks run: --prepare renames the previous output into $X/trash, and all
-#    of it is deleted at the end. That takes ~40 GB of disk; with less free space than that
+#    of it is deleted at the end. That takes up to ~50 GB of disk; with less free space than that
 #    (or KEEP_OUTPUTS=0), the trash is deleted between tools and SETTLE_S=65 s are waited.
 #  * Inputs idle for 30 s are paged out by DAMON: --prepare reads the layers (page cache hits).
 #  * Other work may share the 2 cores. Trust ratios more than absolute times; the tar2 row
