@@ -314,20 +314,22 @@ impl Db {
         }))
     }
 
-    /// Every image, newest first.
-    pub fn images(&self) -> Result<Vec<ImageRow>, DbError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id FROM images ORDER BY created DESC, id")
-            .map_err(self.err())?;
-        let ids: Vec<String> = st
+    /// The digests a one-column query returns.
+    fn digests(&self, sql: &str) -> Result<Vec<Digest>, DbError> {
+        let mut st = self.conn.prepare(sql).map_err(self.err())?;
+        let rows: Vec<String> = st
             .query_map([], |r| r.get(0))
             .map_err(self.err())?
             .collect::<Result<_, _>>()
             .map_err(self.err())?;
+        rows.into_iter().map(|s| self.digest(s)).collect()
+    }
+
+    /// Every image, newest first.
+    pub fn images(&self) -> Result<Vec<ImageRow>, DbError> {
         let mut out = vec![];
-        for id in ids {
-            if let Some(row) = self.image(&self.digest(id)?)? {
+        for id in self.digests("SELECT id FROM images ORDER BY created DESC, id")? {
+            if let Some(row) = self.image(&id)? {
                 out.push(row);
             }
         }
@@ -379,18 +381,9 @@ impl Db {
 
     /// Every layer row.
     pub fn layers(&self) -> Result<Vec<LayerRow>, DbError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT diff_id FROM layers ORDER BY diff_id")
-            .map_err(self.err())?;
-        let ids: Vec<String> = st
-            .query_map([], |r| r.get(0))
-            .map_err(self.err())?
-            .collect::<Result<_, _>>()
-            .map_err(self.err())?;
         let mut out = vec![];
-        for id in ids {
-            if let Some(l) = self.layer(&self.digest(id)?)? {
+        for id in self.digests("SELECT diff_id FROM layers ORDER BY diff_id")? {
+            if let Some(l) = self.layer(&id)? {
                 out.push(l);
             }
         }

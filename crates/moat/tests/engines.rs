@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{busybox_rootfs, can_run, MOAT};
+use common::{can_run, Engine, MOAT};
 
 /// A private Podman (its own storage and run dirs) driving moat; removes everything on drop.
 struct Podman {
@@ -85,16 +85,8 @@ fn podman_runs_containers_with_moat_as_runtime() {
         return;
     }
     let p = Podman::new();
-    let tar = p.dir.path().join("busybox.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(busybox_rootfs())
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let files = Engine::new(); // holds the tar (removed with it)
+    let tar = files.busybox_tar();
     p.ok(&[
         "import",
         "--change",
