@@ -31,7 +31,7 @@ fn tool(name: &str) -> bool {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+    let out = common::output_of(cmd);
     assert!(
         out.status.success(),
         "{cmd:?}: {}",

@@ -32,18 +32,17 @@ impl Podman {
 
     fn cmd(&self, args: &[&str]) -> Output {
         let d = self.dir.path();
-        Command::new("podman")
-            .arg("--root")
-            .arg(d.join("storage"))
-            .arg("--runroot")
-            .arg(d.join("run"))
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .arg("--runtime")
-            .arg(&self.runtime)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+        common::output_of(
+            Command::new("podman")
+                .arg("--root")
+                .arg(d.join("storage"))
+                .arg("--runroot")
+                .arg(d.join("run"))
+                .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+                .arg("--runtime")
+                .arg(&self.runtime)
+                .args(args),
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {

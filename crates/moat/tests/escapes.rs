@@ -103,14 +103,14 @@ fn cve_2024_21626_no_fd_leak_and_cwd_escape_refused() {
         let mut args = vec!["runtime", "--root", &root, "run", "--bundle", &b];
         args.extend_from_slice(extra);
         args.push(&c.id);
-        std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg("exec 7</etc; exec \"$@\"")
-            .arg("sh")
-            .arg(common::MOAT)
-            .args(&args)
-            .output()
-            .unwrap()
+        common::output_of(
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg("exec 7</etc; exec \"$@\"")
+                .arg("sh")
+                .arg(common::MOAT)
+                .args(&args),
+        )
     };
     let c = Ctr::new(
         "fds",
@@ -175,16 +175,15 @@ fn cve_2024_21626_no_fd_leak_and_cwd_escape_refused() {
     )
     .unwrap();
     let b = c.bundle().display().to_string();
-    let out = std::process::Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg("exec 3</etc 7</etc; exec \"$@\"")
         .arg("sh")
         .arg(common::MOAT)
         .args(["runtime", "--root"])
         .arg(&c.root)
-        .args(["run", "--preserve-fds", "1", "--bundle", &b, &c.id])
-        .output()
-        .unwrap();
+        .args(["run", "--preserve-fds", "1", "--bundle", &b, &c.id]);
+    let out = common::output_of(&mut cmd);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         text.trim(),

@@ -342,7 +342,7 @@ fn signals_are_forwarded_by_run() {
         .status()
         .unwrap();
     assert!(st.success());
-    let status = child.wait().unwrap();
+    let status = common::wait_or_dump(child, "moat runtime run");
     assert_eq!(status.code(), Some(7));
 }
 

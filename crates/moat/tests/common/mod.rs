@@ -3,8 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -156,23 +157,13 @@ impl Ctr {
     /// container inherits moat's stdio and would hold a pipe open until it exits.
     pub fn moat(&self, args: &[&str]) -> Output {
         self.write_config();
-        let out_path = self.dir.path().join("moat.stdout");
-        let err_path = self.dir.path().join("moat.stderr");
-        let status = Command::new(MOAT)
-            .arg("runtime")
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::fs::File::create(&out_path).unwrap())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .status()
-            .unwrap();
-        Output {
-            status,
-            stdout: std::fs::read(&out_path).unwrap(),
-            stderr: std::fs::read(&err_path).unwrap(),
-        }
+        output_of(
+            Command::new(MOAT)
+                .arg("runtime")
+                .arg("--root")
+                .arg(&self.root)
+                .args(args),
+        )
     }
 
     /// `run` in the foreground; returns (exit code, stdout, stderr).
@@ -225,6 +216,101 @@ impl Drop for Ctr {
     }
 }
 
+/// Runs `cmd` with its output going through files, not pipes (a container started by it may
+/// inherit them and hold a pipe open until it exits), failing the test if it hangs
+/// ([`wait_or_dump`]).
+pub fn output_of(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_or_dump(child, &format!("{cmd:?}"));
+    Output {
+        status,
+        stdout: read_all(out),
+        stderr: read_all(err),
+    }
+}
+
+fn read_all(mut f: std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut v = vec![];
+    f.rewind().unwrap();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+/// How long one moat command may take in a test before it counts as hung.
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// Waits for `child`; if it runs longer than [`HANG`], prints what every process of its tree
+/// is blocked in (state, wchan, kernel stack), kills the tree and panics. A hang then fails one
+/// test with the evidence, instead of stalling the whole run until CI's time limit.
+pub fn wait_or_dump(mut child: Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let tree = descendants(child.id());
+    let mut report = format!("{what} hung for {HANG:?}; its processes:\n");
+    for pid in &tree {
+        let read =
+            |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        report += &format!(
+            "pid {pid}: {} wchan={} cmdline={:?}\n{}\n{}",
+            read("stat").split(')').nth(1).unwrap_or("").trim(),
+            read("wchan"),
+            read("cmdline").replace('\0', " "),
+            read("status")
+                .lines()
+                .filter(|l| l.starts_with("Sig") || l.starts_with("Cap") || l.starts_with("NSpid"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            read("stack"),
+        );
+    }
+    for pid in tree.iter().rev() {
+        let _ = nix_kill(*pid);
+    }
+    let _ = child.wait();
+    panic!("{report}");
+}
+
+/// `pid` and every process below it, parents first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        out.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+        i += 1;
+    }
+    out
+}
+
+fn nix_kill(pid: u32) -> nix::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+}
+
 /// The CapEff mask printed by `grep CapEff /proc/self/status` in a container.
 pub fn cap_line(out: &str, name: &str) -> Option<u64> {
     out.lines()
@@ -271,12 +357,12 @@ impl Engine {
 
     /// `moat --root DIR <args>`.
     pub fn moat(&self, args: &[&str]) -> Output {
-        Command::new(MOAT)
-            .arg("--root")
-            .arg(self.dir.path())
-            .args(args)
-            .output()
-            .unwrap()
+        output_of(
+            Command::new(MOAT)
+                .arg("--root")
+                .arg(self.dir.path())
+                .args(args),
+        )
     }
 
     /// `moat ...` that must succeed; its standard output.
