@@ -6,7 +6,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sched::setns;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::{stage1::clone_flag, Failure, InitError};
@@ -104,17 +103,14 @@ fn stage1(cfg: &ExecConfig, chan: &Channel) -> Result<(), Failure> {
         })?;
     }
     drop(files);
-    // SAFETY: this process is single-threaded (a fork of the single-threaded runtime).
-    match unsafe { fork() }.map_err(|e| f(InitError::Fork(e)))? {
-        ForkResult::Child => {
+    match super::fork_reporting_pid(chan).map_err(f)? {
+        None => {
             let failure = child(cfg, chan);
             let _ = chan.send(&Msg::Error(failure.0.to_string()));
             // SAFETY: _exit ends this forked child without running atexit handlers.
             unsafe { libc::_exit(failure.1) }
         }
-        ForkResult::Parent { child } => chan
-            .send(&Msg::InitPid(child.as_raw()))
-            .map_err(|e| f(e.into())),
+        Some(_) => Ok(()),
     }
 }
 

@@ -109,6 +109,38 @@ pub(crate) fn ioerr(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> I
 }
 
 /// Wraps an errno of the set-up step `what`.
+/// Forks the process that becomes the container's init (or the exec'd process) and reports its
+/// pid to the runtime on `chan`; returns `None` in the child, `Some(pid)` in the parent.
+///
+/// The child shares `chan` with its parent, so without care its first message (`Created`, a
+/// hook request, an error) could reach the runtime before the parent's `InitPid`: the runtime
+/// would then record pid 0 and `run` would wait forever for a child that does not exist (seen
+/// once in 30 test runs). The child therefore waits on a pipe that the parent closes only once
+/// the pid is sent.
+pub(crate) fn fork_reporting_pid(chan: &crate::sync::Channel) -> Result<Option<i32>, InitError> {
+    use nix::unistd::{fork, pipe2, ForkResult};
+    let (gate_r, gate_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(perr("pipe"))?;
+    // SAFETY: the runtime is single-threaded while it builds a container, so the child may run
+    // arbitrary code after fork.
+    match unsafe { fork() }.map_err(InitError::Fork)? {
+        ForkResult::Child => {
+            drop(gate_w);
+            let mut b = [0u8; 1];
+            // End of file (or a byte) means the pid is out; EINTR is retried. Another error
+            // leaves the order unguarded but cannot block us.
+            while let Err(nix::Error::EINTR) = nix::unistd::read(&gate_r, &mut b) {}
+            Ok(None)
+        }
+        ForkResult::Parent { child } => {
+            drop(gate_r);
+            let sent = chan.send(&crate::sync::Msg::InitPid(child.as_raw()));
+            drop(gate_w);
+            sent?;
+            Ok(Some(child.as_raw()))
+        }
+    }
+}
+
 pub(crate) fn perr(what: impl Into<String>) -> impl FnOnce(nix::Error) -> InitError {
     let what = what.into();
     move |source| InitError::Process { what, source }

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Uid};
+use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::LinuxNamespaceType;
 
 use super::{stage2, InitConfig, InitError};
@@ -111,11 +111,8 @@ fn stage1(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
         what: format!("{flags:?}"),
         source,
     })?;
-    // SAFETY: this process is single-threaded (a fork of the single-threaded runtime), so the
-    // child may run arbitrary code after fork.
-    match unsafe { fork() }.map_err(InitError::Fork)? {
-        ForkResult::Child => stage2::run(cfg, chan),
-        ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw()))?,
+    match super::fork_reporting_pid(chan)? {
+        None => stage2::run(cfg, chan),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }

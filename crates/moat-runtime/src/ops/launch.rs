@@ -251,6 +251,14 @@ pub(crate) fn launch(
                 crate::hooks::run("createRuntime", &create_runtime, &state)?;
                 parent.send(&Msg::HooksDone)?;
             }
+            // The init reports only after its pid is out (`fork_reporting_pid`); pid 0 here
+            // would make `run` wait for a process that is not there.
+            Ok(Msg::Created) if init_pid == 0 => {
+                return Err(OpsError::Protocol {
+                    got: "Created".into(),
+                    expected: "InitPid",
+                })
+            }
             Ok(Msg::Created) => {
                 log::debug!("launch {id}: init reports Created");
                 break;
