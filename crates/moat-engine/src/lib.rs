@@ -1,11 +1,54 @@
 //! moat's engine: containers made from images, over the image store (`moat-image`) and the OCI
-//! runtime library (`moat-runtime`). This first slice runs a container in the foreground
-//! (`moat run`); the monitor, detached containers and the container commands come next.
+//! runtime library (`moat-runtime`): their records ([`containers`]), their directories and
+//! lifecycle ([`lifecycle`]), the monitor that watches each running one ([`monitor`]) and their
+//! logs ([`logs`]).
 
+use std::path::{Path, PathBuf};
+
+pub mod containers;
 pub mod defaults;
+pub mod inspect;
+pub mod lifecycle;
+pub mod logs;
+pub mod monitor;
 pub mod run;
 pub mod seccomp;
 pub mod spec;
+
+/// Where an engine keeps things.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The engine root (`--root`, default `/var/lib/moat`): images, containers, the database.
+    pub root: PathBuf,
+    /// The runtime's state: `/run/moat/runtime` for the default root (tmpfs: gone at reboot, as
+    /// the processes are), else inside the root.
+    pub runtime_root: PathBuf,
+}
+
+impl Paths {
+    /// The paths of the engine rooted at `root`.
+    pub fn new(root: &Path) -> Paths {
+        let runtime_root = if root == Path::new("/var/lib/moat") {
+            PathBuf::from("/run/moat/runtime")
+        } else {
+            root.join("run")
+        };
+        Paths {
+            root: root.to_path_buf(),
+            runtime_root,
+        }
+    }
+
+    /// The image store's root.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("image")
+    }
+
+    /// The directory (and OCI bundle) of container `id`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+}
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +77,26 @@ pub enum EngineError {
     /// the generated config is invalid
     #[error("container config: {0}")]
     Spec(String),
+    /// container record failure
+    #[error(transparent)]
+    Records(#[from] containers::RecordError),
+    /// container log failure
+    #[error(transparent)]
+    Logs(#[from] logs::LogError),
+    /// a system call failed
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// the container did not start
+    #[error("failed to start the container: {0}")]
+    StartFailed(String),
+    /// the container is not in a state that allows the operation
+    #[error("{0}")]
+    Conflict(String),
     /// the container's command cannot be run
     #[error("{message}")]
     Command {

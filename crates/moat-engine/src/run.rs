@@ -1,20 +1,21 @@
-//! `moat run`: a container from an image, in the foreground.
+//! `moat create` and `moat run`: a container from an image.
 //!
 //! The container's directory `<root>/containers/<id>/` is its OCI bundle: `config.json`, the
-//! overlay root filesystem (`rootfs/`, over the image's snapshots, with `upper/` and `work/`),
-//! and the generated `hosts`, `hostname` and `resolv.conf`. The runtime library runs it in this
-//! process (no fork of another binary), and with `--rm` everything goes afterwards.
+//! overlay root filesystem (`rootfs/`, over the image's snapshots, with `upper/` and `work/`,
+//! mounted while it runs), the generated `hosts`, `hostname` and `resolv.conf`, and its log
+//! `<id>-json.log`. Its record is a row of the container table.
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use moat_image::ImageStore;
-use moat_runtime::ops::create::CreateOptions;
-use moat_runtime::{ContainerId, OpsError, Runtime};
 
+use crate::containers::{Records, Row, State};
+use crate::lifecycle::Attach;
+use crate::logs::Rotation;
 use crate::spec::{build, Context, RunOptions};
-use crate::EngineError;
+use crate::{EngineError, Paths};
 
 /// A new container id: 64 random hex digits, as Docker's.
 pub fn new_id() -> Result<String, EngineError> {
@@ -29,21 +30,16 @@ pub fn new_id() -> Result<String, EngineError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Unmounts and removes a container directory when dropped (always on failure; with `--rm`
-/// after the run).
+/// Removes a half-made container directory when dropped, unless disarmed.
 struct Dir {
     path: PathBuf,
-    rootfs: PathBuf,
-    mounted: bool,
-    remove: bool,
+    armed: bool,
 }
 
 impl Drop for Dir {
     fn drop(&mut self) {
-        if self.mounted {
-            let _ = moat_image::mount::unmount(&self.rootfs);
-        }
-        if self.remove {
+        if self.armed {
+            let _ = moat_image::mount::unmount(&self.path.join("rootfs"));
             let _ = fs::remove_dir_all(&self.path);
         }
     }
@@ -57,28 +53,42 @@ fn write(path: &Path, data: &str) -> Result<(), EngineError> {
     })
 }
 
-/// Runs a container; returns its exit code (Docker's: the container's, or 126/127 when its
-/// command cannot be run).
-pub fn run(root: &Path, runtime_root: &Path, opts: &RunOptions) -> Result<i32, EngineError> {
-    let store = ImageStore::open(&root.join("image"))?;
+/// What `create` needs beyond the run options.
+#[derive(Debug, Clone, Default)]
+pub struct CreateExtras {
+    /// `--name` (generated when absent).
+    pub name: Option<String>,
+    /// `--log-opt` rotation.
+    pub rotation: Rotation,
+}
+
+/// Creates a container (`moat create`, the first half of `run`): its directory with the OCI
+/// bundle (config.json, rootfs/upper/work, hosts, hostname, resolv.conf) and its record, in state
+/// `created`. Nothing is left behind when it fails.
+pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result<Row, EngineError> {
+    let store = ImageStore::open(&paths.images())?;
     let image = store.resolve(&opts.image).map_err(|e| match e {
         moat_image::StoreError::NoSuchImage(_) => EngineError::NoImage(opts.image.clone()),
         other => other.into(),
     })?;
     let (_row, config, _) = store.inspect(&image)?;
-    let lowers = store.lowers(&image)?;
     drop(store);
-
+    let records = Records::open(&paths.root)?;
     let id = new_id()?;
-    let path = root.join("containers").join(&id);
-    let (rootfs, upper, work) = (path.join("rootfs"), path.join("upper"), path.join("work"));
+    let name = match &extras.name {
+        Some(n) => {
+            crate::containers::check_name(n)?;
+            n.clone()
+        }
+        None => crate::containers::generated_name(&records, &id)?,
+    };
+    let path = paths.container_dir(&id);
+    let rootfs = path.join("rootfs");
     let mut dir = Dir {
         path: path.clone(),
-        rootfs: rootfs.clone(),
-        mounted: false,
-        remove: true,
+        armed: true,
     };
-    for d in [&rootfs, &upper, &work] {
+    for d in [&rootfs, &path.join("upper"), &path.join("work")] {
         fs::create_dir_all(d).map_err(|source| EngineError::Io {
             what: "create",
             path: d.clone(),
@@ -87,8 +97,6 @@ pub fn run(root: &Path, runtime_root: &Path, opts: &RunOptions) -> Result<i32, E
     }
     // Which image the container uses: `rmi` refuses to remove it while the directory exists.
     write(&path.join("image.id"), image.as_str())?;
-    moat_image::mount::mount_overlay(&root.join("image"), &lowers, &upper, &work, &rootfs)?;
-    dir.mounted = true;
     let hostname = opts
         .hostname
         .clone()
@@ -110,26 +118,54 @@ pub fn run(root: &Path, runtime_root: &Path, opts: &RunOptions) -> Result<i32, E
     )?;
     spec.save(path.join("config.json"))
         .map_err(|e| EngineError::Spec(e.to_string()))?;
+    let row = Row {
+        id: id.clone(),
+        name,
+        image: image.as_str().to_string(),
+        image_ref: opts.image.clone(),
+        command: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default(),
+        created: moat_runtime::state::now_rfc3339(),
+        state: State::Created,
+        pid: 0,
+        monitor: (0, 0),
+        exit_code: 0,
+        started_at: String::new(),
+        finished_at: String::new(),
+        error: String::new(),
+        auto_remove: opts.rm,
+        log_rotation: extras.rotation.encode(),
+    };
+    records.insert(&row)?;
+    dir.armed = false;
+    Ok(row)
+}
 
-    let cid: ContainerId = id
-        .parse()
-        .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?;
-    let rt = Runtime::new(runtime_root);
-    let result = moat_runtime::ops::run::run(
-        &rt,
-        &cid,
-        &CreateOptions {
-            bundle: path.clone(),
-            ..Default::default()
-        },
-        false,
-    );
-    dir.remove = opts.rm;
-    match result {
-        Ok(code) => Ok(code),
-        Err(OpsError::Command { message, code }) => Err(EngineError::Command { message, code }),
-        Err(e) => Err(e.into()),
+/// Runs a container (`create` + `start`). Detached: returns once it runs, with its id.
+/// Attached: waits for it, forwarding signals, with its exit code (Docker's: the container's,
+/// or 125/126/127 when it cannot start).
+pub fn run(
+    paths: &Paths,
+    opts: &RunOptions,
+    extras: &CreateExtras,
+    mode: Attach,
+) -> Result<(Row, i32), EngineError> {
+    let row = create(paths, opts, extras)?;
+    let (handle, pid) = match crate::lifecycle::start(paths, &row, mode) {
+        Ok(x) => x,
+        Err(e) => {
+            // Docker keeps a container that failed to start, unless --rm.
+            return Err(e);
+        }
+    };
+    if mode == Attach::Detached {
+        return Ok((row, 0));
     }
+    let code = crate::lifecycle::wait_attached(paths, &row, handle, pid)?;
+    Ok((row, code))
 }
 
 /// The host's resolv.conf without loopback resolvers (unreachable from the container's own

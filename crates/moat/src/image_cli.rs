@@ -34,8 +34,10 @@ pub enum CliError {
     #[error(transparent)]
     Archive(#[from] moat_image::archive::ArchiveError),
     /// the image is used by a running container
-    #[error("conflict: unable to remove {name} - image {image} is being used by running container {container}")]
+    #[error("conflict: unable to remove {name} - image {image} is being used by {state} container {container} (remove the container first)")]
     InUse {
+        /// "running" or "stopped".
+        state: &'static str,
         /// What the user named.
         name: String,
         /// A container using it (short id).
@@ -466,19 +468,43 @@ pub fn tag(root: &Path, source: &str, target: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The containers (id, running) made from `image`: by record, and by directory for a container
+/// being created right now (its directory names its image before its record exists).
+fn containers_using(root: &Path, image: &moat_image::Digest) -> Vec<(String, bool)> {
+    let rows = moat_engine::containers::Records::open(root)
+        .and_then(|r| r.all())
+        .unwrap_or_default();
+    let mut out: Vec<(String, bool)> = rows
+        .iter()
+        .filter(|r| r.image == image.as_str())
+        .map(|r| {
+            let running = r.effective().0 == moat_engine::containers::State::Running;
+            (r.id.clone(), running)
+        })
+        .collect();
+    for id in moat_engine::run::containers_using(root, image) {
+        if !out.iter().any(|(i, _)| *i == id) {
+            out.push((id, true));
+        }
+    }
+    out.sort_by_key(|(_, running)| !running);
+    out
+}
+
 /// `moat rmi`: every image is attempted; the first error is returned (for the caller to
 /// report), later ones are reported here.
 pub fn rmi(root: &Path, a: &RmiArgs) -> Result<(), CliError> {
     let mut store = open(root)?;
     let mut first_err = None;
     for name in &a.images {
-        // Every container that has a directory runs (moat run --rm removes it at exit), and a
-        // running container's rootfs is an overlay over the image's snapshots: even --force
-        // must not pull those from under it (Docker refuses too).
+        // A container's rootfs is an overlay over its image's snapshots: even --force must not
+        // pull those from under a running one (Docker refuses too), nor from a stopped one,
+        // which could then never start again.
         {
             if let Ok(id) = store.resolve(name) {
-                if let Some(c) = moat_engine::run::containers_using(root, &id).first() {
+                if let Some((c, running)) = containers_using(root, &id).first() {
                     let e = CliError::InUse {
+                        state: if *running { "running" } else { "stopped" },
                         name: name.clone(),
                         container: c[..12.min(c.len())].to_string(),
                         image: id.short().to_string(),

@@ -4,6 +4,7 @@
 //! `moat-runtime` (a symlink) takes runc's command line at the top level, so engines that expect a
 //! runc-like program (`dockerd --add-runtime`, `podman --runtime`, containerd) can call it directly.
 
+mod container_cli;
 mod image_cli;
 mod logger;
 mod run_cli;
@@ -29,8 +30,56 @@ struct Cli {
 enum Command {
     /// The OCI runtime (runc-compatible command line).
     Runtime(Box<runtime_cli::RuntimeCli>),
-    /// Run a command in a new container (foreground).
+    /// Run a command in a new container.
     Run(run_cli::RunArgs),
+    /// Create a container (without starting it); prints its id.
+    Create(run_cli::RunArgs),
+    /// Start containers.
+    Start(container_cli::StartArgs),
+    /// Stop containers (signal, then SIGKILL after a timeout).
+    Stop(container_cli::StopArgs),
+    /// Send a signal to containers.
+    Kill(container_cli::KillArgs),
+    /// Remove containers.
+    Rm(container_cli::RmArgs),
+    /// List containers.
+    Ps(container_cli::PsArgs),
+    /// Show a container's logs.
+    Logs(container_cli::LogsArgs),
+    /// Wait for containers to exit; print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers (or images) as JSON.
+    Inspect {
+        /// Containers or images.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Rename a container.
+    Rename {
+        /// Container.
+        container: String,
+        /// New name.
+        new_name: String,
+    },
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(container_cli::ContainerCommand),
+    /// The monitor of one container (started by moat itself, not by users).
+    #[command(hide = true)]
+    Monitor {
+        /// Container id.
+        id: String,
+        /// Copy the output to stdout/stderr too.
+        #[arg(long)]
+        attach: bool,
+        /// The container reads stdin.
+        #[arg(long)]
+        stdin: bool,
+    },
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
     /// List images.
@@ -59,9 +108,37 @@ enum Command {
 /// Runs an engine command; errors are printed once, here, and exit with 1.
 fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
     logger::Logger::install(None, false, debug);
+    use container_cli::ContainerCommand as C;
     use image_cli::ImageCommand as I;
     let result = match command {
-        Command::Runtime(_) | Command::Run(_) => Ok(()),
+        Command::Runtime(_) | Command::Run(_) | Command::Create(_) => Ok(()),
+        Command::Monitor { id, attach, stdin } => {
+            return container_cli::monitor(root, id, *attach, *stdin)
+        }
+        Command::Start(a) | Command::Container(C::Start(a)) => {
+            return container_cli::start(root, a)
+        }
+        Command::Stop(a) | Command::Container(C::Stop(a)) => return container_cli::stop(root, a),
+        Command::Kill(a) | Command::Container(C::Kill(a)) => return container_cli::kill(root, a),
+        Command::Rm(a) | Command::Container(C::Rm(a)) => return container_cli::rm(root, a),
+        Command::Ps(a) | Command::Container(C::Ls(a)) => return container_cli::ps(root, a),
+        Command::Logs(a) | Command::Container(C::Logs(a)) => return container_cli::logs(root, a),
+        Command::Wait { containers } | Command::Container(C::Wait { containers }) => {
+            return container_cli::wait(root, containers)
+        }
+        Command::Container(C::Inspect { containers }) => {
+            return container_cli::inspect(root, containers)
+        }
+        Command::Inspect { names } => return inspect_any(root, names),
+        Command::Rename {
+            container,
+            new_name,
+        }
+        | Command::Container(C::Rename {
+            container,
+            new_name,
+        }) => return container_cli::rename(root, container, new_name),
+        Command::Container(C::Prune { .. }) => return container_cli::prune(root),
         Command::Import(a) | Command::Image(I::Import(a)) => image_cli::import(root, a),
         Command::Images(a) | Command::Image(I::Ls(a)) => image_cli::images(root, a),
         Command::Image(I::Inspect { images }) => image_cli::inspect(root, images),
@@ -93,6 +170,26 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
     }
 }
 
+/// `moat inspect`: containers first, as Docker does, then images.
+fn inspect_any(root: &std::path::Path, names: &[String]) -> i32 {
+    let is_container = |n: &String| {
+        moat_engine::containers::Records::open(root)
+            .and_then(|r| r.find(n))
+            .is_ok()
+    };
+    if names.iter().all(is_container) {
+        container_cli::inspect(root, names)
+    } else {
+        match image_cli::inspect(root, names) {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error!("{e}");
+                1
+            }
+        }
+    }
+}
+
 fn main() {
     let invoked_as_runtime = std::env::args_os()
         .next()
@@ -111,6 +208,10 @@ fn main() {
             Command::Run(a) => {
                 logger::Logger::install(None, false, cli.debug);
                 run_cli::run(&cli.root, &a)
+            }
+            Command::Create(a) => {
+                logger::Logger::install(None, false, cli.debug);
+                run_cli::create(&cli.root, &a)
             }
             other => engine(&cli.root, cli.debug, &other),
         }

@@ -1,13 +1,32 @@
-//! `moat run`: a container from an image, in the foreground.
+//! `moat run` and `moat create`: a container from an image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
+use moat_engine::lifecycle::Attach;
+use moat_engine::logs::Rotation;
+use moat_engine::run::CreateExtras;
 use moat_engine::spec::{Network, RunOptions};
+use moat_engine::Paths;
 
-/// `moat run`.
+/// `moat run` and `moat create`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep standard input open (the container reads moat's stdin).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Log driver options: max-size=SIZE, max-file=N (json-file).
+    #[arg(long)]
+    log_opt: Vec<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -40,39 +59,75 @@ pub struct RunArgs {
     image_and_command: Vec<String>,
 }
 
-/// Where the runtime keeps its state for an engine rooted at `root`: `/run/moat/runtime` for
-/// the default root (tmpfs: gone at reboot, as the processes are), else inside `root`.
-pub fn runtime_root(root: &Path) -> PathBuf {
-    if root == Path::new("/var/lib/moat") {
-        PathBuf::from("/run/moat/runtime")
+/// `moat run`: the exit code (the container's, or Docker's 125/126/127).
+pub fn run(root: &Path, a: &RunArgs) -> i32 {
+    let Some((paths, opts, extras)) = prepare(root, a) else {
+        return 125;
+    };
+    let mode = if a.detach {
+        Attach::Detached
     } else {
-        root.join("run")
+        Attach::Attached {
+            stdin: a.interactive,
+        }
+    };
+    match moat_engine::run::run(&paths, &opts, &extras, mode) {
+        Ok((row, code)) => {
+            if a.detach {
+                println!("{}", row.id);
+            }
+            code
+        }
+        Err(e) => {
+            log::error!("{e}");
+            e.exit_code()
+        }
     }
 }
 
-/// Runs the container; returns the exit code (the container's, or Docker's 125/126/127).
-pub fn run(root: &Path, a: &RunArgs) -> i32 {
-    let rt_root = runtime_root(root);
-    if let Err(e) = std::fs::create_dir_all(&rt_root) {
-        log::error!("create {}: {e}", rt_root.display());
+/// `moat create`: prints the new container's id.
+pub fn create(root: &Path, a: &RunArgs) -> i32 {
+    let Some((paths, opts, extras)) = prepare(root, a) else {
         return 125;
+    };
+    match moat_engine::run::create(&paths, &opts, &extras) {
+        Ok(row) => {
+            println!("{}", row.id);
+            0
+        }
+        Err(e) => {
+            log::error!("{e}");
+            125
+        }
+    }
+}
+
+/// Checks the flags and turns them into the engine's options (errors are printed here).
+fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)> {
+    let paths = Paths::new(root);
+    if let Err(e) = std::fs::create_dir_all(&paths.runtime_root) {
+        log::error!("create {}: {e}", paths.runtime_root.display());
+        return None;
     }
     // Before any of our processes enters a container, run from a sealed copy (CVE-2019-5736).
-    if let Err(e) = moat_runtime::selfclone::ensure_sealed(&rt_root) {
+    if let Err(e) = moat_runtime::selfclone::ensure_sealed(&paths.runtime_root) {
         log::error!("{e}");
-        return 125;
+        return None;
     }
-    if !a.rm {
-        // Without container records there would be no `ps` to find a kept container nor `rm`
-        // to remove it: refuse rather than leave directories behind.
-        log::error!(
-            "moat run currently needs --rm: kept and detached containers come with container records (ps, rm, logs)"
-        );
-        return 125;
+    if a.tty {
+        log::error!("-t/--tty is not supported yet: run without it (output is still streamed)");
+        return None;
     }
+    let rotation = match Rotation::parse(&a.log_opt) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return None;
+        }
+    };
     let (image, cmd) = match a.image_and_command.split_first() {
         Some((i, c)) => (i.clone(), c.to_vec()),
-        None => return 125,
+        None => return None,
     };
     let mut seccomp_unconfined = false;
     let mut no_new_privileges = false;
@@ -85,7 +140,7 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
             "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
             other => {
                 log::error!("--security-opt {other:?} is not supported (seccomp=unconfined, no-new-privileges)");
-                return 125;
+                return None;
             }
         }
     }
@@ -113,11 +168,9 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
         seccomp_unconfined,
         no_new_privileges,
     };
-    match moat_engine::run::run(root, &rt_root, &opts) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error!("{e}");
-            e.exit_code()
-        }
-    }
+    let extras = CreateExtras {
+        name: a.name.clone(),
+        rotation,
+    };
+    Some((paths, opts, extras))
 }

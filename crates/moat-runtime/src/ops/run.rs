@@ -32,14 +32,11 @@ pub fn run(
     if !detach {
         block(&set)?;
     }
-    let launched = launch(rt, id, opts, StartKind::Channel)?;
-    launched.chan.send(&Msg::Start)?;
-    drop(launched.chan);
-    super::start::run_poststart(&launched.record);
+    let pid = start_child(rt, id, opts)?;
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding(&set, Pid::from_raw(launched.pid))?;
+    let code = wait_forwarding(&set, Pid::from_raw(pid))?;
     let _ = SigSet::thread_get_mask()
         .map(|_| nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None));
     // Whatever the init left (processes in a shared pid namespace) dies with the container.
@@ -47,6 +44,17 @@ pub fn run(
     super::delete::delete(rt, id, true)?;
     log::debug!("run {id}: deleted");
     Ok(code)
+}
+
+/// Creates and starts container `id` for a caller that waits for it itself (an engine's
+/// monitor); returns the init's host pid. The caller becomes the init's parent (a subreaper), so
+/// it must reap it, and should block SIGCHLD first if it waits with signals.
+pub fn start_child(rt: &Runtime, id: &ContainerId, opts: &CreateOptions) -> Result<i32, OpsError> {
+    let launched = launch(rt, id, opts, StartKind::Channel)?;
+    launched.chan.send(&Msg::Start)?;
+    drop(launched.chan);
+    super::start::run_poststart(&launched.record);
+    Ok(launched.pid)
 }
 
 /// The signals a foreground `run` or `exec` forwards, plus SIGCHLD.

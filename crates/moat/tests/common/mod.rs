@@ -327,9 +327,91 @@ pub fn host_mounted(path: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(4) == Some(p.as_str()))
 }
 
-/// An engine root in a temporary directory, driven through the `moat` command line.
+/// An engine root in a temporary directory, driven through the `moat` command line. Dropping
+/// it force-removes every container it still has (a failed test leaves no monitor, mount or
+/// cgroup behind).
 pub struct Engine {
     pub dir: tempfile::TempDir,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let ids = Command::new(MOAT)
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(["ps", "-aq", "--no-trunc"])
+            .output();
+        if let Ok(out) = ids {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = text.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new(MOAT)
+                    .arg("--root")
+                    .arg(self.dir.path())
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+pub trait RunExt {
+    fn run(&self, args: &[&str]) -> (i32, String, String);
+    fn assert_clean(&self);
+}
+
+impl RunExt for Engine {
+    /// `moat run --rm <args>`: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        let out = self.moat(&all);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Nothing of any container is left: no record, directory, mount, runtime state, cgroup
+    /// or monitor.
+    fn assert_clean(&self) {
+        assert_eq!(self.ok(&["ps", "-aq"]), "", "container records left");
+        let containers = std::fs::read_dir(self.dir.path().join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(containers, 0, "container directories left");
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&root), "mounts left under {root}");
+        let state = std::fs::read_dir(self.dir.path().join("run"))
+            .map(|d| {
+                d.filter(|e| {
+                    !e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('@')
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(state, 0, "runtime state left");
+        let monitors = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                        c.contains(" monitor ") && c.contains(&root)
+                    })
+                    .unwrap_or(false)
+            })
+            .count();
+        assert_eq!(monitors, 0, "monitors left");
+    }
 }
 
 impl Engine {

@@ -1,0 +1,104 @@
+//! `inspect` of a container in the shape of Docker's `GET /containers/{id}/json`, the fields
+//! tools read most (State, Config, HostConfig, Mounts, NetworkSettings), from the record and
+//! the container's OCI config.
+
+use serde_json::{json, Value};
+
+use crate::containers::{Row, State};
+use crate::Paths;
+
+/// Docker's zero time, for times that did not happen.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+fn or_zero(t: &str) -> &str {
+    if t.is_empty() {
+        ZERO_TIME
+    } else {
+        t
+    }
+}
+
+/// The container as Docker's API shows it.
+pub fn container(paths: &Paths, row: &Row) -> Value {
+    let dir = paths.container_dir(&row.id);
+    let spec: Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let process = &spec["process"];
+    let (state, error) = row.effective();
+    let running = state == State::Running;
+    let user = {
+        let (u, g) = (&process["user"]["uid"], &process["user"]["gid"]);
+        match (u.as_u64(), g.as_u64()) {
+            (Some(0), Some(0)) | (None, _) => String::new(),
+            (Some(u), Some(g)) => format!("{u}:{g}"),
+            (Some(u), None) => u.to_string(),
+        }
+    };
+    let (path, args) = match row.command.split_first() {
+        Some((p, a)) => (p.clone(), a.to_vec()),
+        None => (String::new(), vec![]),
+    };
+    let rotation = crate::logs::Rotation::decode(&row.log_rotation);
+    let mut log_config = serde_json::Map::new();
+    if let Some(s) = rotation.max_size {
+        log_config.insert("max-size".into(), s.to_string().into());
+        log_config.insert("max-file".into(), rotation.max_file.to_string().into());
+    }
+    json!({
+        "Id": row.id,
+        "Created": row.created,
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": state.as_str(),
+            "Running": running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": if running { row.pid } else { 0 },
+            "ExitCode": row.exit_code,
+            "Error": error,
+            "StartedAt": or_zero(&row.started_at),
+            "FinishedAt": or_zero(&row.finished_at),
+        },
+        "Image": row.image,
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": crate::logs::path(&dir, &row.id),
+        "Name": format!("/{}", row.name),
+        "RestartCount": 0,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "AutoRemove": row.auto_remove,
+            "LogConfig": {"Type": "json-file", "Config": log_config},
+            "NetworkMode": if spec["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|n| n["type"] == "network")) { "none" } else { "host" },
+            "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
+            "Isolation": "",
+        },
+        "GraphDriver": {
+            "Name": "overlay2",
+            "Data": {
+                "MergedDir": dir.join("rootfs"),
+                "UpperDir": dir.join("upper"),
+                "WorkDir": dir.join("work"),
+            },
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": spec["hostname"],
+            "User": user,
+            "Env": process["env"],
+            "Cmd": row.command,
+            "Image": row.image_ref,
+            "WorkingDir": process["cwd"],
+            "Tty": process["terminal"].as_bool().unwrap_or(false),
+            "Labels": {},
+        },
+        "NetworkSettings": {"Networks": {}},
+    })
+}

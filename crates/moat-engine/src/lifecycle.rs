@@ -1,0 +1,306 @@
+//! What happens to a created container: `start` (mount its rootfs, fork its monitor), the wait of
+//! an attached caller (signals forwarded, as Docker's `--sig-proxy`), `stop`, `kill`, `rm` and
+//! `wait`. Every operation works from the record, so it does not matter which `moat` process
+//! created or started the container.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use moat_image::ImageStore;
+use moat_runtime::{ContainerId, Runtime};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill as send, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use crate::containers::{Records, Row, State};
+use crate::logs::Rotation;
+use crate::monitor::{Event, Handle, MonitorConfig};
+use crate::{EngineError, Paths};
+
+/// How the caller relates to a started container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// `-d`: the caller returns once it runs.
+    Detached,
+    /// The container's output goes to the caller too, who waits for the exit; with `stdin`
+    /// (`-i`) the container reads the caller's standard input.
+    Attached {
+        /// `-i`.
+        stdin: bool,
+    },
+}
+
+/// Signals an attached caller forwards to the container (`--sig-proxy`, Docker's default).
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn container_id(row: &Row) -> Result<ContainerId, EngineError> {
+    row.id
+        .parse()
+        .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))
+}
+
+/// Starts a created or exited container: mounts its rootfs and forks its monitor, which starts
+/// it. Returns the monitor's handle and the init's pid. The caller must be single-threaded.
+pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), EngineError> {
+    if row.effective().0 == State::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is already running",
+            row.name
+        )));
+    }
+    let dir = paths.container_dir(&row.id);
+    let store = ImageStore::open(&paths.images())?;
+    let image: moat_image::Digest = row
+        .image
+        .parse()
+        .map_err(|_| EngineError::NoImage(row.image.clone()))?;
+    let lowers = store.lowers(&image)?;
+    drop(store);
+    let rootfs = dir.join("rootfs");
+    // A rootfs left mounted by a monitor that died goes first: mounting over it would stack.
+    let _ = moat_image::mount::unmount(&rootfs);
+    moat_image::mount::mount_overlay(
+        &paths.images(),
+        &lowers,
+        &dir.join("upper"),
+        &dir.join("work"),
+        &rootfs,
+    )?;
+    // A runtime record left by a dead monitor would make the id look taken.
+    let rt = Runtime::new(&paths.runtime_root);
+    let cid = container_id(row)?;
+    if rt.lookup(&cid).is_ok() {
+        let _ = moat_runtime::ops::delete::delete(&rt, &cid, true);
+    }
+    let mut args = vec![
+        "moat".to_string(),
+        "--root".into(),
+        paths.root.to_string_lossy().into_owned(),
+        "monitor".into(),
+        row.id.clone(),
+    ];
+    if mode != Attach::Detached {
+        args.push("--attach".into());
+    }
+    if mode == (Attach::Attached { stdin: true }) {
+        args.push("--stdin".into());
+    }
+    // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
+    // path on disk.
+    let mut handle = match crate::monitor::spawn(Path::new("/proc/self/exe"), &args) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = moat_image::mount::unmount(&rootfs);
+            return Err(e);
+        }
+    };
+    match handle.next_event() {
+        Some(Event::Started(pid)) => Ok((handle, pid)),
+        Some(Event::Failed(code, message)) if code == 126 || code == 127 => {
+            Err(EngineError::Command { message, code })
+        }
+        Some(Event::Failed(_, message)) => Err(EngineError::StartFailed(message)),
+        _ => Err(EngineError::StartFailed(format!(
+            "the monitor of {} ended before the container started",
+            row.name
+        ))),
+    }
+}
+
+/// Waits, as an attached caller, for the container started with `handle`: forwards the
+/// signals it receives to the init (pid `pid`) and returns the exit code once the monitor has
+/// recorded it and cleaned up (with `--rm`, removed the container).
+pub fn wait_attached(
+    paths: &Paths,
+    row: &Row,
+    mut handle: Handle,
+    pid: i32,
+) -> Result<i32, EngineError> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    let old = set
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .ok();
+    let sigfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+    let result = loop {
+        let mut fds = vec![PollFd::new(handle.fd(), PollFlags::POLLIN)];
+        if let Some(s) = &sigfd {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(source) => {
+                break Err(EngineError::Sys {
+                    what: "poll",
+                    source,
+                })
+            }
+        }
+        let report = fds[0].revents().is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if let Some(s) = &sigfd {
+            while let Ok(Some(info)) = s.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    let _ = send(Pid::from_raw(pid), sig);
+                }
+            }
+        }
+        if report {
+            match handle.next_event() {
+                Some(Event::Exited(code)) => break Ok(code),
+                Some(_) => {}
+                // The monitor died: what the record says, if anything.
+                None => {
+                    break Records::open(&paths.root)?
+                        .get(&row.id)?
+                        .map(|r| r.exit_code)
+                        .ok_or_else(|| {
+                            EngineError::StartFailed(format!("the monitor of {} died", row.name))
+                        })
+                }
+            }
+        }
+    };
+    if let Some(old) = old {
+        let _ = old.thread_set_mask();
+    }
+    result
+}
+
+/// The monitor's configuration for container `id`, from its record (what `moat monitor` runs).
+pub fn monitor_config(
+    paths: &Paths,
+    id: &str,
+    attach: bool,
+    stdin: bool,
+) -> Result<MonitorConfig, EngineError> {
+    let row = Records::open(&paths.root)?
+        .get(id)?
+        .ok_or_else(|| crate::containers::RecordError::NoSuchContainer(id.to_string()))?;
+    Ok(MonitorConfig {
+        paths: paths.clone(),
+        id: container_id(&row)?,
+        rotation: Rotation::decode(&row.log_rotation),
+        auto_remove: row.auto_remove,
+        attach,
+        stdin,
+    })
+}
+
+/// Sends `sig` to a running container's init.
+pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
+    if row.effective().0 != State::Running {
+        return Err(EngineError::Conflict(format!(
+            "cannot kill container: {}: container {} is not running",
+            row.name, row.id
+        )));
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    moat_runtime::ops::kill::kill(&rt, &container_id(row)?, sig, false)?;
+    Ok(())
+}
+
+/// Stops a running container: `sig` (SIGTERM unless the image says otherwise), then SIGKILL
+/// after `timeout`; returns once its monitor has recorded the exit. A container that is not
+/// running is left as it is (as Docker does).
+pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<(), EngineError> {
+    if row.effective().0 != State::Running {
+        return Ok(());
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    let cid = container_id(row)?;
+    let _ = moat_runtime::ops::kill::kill(&rt, &cid, sig, false);
+    if wait_monitor(row, timeout) {
+        return Ok(());
+    }
+    let _ = moat_runtime::ops::kill::kill(&rt, &cid, Signal::SIGKILL, false);
+    if wait_monitor(row, Duration::from_secs(10)) {
+        return Ok(());
+    }
+    Err(EngineError::Conflict(format!(
+        "container {} did not stop: its monitor (pid {}) is still there after SIGKILL",
+        row.name, row.monitor.0
+    )))
+}
+
+/// Waits until the container's monitor is gone (it exits after recording the exit and cleaning
+/// up); false on timeout.
+fn wait_monitor(row: &Row, timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    while row.monitor_alive() {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Removes a container (`rm`): refused while it runs unless `force` (then killed first).
+pub fn remove(paths: &Paths, row: &Row, force: bool) -> Result<(), EngineError> {
+    if row.effective().0 == State::Running {
+        if !force {
+            return Err(EngineError::Conflict(format!(
+                "cannot remove container \"/{}\": container is running: stop the container \
+                 before removing or force remove",
+                row.name
+            )));
+        }
+        stop(paths, row, Signal::SIGKILL, Duration::from_secs(10))?;
+    }
+    let records = Records::open(&paths.root)?;
+    // An --rm container's monitor removes it itself.
+    if records.get(&row.id)?.is_none() {
+        return Ok(());
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    let cid = container_id(row)?;
+    if rt.lookup(&cid).is_ok() {
+        moat_runtime::ops::delete::delete(&rt, &cid, true)?;
+    }
+    let dir = paths.container_dir(&row.id);
+    let rootfs = dir.join("rootfs");
+    moat_image::mount::unmount(&rootfs).map_err(|source| EngineError::Io {
+        what: "unmount",
+        path: rootfs.clone(),
+        source,
+    })?;
+    if let Err(source) = std::fs::remove_dir_all(&dir) {
+        if source.kind() != std::io::ErrorKind::NotFound {
+            return Err(EngineError::Io {
+                what: "remove",
+                path: dir,
+                source,
+            });
+        }
+    }
+    records.remove(&row.id)?;
+    Ok(())
+}
+
+/// Blocks until the container has exited (one never started is waited for, as Docker does);
+/// its exit code (`moat wait`).
+pub fn wait(paths: &Paths, row: &Row) -> Result<i32, EngineError> {
+    let records = Records::open(&paths.root)?;
+    let mut row = row.clone();
+    while row.effective().0 != State::Exited {
+        std::thread::sleep(Duration::from_millis(20));
+        match records.get(&row.id)? {
+            Some(r) => row = r,
+            // Removed meanwhile (--rm): it exited; its code went with it.
+            None => break,
+        }
+    }
+    Ok(row.exit_code)
+}

@@ -1,0 +1,446 @@
+//! The monitor: one small process per running container, as conmon is for Podman. It is the
+//! parent (subreaper) of the container's init, holds the read ends of the container's stdout and
+//! stderr, writes them to the json-file log (and to the caller's terminal while one is
+//! attached), records the start and the exit in the container table, cleans up (runtime state,
+//! cgroup, rootfs mount; everything for `--rm`), and outlives the `moat` command that started it.
+//!
+//! It is forked twice and exec'd: the intermediate process calls `setsid` and exits, so the
+//! monitor belongs to no terminal session and is reparented to init (or the nearest subreaper),
+//! and a Ctrl-C in the caller's terminal does not reach it; the exec gives it a clean process
+//! (see [`spawn`]).
+//!
+//! It reports to its caller on a pipe, one line per event: `started PID`, then `exited CODE`, or
+//! `failed CODE MESSAGE` when the container could not start.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use moat_runtime::ops::create::CreateOptions;
+use moat_runtime::{ContainerId, OpsError, Runtime};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
+
+use crate::containers::Records;
+use crate::logs::{Rotation, Writer};
+use crate::{EngineError, Paths};
+
+/// What the monitor of one container needs.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Engine paths.
+    pub paths: Paths,
+    /// The container.
+    pub id: ContainerId,
+    /// Log rotation.
+    pub rotation: Rotation,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+    /// Copy the container's output to the caller's stdout and stderr too (not `-d`).
+    pub attach: bool,
+    /// Give the container the caller's stdin (`-i`); otherwise /dev/null.
+    pub stdin: bool,
+}
+
+/// An event the monitor reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The container runs; its init's host pid.
+    Started(i32),
+    /// It could not start: Docker's exit code (125/126/127) and why.
+    Failed(i32, String),
+    /// It exited with this code (128+N for signal N), and the monitor has cleaned up.
+    Exited(i32),
+}
+
+impl Event {
+    /// The line that reports it.
+    pub fn encode(&self) -> String {
+        match self {
+            Event::Started(pid) => format!("started {pid}\n"),
+            Event::Failed(code, msg) => format!("failed {code} {}\n", msg.replace('\n', " ")),
+            Event::Exited(code) => format!("exited {code}\n"),
+        }
+    }
+
+    fn decode(line: &str) -> Option<Event> {
+        let line = line.trim_end_matches('\n');
+        let (word, rest) = line.split_once(' ')?;
+        match word {
+            "started" => rest.parse().ok().map(Event::Started),
+            "exited" => rest.parse().ok().map(Event::Exited),
+            "failed" => {
+                let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(Event::Failed(code.parse().ok()?, msg.to_string()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The caller's end of the monitor's report pipe.
+#[derive(Debug)]
+pub struct Handle {
+    reader: BufReader<File>,
+}
+
+impl Handle {
+    /// The next event; `None` when the monitor is gone without saying more (it died, or it is
+    /// a detached monitor that no longer reports).
+    pub fn next_event(&mut self) -> Option<Event> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(n) if n > 0 => Event::decode(&line),
+            _ => None,
+        }
+    }
+
+    /// The descriptor to poll for the next event.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.reader.get_ref().as_fd()
+    }
+}
+
+/// The descriptor on which an exec'd monitor finds its report pipe.
+pub const REPORT_FD: i32 = 3;
+
+/// Starts the monitor of a created container whose rootfs is mounted: forks, and the monitor
+/// execs `exe` (the `moat` binary, which must call [`serve`] for `args`) with its report pipe
+/// on [`REPORT_FD`].
+///
+/// The monitor is exec'd rather than only forked: the caller may hold SQLite connections, and
+/// SQLite's state must not cross a fork (the child would share the parent's file locks and
+/// journal bookkeeping); a fresh image also keeps the monitor's private memory small.
+pub fn spawn(exe: &Path, args: &[String]) -> Result<Handle, EngineError> {
+    let sys = |what: &'static str| move |source| EngineError::Sys { what, source };
+    let c = |s: &str| CString::new(s).map_err(|_| EngineError::Spec(format!("NUL in {s:?}")));
+    let exe_c = c(&exe.to_string_lossy())?;
+    let args_c: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+    let mut argv: Vec<*const libc::c_char> = args_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    // SAFETY: the child only calls async-signal-safe functions (setsid, fork, dup2, fcntl,
+    // close_range, execv, _exit) on values prepared before the fork.
+    match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            // SAFETY: as above.
+            unsafe { exec_monitor(report_w.as_raw_fd(), &exe_c, &argv) }
+        }
+        ForkResult::Parent { child } => {
+            drop(report_w);
+            let _ = waitpid(child, None);
+            Ok(Handle {
+                reader: BufReader::new(File::from(report_r)),
+            })
+        }
+    }
+}
+
+/// In the forked child: a new session, a second fork (so the monitor is reparented away from
+/// the caller and no terminal's signals reach it), the report pipe on [`REPORT_FD`], every
+/// other inherited descriptor above it closed at exec, and the exec. Never returns.
+///
+/// # Safety
+/// Must be called in a freshly forked child of a process that may have been multi-threaded:
+/// only async-signal-safe calls are made.
+/// `argv` is NULL-terminated and points into C strings that outlive the call.
+unsafe fn exec_monitor(report: RawFd, exe: &CString, argv: &[*const libc::c_char]) -> ! {
+    // SAFETY: plain system calls on integers and on C strings that outlive them; nothing here
+    // allocates or takes a lock.
+    unsafe {
+        libc::setsid();
+        match libc::fork() {
+            0 => {
+                // dup2 clears close-on-exec on the copy (the monitor keeps it); a report pipe
+                // that already is REPORT_FD needs the flag cleared by hand.
+                let on_fd = if report == REPORT_FD {
+                    libc::fcntl(REPORT_FD, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(report, REPORT_FD) == REPORT_FD
+                };
+                if on_fd {
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        (REPORT_FD + 1) as u32,
+                        u32::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                    libc::execv(exe.as_ptr(), argv.as_ptr());
+                }
+                libc::_exit(127)
+            }
+            -1 => libc::_exit(1),
+            _ => libc::_exit(0),
+        }
+    }
+}
+
+/// The monitor's life, in the exec'd process; returns its exit code. `report` is the pipe on
+/// [`REPORT_FD`].
+pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
+    // Writes to a caller that went away must fail with EPIPE, not kill us; blocking (rather
+    // than ignoring) SIGPIPE keeps the container's own disposition at the default, since the
+    // init chain resets the mask but would inherit an ignored disposition.
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGPIPE);
+    let _ = set.thread_block();
+    let records = match Records::open(&cfg.paths.root) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = report.write_all(Event::Failed(125, e.to_string()).encode().as_bytes());
+            return 1;
+        }
+    };
+    match run(cfg, &records, &mut report) {
+        Ok(code) => {
+            finish(cfg, &records, code, "");
+            let _ = report.write_all(Event::Exited(code).encode().as_bytes());
+            0
+        }
+        Err((code, e)) => {
+            let msg = e.to_string();
+            finish(cfg, &records, code, &msg);
+            let _ = report.write_all(Event::Failed(code, msg).encode().as_bytes());
+            1
+        }
+    }
+}
+
+/// Records the end and cleans up: the runtime's state and cgroup, the rootfs mount, and for
+/// `--rm` the container itself.
+fn finish(cfg: &MonitorConfig, records: &Records, code: i32, error: &str) {
+    let rt = Runtime::new(&cfg.paths.runtime_root);
+    let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
+    let dir = cfg.paths.container_dir(cfg.id.as_str());
+    let _ = moat_image::mount::unmount(&dir.join("rootfs"));
+    if cfg.auto_remove {
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = records.remove(cfg.id.as_str());
+    } else {
+        let _ = records.set_exited(
+            cfg.id.as_str(),
+            code,
+            &moat_runtime::state::now_rfc3339(),
+            error,
+        );
+    }
+}
+
+/// Sets up stdio, starts the container, pumps its output into the log until it exits; returns
+/// its exit code, or Docker's code for a failed start with the error.
+fn run(
+    cfg: &MonitorConfig,
+    records: &Records,
+    report: &mut File,
+) -> Result<i32, (i32, EngineError)> {
+    let e125 = |e: EngineError| (125, e);
+    let sys = |what: &'static str| move |source| (125, EngineError::Sys { what, source });
+    let dir = cfg.paths.container_dir(cfg.id.as_str());
+    let mut log = Writer::open(&crate::logs::path(&dir, cfg.id.as_str()), cfg.rotation)
+        .map_err(|e| e125(e.into()))?;
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| {
+            e125(EngineError::Io {
+                what: "open",
+                path: "/dev/null".into(),
+                source,
+            })
+        })?;
+    // The caller's terminal (or files), kept aside for attached output.
+    let attached: Option<[OwnedFd; 2]> = if cfg.attach {
+        let out = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io_err("dup", "stdout"))?;
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io_err("dup", "stderr"))?;
+        Some([out, err])
+    } else {
+        None
+    };
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    if !cfg.stdin {
+        nix::unistd::dup2_stdin(&null).map_err(sys("dup2"))?;
+    }
+    nix::unistd::dup2_stdout(&out_w).map_err(sys("dup2"))?;
+    nix::unistd::dup2_stderr(&err_w).map_err(sys("dup2"))?;
+    drop((out_w, err_w));
+
+    let rt = Runtime::new(&cfg.paths.runtime_root);
+    let opts = CreateOptions {
+        bundle: dir.clone(),
+        ..Default::default()
+    };
+    let started = moat_runtime::ops::run::start_child(&rt, &cfg.id, &opts);
+    // From here our own stdio is /dev/null: only the container holds the pipes' write ends, so
+    // they reach end of file when it is done with them.
+    let _ = nix::unistd::dup2_stdin(&null);
+    let _ = nix::unistd::dup2_stdout(&null);
+    let _ = nix::unistd::dup2_stderr(&null);
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(OpsError::Command { message, code }) => {
+            return Err((code, EngineError::Command { message, code }))
+        }
+        Err(e) => return Err(e125(e.into())),
+    };
+    let me = std::process::id() as i32;
+    let my_start = moat_runtime::state::proc_start_time(me).map_or(0, |(s, _)| s);
+    records
+        .set_running(
+            cfg.id.as_str(),
+            pid,
+            (me, my_start),
+            &moat_runtime::state::now_rfc3339(),
+        )
+        .map_err(|e| e125(e.into()))?;
+    let _ = report.write_all(Event::Started(pid).encode().as_bytes());
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; the monitor lives as
+    // long as the container, so what the start-up used should not stay resident.
+    unsafe { libc::malloc_trim(0) };
+    Ok(pump(pid, [out_r, err_r], &mut log, attached.as_ref()))
+}
+
+fn io_err(what: &'static str, name: &'static str) -> impl Fn(std::io::Error) -> (i32, EngineError) {
+    move |source| {
+        (
+            125,
+            EngineError::Io {
+                what,
+                path: PathBuf::from(name),
+                source,
+            },
+        )
+    }
+}
+
+/// Copies the container's output into the log (and to the attached caller) until the init has
+/// exited and both pipes are closed; returns the exit code.
+fn pump(pid: i32, pipes: [OwnedFd; 2], log: &mut Writer, attached: Option<&[OwnedFd; 2]>) -> i32 {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+    let mut open = [true, true];
+    let mut code = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    // Once the init is gone, processes it left (a container sharing a pid namespace) may still
+    // hold the pipes: wait for them a little, then stop; the runtime's delete kills them.
+    let mut grace = 200;
+    while code.is_none() || (open.iter().any(|o| *o) && grace > 0) {
+        let mut fds: Vec<PollFd<'_>> = vec![];
+        let mut which = vec![];
+        for (i, p) in pipes.iter().enumerate() {
+            if open[i] {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                which.push(Some(i));
+            }
+        }
+        if let Some(s) = &sigfd {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            which.push(None);
+        }
+        let timeout = if code.is_some() || sigfd.is_none() {
+            grace -= 1;
+            PollTimeout::from(10u16)
+        } else {
+            PollTimeout::NONE
+        };
+        let ready: Vec<Option<usize>> = match poll(&mut fds, timeout) {
+            Ok(_) => fds
+                .iter()
+                .zip(&which)
+                .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(_, w)| *w)
+                .collect(),
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        };
+        drop(fds);
+        for w in ready {
+            match w {
+                Some(i) => match nix::unistd::read(&pipes[i], &mut buf) {
+                    Ok(0) | Err(_) => open[i] = false,
+                    Ok(n) => {
+                        let _ = log.write(i, &buf[..n]);
+                        if let Some(a) = attached {
+                            let _ = write_all(&a[i], &buf[..n]);
+                        }
+                    }
+                },
+                None => {
+                    if let Some(s) = &sigfd {
+                        while let Ok(Some(_)) = s.read_signal() {}
+                    }
+                }
+            }
+        }
+        if code.is_none() {
+            code = reap(pid);
+        }
+    }
+    let _ = log.flush();
+    code.unwrap_or(137)
+}
+
+/// Reaps whatever exited; the init's exit code once it has.
+fn reap(pid: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => code = Some(c),
+            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => code = Some(128 + s as i32),
+            Ok(WaitStatus::StillAlive) => return code,
+            // No child left at all: the init is gone (reaped, or never ours).
+            Err(nix::Error::ECHILD) => return code.or(Some(137)),
+            Err(_) => return code,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        for e in [
+            Event::Started(42),
+            Event::Exited(137),
+            Event::Failed(127, "exec: \"nope\": not found\nsecond line".into()),
+        ] {
+            let back = Event::decode(&e.encode()).unwrap();
+            match (&e, &back) {
+                (Event::Failed(c, m), Event::Failed(c2, m2)) => {
+                    assert_eq!(c, c2);
+                    assert_eq!(m.replace('\n', " "), *m2);
+                }
+                _ => assert_eq!(e, back),
+            }
+        }
+        assert_eq!(Event::decode("garbage"), None);
+    }
+}

@@ -1,0 +1,522 @@
+//! The container commands after `run`/`create`: `start`, `stop`, `kill`, `rm`, `ps`, `logs`,
+//! `wait`, `inspect`, `rename`, with Docker's flags, output and exit codes (1 on error).
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use moat_engine::containers::{Records, Row, State};
+use moat_engine::lifecycle::{self, Attach};
+use moat_engine::{EngineError, Paths};
+
+use crate::image_cli::human_ago;
+
+/// `moat start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to the container's output and wait for it (one container only).
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach standard input (implies --attach).
+    #[arg(short, long)]
+    interactive: bool,
+    /// Containers (name, id or id prefix).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `moat stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+    time: u64,
+    /// Signal to send first.
+    #[arg(short, long, default_value = "SIGTERM")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `moat kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short, long, default_value = "SIGKILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `moat rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short, long)]
+    force: bool,
+    /// Remove anonymous volumes too (there are none yet).
+    #[arg(short, long)]
+    volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `moat ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show every container (default: running ones).
+    #[arg(short, long)]
+    all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not truncate ids and commands.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+/// `moat logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container exits.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines ("all" for every line).
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Prefix each line with its time.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Container.
+    container: String,
+}
+
+/// `moat container ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "ps", alias = "list")]
+    Ls(PsArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Start containers.
+    Start(StartArgs),
+    /// Stop containers.
+    Stop(StopArgs),
+    /// Kill containers.
+    Kill(KillArgs),
+    /// Show a container's logs.
+    Logs(LogsArgs),
+    /// Wait for containers to exit; print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename {
+        /// Container.
+        container: String,
+        /// New name.
+        new_name: String,
+    },
+    /// Remove every stopped container.
+    Prune {
+        /// Do not ask (moat never asks).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+fn find(records: &Records, what: &str) -> Result<Row, EngineError> {
+    Ok(records.find(what)?)
+}
+
+/// Applies `op` to every named container, printing `what` the user typed on success (Docker's
+/// output); errors are printed and make the exit code 1, the others are still attempted.
+fn each(
+    paths: &Paths,
+    names: &[String],
+    mut op: impl FnMut(&Paths, &Row) -> Result<(), EngineError>,
+) -> i32 {
+    let records = match Records::open(&paths.root) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let mut code = 0;
+    for n in names {
+        match find(&records, n).and_then(|row| op(paths, &row)) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                log::error!("{e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+fn signal(s: &str) -> Result<nix::sys::signal::Signal, EngineError> {
+    Ok(moat_runtime::ops::parse_signal(s)?)
+}
+
+/// `moat start`.
+pub fn start(root: &Path, a: &StartArgs) -> i32 {
+    let paths = Paths::new(root);
+    if let Err(e) = std::fs::create_dir_all(&paths.runtime_root)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            moat_runtime::selfclone::ensure_sealed(&paths.runtime_root).map_err(|e| e.to_string())
+        })
+    {
+        log::error!("{e}");
+        return 1;
+    }
+    let attach = a.attach || a.interactive;
+    if attach && a.containers.len() > 1 {
+        log::error!("you cannot attach to more than one container at once");
+        return 1;
+    }
+    if !attach {
+        return each(&paths, &a.containers, |p, row| {
+            if row.effective().0 == State::Running {
+                return Ok(());
+            }
+            lifecycle::start(p, row, Attach::Detached).map(|_| ())
+        });
+    }
+    let result = Records::open(&paths.root)
+        .map_err(EngineError::from)
+        .and_then(|r| find(&r, &a.containers[0]))
+        .and_then(|row| {
+            let mode = Attach::Attached {
+                stdin: a.interactive,
+            };
+            let (handle, pid) = lifecycle::start(&paths, &row, mode)?;
+            lifecycle::wait_attached(&paths, &row, handle, pid)
+        });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// `moat stop`.
+pub fn stop(root: &Path, a: &StopArgs) -> i32 {
+    let sig = match signal(&a.signal) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    each(&Paths::new(root), &a.containers, |p, row| {
+        lifecycle::stop(p, row, sig, Duration::from_secs(a.time))
+    })
+}
+
+/// `moat kill`.
+pub fn kill(root: &Path, a: &KillArgs) -> i32 {
+    let sig = match signal(&a.signal) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    each(&Paths::new(root), &a.containers, |p, row| {
+        lifecycle::kill(p, row, sig)
+    })
+}
+
+/// `moat rm`.
+pub fn rm(root: &Path, a: &RmArgs) -> i32 {
+    each(&Paths::new(root), &a.containers, |p, row| {
+        lifecycle::remove(p, row, a.force)
+    })
+}
+
+/// `moat wait`: prints each exit code.
+pub fn wait(root: &Path, names: &[String]) -> i32 {
+    let paths = Paths::new(root);
+    let records = match Records::open(&paths.root) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let mut code = 0;
+    for n in names {
+        match find(&records, n).and_then(|row| lifecycle::wait(&paths, &row)) {
+            Ok(c) => println!("{c}"),
+            Err(e) => {
+                log::error!("{e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// `moat rename`.
+pub fn rename(root: &Path, what: &str, new_name: &str) -> i32 {
+    let result = Records::open(root)
+        .map_err(EngineError::from)
+        .and_then(|r| {
+            let row = find(&r, what)?;
+            Ok(r.rename(&row.id, new_name)?)
+        });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// `moat container prune`: removes every container that is not running.
+pub fn prune(root: &Path) -> i32 {
+    let paths = Paths::new(root);
+    let rows = match Records::open(root).and_then(|r| r.all()) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let mut code = 0;
+    println!("Deleted Containers:");
+    for row in rows.iter().filter(|r| r.effective().0 != State::Running) {
+        match lifecycle::remove(&paths, row, false) {
+            Ok(()) => println!("{}", row.id),
+            Err(e) => {
+                log::error!("{e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// Docker's STATUS column.
+fn status(row: &Row) -> String {
+    match row.effective().0 {
+        State::Created => "Created".into(),
+        State::Running => format!("Up {}", human_ago(&row.started_at).replace(" ago", "")),
+        State::Exited => format!("Exited ({}) {}", row.exit_code, human_ago(&row.finished_at)),
+    }
+}
+
+/// `moat ps`.
+pub fn ps(root: &Path, a: &PsArgs) -> i32 {
+    let rows = match Records::open(root).and_then(|r| r.all()) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let shown: Vec<&Row> = rows
+        .iter()
+        .filter(|r| a.all || r.effective().0 == State::Running)
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for r in shown {
+            let id = if a.no_trunc { &r.id[..] } else { &r.id[..12] };
+            let _ = writeln!(out, "{id}");
+        }
+        return 0;
+    }
+    let mut table = vec![[
+        "CONTAINER ID".to_string(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+        "PORTS".into(),
+        "NAMES".into(),
+    ]];
+    for r in shown {
+        let mut cmd = r.command.join(" ");
+        if !a.no_trunc && cmd.chars().count() > 20 {
+            cmd = cmd.chars().take(19).collect::<String>() + "…";
+        }
+        table.push([
+            if a.no_trunc {
+                r.id.clone()
+            } else {
+                r.id[..12].to_string()
+            },
+            r.image_ref.clone(),
+            format!("\"{cmd}\""),
+            human_ago(&r.created),
+            status(r),
+            String::new(),
+            r.name.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &table {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i == 6 {
+                line += cell;
+            } else {
+                line += &format!("{cell:<w$}   ", w = widths[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    0
+}
+
+/// `moat logs`.
+pub fn logs(root: &Path, a: &LogsArgs) -> i32 {
+    match logs_inner(root, a) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn logs_inner(root: &Path, a: &LogsArgs) -> Result<(), EngineError> {
+    let paths = Paths::new(root);
+    let records = Records::open(root)?;
+    let row = find(&records, &a.container)?;
+    let path = moat_engine::logs::path(&paths.container_dir(&row.id), &row.id);
+    let tail: Option<usize> = match a.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(n.parse().map_err(|_| {
+            EngineError::Conflict(format!("invalid --tail {n:?}: a number or \"all\""))
+        })?),
+    };
+    let entries = moat_engine::logs::read_all(&path)?;
+    let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
+    let print = |e: &moat_engine::logs::Entry| {
+        let text = if a.timestamps {
+            format!("{} {}", e.time, e.log)
+        } else {
+            e.log.clone()
+        };
+        if e.stream == "stderr" {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(text.as_bytes());
+            let _ = o.flush();
+        }
+    };
+    entries.iter().skip(skip).for_each(print);
+    if !a.follow {
+        return Ok(());
+    }
+    // Follow the current file from its end until the container is no longer running.
+    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    loop {
+        let running = records
+            .get(&row.id)?
+            .is_some_and(|r| r.effective().0 == State::Running);
+        // A rotation starts a new, shorter file.
+        if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < offset {
+            offset = 0;
+        }
+        let (more, next) = moat_engine::logs::read_from(&path, offset)?;
+        offset = next;
+        more.iter().for_each(print);
+        if !running {
+            let (more, _) = moat_engine::logs::read_from(&path, offset)?;
+            more.iter().for_each(print);
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `moat inspect` / `moat container inspect`: Docker's JSON shape, as an array.
+pub fn inspect(root: &Path, names: &[String]) -> i32 {
+    let paths = Paths::new(root);
+    let records = match Records::open(root) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let mut out = vec![];
+    let mut code = 0;
+    for n in names {
+        match find(&records, n) {
+            Ok(row) => out.push(moat_engine::inspect::container(&paths, &row)),
+            Err(e) => {
+                log::error!("{e}");
+                code = 1;
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
+    );
+    code
+}
+
+/// `moat monitor ID` (hidden): the monitor process, exec'd by `start`, with its report pipe
+/// on descriptor 3.
+pub fn monitor(root: &Path, id: &str, attach: bool, stdin: bool) -> i32 {
+    use std::os::fd::FromRawFd;
+    let fd = moat_engine::monitor::REPORT_FD;
+    // The descriptor must be ours: a user running `moat monitor` by hand gets an error.
+    if nix::fcntl::fcntl(
+        // SAFETY: only borrowed for the duration of the F_GETFD call.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_err()
+    {
+        log::error!("moat monitor is started by moat itself (no report pipe on fd {fd})");
+        return 1;
+    }
+    // SAFETY: fd 3 is open (checked above) and nothing else in this process owns it.
+    let report = unsafe { std::fs::File::from_raw_fd(fd) };
+    match moat_engine::lifecycle::monitor_config(&Paths::new(root), id, attach, stdin) {
+        Ok(cfg) => moat_engine::monitor::serve(&cfg, report),
+        Err(e) => {
+            let mut report = report;
+            let _ = report.write_all(
+                moat_engine::monitor::Event::Failed(125, e.to_string())
+                    .encode()
+                    .as_bytes(),
+            );
+            1
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The container lifecycle as a user types it: run -d, ps, logs, stop, start, kill, wait, rm,
+//! inspect, rename, create, and the monitor that outlives the command (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{can_run, Engine, RunExt, MOAT};
+
+/// Polls `cond` for up to 10 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn inspect(e: &Engine, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn detached_container_lifecycle() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let script = "trap 'echo bye; exit 3' TERM; echo out; echo err >&2; \
+                  while true; do sleep 0.05; done";
+    let id = e.ok(&["run", "-d", "--name", "web", "busybox", "sh", "-c", script]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+
+    // Listed while running, by id prefix, name and -q.
+    let ps = e.ok(&["ps"]);
+    let header = ps.lines().next().unwrap();
+    for col in [
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    let line = ps.lines().nth(1).unwrap();
+    assert!(line.starts_with(&id[..12]) && line.contains("Up ") && line.ends_with("web"));
+    assert_eq!(e.ok(&["ps", "-q"]).trim(), &id[..12]);
+    assert_eq!(e.ok(&["ps", "-q", "--no-trunc"]).trim(), id);
+
+    let st = inspect(&e, &id[..8]);
+    assert_eq!(st["Name"], "/web");
+    assert_eq!(st["State"]["Status"], "running");
+    let pid = st["State"]["Pid"].as_i64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // Logs, with streams kept apart.
+    eventually("logs", || e.ok(&["logs", "web"]).contains("out"));
+    let out = e.moat(&["logs", "web"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let ts = e.ok(&["logs", "-t", "--tail", "2", "web"]);
+    assert!(ts.starts_with("20") && ts.contains("Z out"), "{ts}");
+
+    // rm of a running container is refused, and kill/stop reach it.
+    let out = e.moat(&["rm", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container is running"));
+    assert_eq!(e.ok(&["stop", "web"]).trim(), "web");
+    let st = inspect(&e, "web");
+    assert_eq!(st["State"]["Status"], "exited");
+    assert_eq!(st["State"]["ExitCode"], 3);
+    assert!(e.ok(&["ps"]).lines().count() == 1);
+    assert!(e.ok(&["ps", "-a"]).contains("Exited (3)"));
+    assert!(e.ok(&["logs", "web"]).contains("bye"));
+    // Stopped: no mount, no process, no runtime state.
+    let root = e.dir.path().display().to_string();
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&format!("{root}/containers/{id}/rootfs")));
+
+    // Started again: same container, logs appended; kill gives 128+9.
+    assert_eq!(e.ok(&["start", "web"]).trim(), "web");
+    assert_eq!(inspect(&e, "web")["State"]["Status"], "running");
+    e.ok(&["kill", "web"]);
+    assert_eq!(e.ok(&["wait", "web"]).trim(), "137");
+    assert_eq!(e.ok(&["logs", "web"]).matches("out").count(), 2);
+    let out = e.moat(&["kill", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not running"));
+
+    e.ok(&["rename", "web", "web2"]);
+    assert_eq!(inspect(&e, "web2")["Id"], id);
+    assert_eq!(e.ok(&["rm", "web2"]).trim(), "web2");
+    e.assert_clean();
+}
+
+#[test]
+fn names_create_start_attach_and_bad_input() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let id = e.ok(&[
+        "create",
+        "--name",
+        "job",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; exit 4",
+    ]);
+    assert_eq!(inspect(&e, "job")["State"]["Status"], "created");
+    assert!(e.ok(&["ps", "-a"]).contains("Created"));
+    // A name in use, a bad name, an unknown container, an unknown image: clear errors, and
+    // nothing new is left.
+    let out = e.moat(&["run", "--name", "job", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"/job\" is already in use"));
+    let out = e.moat(&["run", "--name", "bad/name", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid container name"));
+    let out = e.moat(&["create", "nosuchimage"]);
+    assert_eq!(out.status.code(), Some(125));
+    for cmd in ["start", "stop", "kill", "rm", "wait", "logs", "inspect"] {
+        let out = e.moat(&[cmd, "ghost"]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("No such"),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = e.moat(&["run", "--log-opt", "max-size=big", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(e.ok(&["ps", "-aq"]).lines().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(e.dir.path().join("containers"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    // start -a attaches: the output and the exit code.
+    let out = e.moat(&["start", "-a", id.trim()]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    // A kept foreground run: its logs stay after it exits.
+    let out = e.moat(&["run", "--name", "fg", "busybox", "sh", "-c", "echo kept"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    assert_eq!(e.ok(&["logs", "fg"]), "kept\n");
+    // A container that cannot start is kept (as Docker does) with its error, exit 127.
+    let out = e.moat(&["run", "--name", "broken", "busybox", "nosuch"]);
+    assert_eq!(out.status.code(), Some(127));
+    let st = inspect(&e, "broken");
+    assert_eq!(st["State"]["ExitCode"], 127);
+    assert!(st["State"]["Error"].as_str().unwrap().contains("nosuch"));
+    e.ok(&["container", "prune", "-f"]);
+    e.assert_clean();
+}
+
+#[test]
+fn interactive_stdin_and_signal_proxy() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // -i: the container reads moat's stdin.
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "HELLO\n");
+    assert!(common::wait_or_dump(child, "run -i").success());
+
+    // A signal to the attached moat goes to the container (Docker's --sig-proxy).
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(common::wait_or_dump(child, "run").code(), Some(9));
+    e.assert_clean();
+}
+
+#[test]
+fn the_monitor_outlives_the_command_and_its_death_is_reported() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // A foreground run whose moat command is killed: the container keeps running under its
+    // monitor, as with Docker and Podman.
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["run", "--name", "orphan", "busybox", "sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("running", || e.ok(&["ps", "-q"]).lines().count() == 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let st = inspect(&e, "orphan");
+    assert_eq!(st["State"]["Status"], "running");
+
+    // A monitor killed with SIGKILL: the container is shown exited, with the reason.
+    let monitor = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.contains(" monitor ") && c.contains(st["Id"].as_str().unwrap())
+            })
+        })
+        .expect("a monitor process");
+    let mpid: i32 = monitor.file_name().to_string_lossy().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mpid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("exited", || {
+        inspect(&e, "orphan")["State"]["Status"] == "exited"
+    });
+    let st = inspect(&e, "orphan");
+    assert!(
+        st["State"]["Error"].as_str().unwrap().contains("monitor"),
+        "{st}"
+    );
+    // rm cleans up what the dead monitor left (its container process, cgroup, mount).
+    e.ok(&["rm", "-f", "orphan"]);
+    e.assert_clean();
+    // The container process went with rm.
+    let pid = st["State"]["Pid"].as_i64().unwrap_or(0);
+    if pid > 0 {
+        eventually("container gone", || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+    }
+}
+
+#[test]
+fn logs_rotate_by_size_and_follow() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let id = e.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line$i; i=$((i+1)); done; sleep 0.3; echo last",
+    ]);
+    let id = id.trim().to_string();
+    // -f follows until the container exits, and ends with its last line.
+    let out = e.ok(&["logs", "-f", &id]);
+    assert!(out.ends_with("last\n"), "{out}");
+    let dir = e.dir.path().join("containers").join(&id);
+    let log = dir.join(format!("{id}-json.log"));
+    assert!(std::fs::metadata(&log).unwrap().len() <= 2048);
+    assert!(dir.join(format!("{id}-json.log.1")).exists());
+    assert!(!dir.join(format!("{id}-json.log.2")).exists());
+    // Docker's json-file lines.
+    let first = std::fs::read_to_string(&log).unwrap();
+    let v: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(v["stream"], "stdout");
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    let all = e.ok(&["logs", &id]);
+    assert!(!all.contains("line0\n"), "rotated away");
+    assert!(all.contains("line299\n"));
+    e.ok(&["rm", &id]);
+    e.assert_clean();
+}
