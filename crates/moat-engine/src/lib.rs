@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub mod containers;
 pub mod defaults;
+pub mod exec;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;

@@ -111,6 +111,8 @@ pub enum ContainerCommand {
     Kill(KillArgs),
     /// Show a container's logs.
     Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// Wait for containers to exit; print their exit codes.
     Wait {
         /// Containers.
@@ -516,6 +518,85 @@ pub fn monitor(root: &Path, id: &str, attach: bool, stdin: bool) -> i32 {
                     .encode()
                     .as_bytes(),
             );
+            1
+        }
+    }
+}
+
+/// `moat exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep standard input open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (not supported yet).
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable; repeatable.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// User (name or uid, optionally :group).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Container, then the command and its arguments.
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true)]
+    container_and_command: Vec<String>,
+}
+
+/// `moat exec`: the process's exit code; 126/127 when it cannot run, 1 for other errors.
+pub fn exec(root: &Path, a: &ExecArgs) -> i32 {
+    if a.tty {
+        log::error!("-t/--tty is not supported yet: run without it");
+        return 1;
+    }
+    let (container, cmd) = match a.container_and_command.split_first() {
+        Some((c, rest)) => (c, rest.to_vec()),
+        None => return 1,
+    };
+    let paths = Paths::new(root);
+    if let Err(e) = moat_runtime::selfclone::ensure_sealed(&paths.runtime_root) {
+        log::error!("{e}");
+        return 1;
+    }
+    // Without -i the process gets no input; detached, it holds none of our output either.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    if let Ok(null) = &null {
+        if !a.interactive || a.detach {
+            let _ = nix::unistd::dup2_stdin(null);
+        }
+        if a.detach {
+            let _ = nix::unistd::dup2_stdout(null);
+            let _ = nix::unistd::dup2_stderr(null);
+        }
+    }
+    let req = moat_engine::exec::ExecRequest {
+        cmd,
+        env: a.env.clone(),
+        user: a.user.clone(),
+        workdir: a.workdir.clone(),
+        detach: a.detach,
+    };
+    let result = Records::open(root)
+        .map_err(EngineError::from)
+        .and_then(|r| find(&r, container))
+        .and_then(|row| moat_engine::exec::exec(&paths, &row, &req));
+    match result {
+        Ok(code) => code,
+        Err(EngineError::Command { message, code }) => {
+            log::error!("{message}");
+            code
+        }
+        Err(e) => {
+            log::error!("{e}");
             1
         }
     }

@@ -46,6 +46,8 @@ enum Command {
     Ps(container_cli::PsArgs),
     /// Show a container's logs.
     Logs(container_cli::LogsArgs),
+    /// Run a command in a running container.
+    Exec(container_cli::ExecArgs),
     /// Wait for containers to exit; print their exit codes.
     Wait {
         /// Containers.
@@ -123,6 +125,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Rm(a) | Command::Container(C::Rm(a)) => return container_cli::rm(root, a),
         Command::Ps(a) | Command::Container(C::Ls(a)) => return container_cli::ps(root, a),
         Command::Logs(a) | Command::Container(C::Logs(a)) => return container_cli::logs(root, a),
+        Command::Exec(a) | Command::Container(C::Exec(a)) => return container_cli::exec(root, a),
         Command::Wait { containers } | Command::Container(C::Wait { containers }) => {
             return container_cli::wait(root, containers)
         }

@@ -320,3 +320,98 @@ fn logs_rotate_by_size_and_follow() {
     e.ok(&["rm", &id]);
     e.assert_clean();
 }
+
+#[test]
+fn exec_runs_in_the_container_with_docker_flags() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "30"]);
+    // Same namespaces and root as the container's init.
+    let st = inspect(&e, "box");
+    let pid = st["State"]["Pid"].as_i64().unwrap();
+    let init_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let out = e.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo $$; readlink /proc/1/exe; readlink /proc/self/ns/mnt",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "the exec'd process is not the init");
+    assert_eq!(lines[1], "/bin/busybox");
+    assert_eq!(lines[2], init_mnt.to_string_lossy());
+
+    let out = e.ok(&[
+        "exec",
+        "-e",
+        "FOO=bar",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $FOO; grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(out, "65534\n/tmp\nbar\nCapEff:\t0000000000000000\n");
+    assert_eq!(
+        e.moat(&["exec", "box", "sh", "-c", "exit 5"]).status.code(),
+        Some(5)
+    );
+    let out = e.moat(&["exec", "box", "no-such-cmd"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-cmd"));
+    assert_eq!(
+        e.moat(&["exec", "box", "/etc/passwd"]).status.code(),
+        Some(126)
+    );
+    assert_eq!(
+        e.moat(&["exec", "-w", "rel", "box", "true"]).status.code(),
+        Some(1)
+    );
+
+    // -i passes stdin; -d returns at once and the process runs on.
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["exec", "-i", "box", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "ABC\n");
+    assert!(common::wait_or_dump(child, "exec -i").success());
+    e.ok(&[
+        "exec",
+        "-d",
+        "box",
+        "sh",
+        "-c",
+        "sleep 0.2; touch /tmp/done",
+    ]);
+    eventually("detached exec", || {
+        e.moat(&["exec", "box", "test", "-e", "/tmp/done"])
+            .status
+            .success()
+    });
+
+    // Not running: a clear error, exit 1.
+    e.ok(&["stop", "-t", "0", "box"]);
+    let out = e.moat(&["exec", "box", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not running"));
+    e.ok(&["rm", "box"]);
+    e.assert_clean();
+}

@@ -106,7 +106,12 @@ fn stage1(cfg: &ExecConfig, chan: &Channel) -> Result<(), Failure> {
     match super::fork_reporting_pid(chan).map_err(f)? {
         None => {
             let failure = child(cfg, chan);
-            let _ = chan.send(&Msg::Error(failure.0.to_string()));
+            let msg = if failure.1 == 126 || failure.1 == 127 {
+                Msg::CommandError(failure.0.to_string(), failure.1)
+            } else {
+                Msg::Error(failure.0.to_string())
+            };
+            let _ = chan.send(&msg);
             // SAFETY: _exit ends this forked child without running atexit handlers.
             unsafe { libc::_exit(failure.1) }
         }

@@ -93,12 +93,12 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
                 let _ = waitpid(stage1, None);
             }
             Ok(Msg::Warning(w)) => log::warn!("{w}"),
-            Ok(Msg::CommandError(e, _)) | Ok(Msg::Error(e)) => {
-                if let Some(p) = pid {
-                    let _ = waitpid(p, None);
-                } else {
-                    let _ = waitpid(stage1, None);
-                }
+            Ok(Msg::CommandError(message, code)) => {
+                let _ = waitpid(pid.unwrap_or(stage1), None);
+                return Err(OpsError::Command { message, code });
+            }
+            Ok(Msg::Error(e)) => {
+                let _ = waitpid(pid.unwrap_or(stage1), None);
                 return Err(OpsError::ExecFailed(e));
             }
             Ok(got) => {
