@@ -11,7 +11,6 @@
 //! with that reason: [`Row::effective`].
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
@@ -190,10 +189,7 @@ impl Records {
             path: dir.clone(),
             source,
         })?;
-        let conn = Connection::open(&path).map_err(sql)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(sql)?;
+        let conn = moat_image::db::connect(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(Records { conn, path })
     }

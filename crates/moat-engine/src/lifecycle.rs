@@ -75,6 +75,7 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
         &dir.join("work"),
         &rootfs,
     )?;
+    log::debug!("start: rootfs mounted");
     // A runtime record left by a dead monitor would make the id look taken.
     let rt = Runtime::new(&paths.runtime_root);
     let cid = container_id(row)?;
@@ -85,9 +86,11 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
         "moat".to_string(),
         "--root".into(),
         paths.root.to_string_lossy().into_owned(),
-        "monitor".into(),
-        row.id.clone(),
     ];
+    if log::log_enabled!(log::Level::Debug) {
+        args.push("--debug".into());
+    }
+    args.extend(["monitor".into(), row.id.clone()]);
     if mode != Attach::Detached {
         args.push("--attach".into());
     }

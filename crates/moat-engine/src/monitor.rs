@@ -190,6 +190,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGPIPE);
     let _ = set.thread_block();
+    log::debug!("monitor: up");
     let records = match Records::open(&cfg.paths.root) {
         Ok(r) => r,
         Err(e) => {
@@ -283,6 +284,7 @@ fn run(
         bundle: dir.clone(),
         ..Default::default()
     };
+    log::debug!("monitor: starting the container");
     let started = moat_runtime::ops::run::start_child(&rt, &cfg.id, &opts);
     // From here our own stdio is /dev/null: only the container holds the pipes' write ends, so
     // they reach end of file when it is done with them.
@@ -296,6 +298,7 @@ fn run(
         }
         Err(e) => return Err(e125(e.into())),
     };
+    log::debug!("monitor: container started");
     let me = std::process::id() as i32;
     let my_start = moat_runtime::state::proc_start_time(me).map_or(0, |(s, _)| s);
     records
@@ -306,6 +309,7 @@ fn run(
             &moat_runtime::state::now_rfc3339(),
         )
         .map_err(|e| e125(e.into()))?;
+    log::debug!("monitor: recorded running");
     let _ = report.write_all(Event::Started(pid).encode().as_bytes());
     // SAFETY: malloc_trim only returns free heap memory to the kernel; the monitor lives as
     // long as the container, so what the start-up used should not stay resident.

@@ -154,6 +154,7 @@ pub fn run(
     mode: Attach,
 ) -> Result<(Row, i32), EngineError> {
     let row = create(paths, opts, extras)?;
+    log::debug!("run: created {}", row.id);
     let (handle, pid) = match crate::lifecycle::start(paths, &row, mode) {
         Ok(x) => x,
         Err(e) => {
@@ -164,7 +165,9 @@ pub fn run(
     if mode == Attach::Detached {
         return Ok((row, 0));
     }
+    log::debug!("run: started, pid {pid}");
     let code = crate::lifecycle::wait_attached(paths, &row, handle, pid)?;
+    log::debug!("run: exited with {code}");
     Ok((row, code))
 }
 

@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -76,13 +76,18 @@ pub fn is_sealed() -> bool {
 
 /// Re-executes the current process from a sealed view of its binary, with the same argv and
 /// environment; returns Ok(()) at once when already sealed, and only returns otherwise on error.
-/// `scratch` is a directory moat owns (the state root): an empty directory in it serves as the
-/// overlay's second lower layer.
-pub fn ensure_sealed(scratch: &Path) -> Result<(), CloneError> {
+pub fn ensure_sealed() -> Result<(), CloneError> {
     if is_sealed() {
         return Ok(());
     }
-    let exe = match overlay_view(scratch) {
+    // MOAT_SEAL=memfd forces the fallback (tests cover both paths; a kernel whose overlayfs
+    // misbehaves can be worked around the same way).
+    let view = if std::env::var_os("MOAT_SEAL").is_some_and(|v| v == "memfd") {
+        Err(step("overlay")(std::io::Error::other("MOAT_SEAL=memfd")))
+    } else {
+        overlay_view()
+    };
+    let exe = match view {
         Ok(fd) => fd,
         Err(e) => {
             log::debug!("overlayfs seal unavailable ({e}); copying into a sealed memfd");
@@ -110,17 +115,29 @@ pub fn ensure_sealed(scratch: &Path) -> Result<(), CloneError> {
 }
 
 /// The binary opened through a detached overlayfs made only of lower layers: the binary's own
-/// directory on top, an empty directory of ours below (overlayfs needs two lower layers to run
-/// without an upper one).
-fn overlay_view(scratch: &Path) -> Result<OwnedFd, CloneError> {
+/// directory on top, an empty tmpfs below (overlayfs needs two lower layers to run without an
+/// upper one).
+fn overlay_view() -> Result<OwnedFd, CloneError> {
     let real: PathBuf = std::fs::read_link("/proc/self/exe").map_err(step("readlink"))?;
     let (dir, name) = match (real.parent(), real.file_name()) {
         (Some(d), Some(n)) => (d.to_path_buf(), n.to_os_string()),
         _ => return Err(step("binary path")(std::io::ErrorKind::InvalidInput.into())),
     };
-    // "@" is not allowed in container ids, so this name never collides with a container.
-    let empty = scratch.join("@exe-lower");
-    std::fs::create_dir_all(&empty).map_err(step("create empty lower layer"))?;
+    // The empty layer is a fresh detached tmpfs, reached through its descriptor: a directory
+    // on disk could be inside the binary's directory (a binary in / or in the state root),
+    // and overlayfs refuses overlapping layers (moat then fell back to a 6 MB memfd copy per
+    // process, silently).
+    let tmp =
+        fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| step("fsopen tmpfs")(e.into()))?;
+    let _ = fsconfig_set_string(&tmp, "size", "4k");
+    fsconfig_create(&tmp).map_err(|e| step("fsconfig tmpfs")(e.into()))?;
+    let empty_mnt = fsmount(
+        &tmp,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(|e| step("fsmount tmpfs")(e.into()))?;
+    let empty = PathBuf::from(format!("/proc/self/fd/{}", empty_mnt.as_raw_fd()));
     let escape = |p: &Path| {
         String::from_utf8_lossy(p.as_os_str().as_bytes())
             .replace('\\', "\\\\")

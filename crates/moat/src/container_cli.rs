@@ -180,9 +180,7 @@ pub fn start(root: &Path, a: &StartArgs) -> i32 {
     let paths = Paths::new(root);
     if let Err(e) = std::fs::create_dir_all(&paths.runtime_root)
         .map_err(|e| e.to_string())
-        .and_then(|_| {
-            moat_runtime::selfclone::ensure_sealed(&paths.runtime_root).map_err(|e| e.to_string())
-        })
+        .and_then(|_| moat_runtime::selfclone::ensure_sealed().map_err(|e| e.to_string()))
     {
         log::error!("{e}");
         return 1;
@@ -560,7 +558,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> i32 {
         None => return 1,
     };
     let paths = Paths::new(root);
-    if let Err(e) = moat_runtime::selfclone::ensure_sealed(&paths.runtime_root) {
+    if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
         log::error!("{e}");
         return 1;
     }

@@ -110,7 +110,7 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         return None;
     }
     // Before any of our processes enters a container, run from a sealed copy (CVE-2019-5736).
-    if let Err(e) = moat_runtime::selfclone::ensure_sealed(&paths.runtime_root) {
+    if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
         log::error!("{e}");
         return None;
     }

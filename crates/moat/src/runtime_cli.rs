@@ -200,7 +200,7 @@ pub fn main(cli: RuntimeCli) -> i32 {
         cli.command,
         RtCommand::Create(_) | RtCommand::Run { .. } | RtCommand::Exec(_)
     ) {
-        if let Err(e) = moat_runtime::selfclone::ensure_sealed(&cli.root) {
+        if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
             log::error!("{e}");
             return 1;
         }
