@@ -97,6 +97,10 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
     if mode == (Attach::Attached { stdin: true }) {
         args.push("--stdin".into());
     }
+    if row.auto_remove {
+        args.push("--rm".into());
+    }
+    args.extend(["--log-rotation".into(), row.log_rotation.clone()]);
     // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
     // path on disk.
     let mut handle = match crate::monitor::spawn(Path::new("/proc/self/exe"), &args) {
@@ -181,21 +185,23 @@ pub fn wait_attached(
     result
 }
 
-/// The monitor's configuration for container `id`, from its record (what `moat monitor` runs).
+/// The monitor's configuration, from the command line [`start`] gives it (no database access:
+/// the monitor must not carry SQLite state into the forks that start the container).
 pub fn monitor_config(
     paths: &Paths,
     id: &str,
     attach: bool,
     stdin: bool,
+    auto_remove: bool,
+    log_rotation: &str,
 ) -> Result<MonitorConfig, EngineError> {
-    let row = Records::open(&paths.root)?
-        .get(id)?
-        .ok_or_else(|| crate::containers::RecordError::NoSuchContainer(id.to_string()))?;
     Ok(MonitorConfig {
         paths: paths.clone(),
-        id: container_id(&row)?,
-        rotation: Rotation::decode(&row.log_rotation),
-        auto_remove: row.auto_remove,
+        id: id
+            .parse()
+            .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?,
+        rotation: Rotation::decode(log_rotation),
+        auto_remove,
         attach,
         stdin,
     })

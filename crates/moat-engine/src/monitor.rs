@@ -190,36 +190,33 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGPIPE);
     let _ = set.thread_block();
+    // The container's init comes back to us when the starter (its grandparent) exits.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     log::debug!("monitor: up");
-    let records = match Records::open(&cfg.paths.root) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = report.write_all(Event::Failed(125, e.to_string()).encode().as_bytes());
-            return 1;
-        }
+    let (code, error) = match run(cfg, &mut report) {
+        Ok(code) => (code, None),
+        Err((code, e)) => (code, Some(e.to_string())),
     };
-    match run(cfg, &records, &mut report) {
-        Ok(code) => {
-            finish(cfg, &records, code, "");
-            let _ = report.write_all(Event::Exited(code).encode().as_bytes());
-            0
-        }
-        Err((code, e)) => {
-            let msg = e.to_string();
-            finish(cfg, &records, code, &msg);
-            let _ = report.write_all(Event::Failed(code, msg).encode().as_bytes());
-            1
-        }
-    }
+    finish(cfg, code, error.as_deref().unwrap_or(""));
+    let event = match error {
+        None => Event::Exited(code),
+        Some(msg) => Event::Failed(code, msg),
+    };
+    let _ = report.write_all(event.encode().as_bytes());
+    i32::from(matches!(event, Event::Failed(..)))
 }
 
 /// Records the end and cleans up: the runtime's state and cgroup, the rootfs mount, and for
 /// `--rm` the container itself.
-fn finish(cfg: &MonitorConfig, records: &Records, code: i32, error: &str) {
+fn finish(cfg: &MonitorConfig, code: i32, error: &str) {
     let rt = Runtime::new(&cfg.paths.runtime_root);
     let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
     let dir = cfg.paths.container_dir(cfg.id.as_str());
     let _ = moat_image::mount::unmount(&dir.join("rootfs"));
+    let Ok(records) = Records::open(&cfg.paths.root) else {
+        return;
+    };
     if cfg.auto_remove {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = records.remove(cfg.id.as_str());
@@ -233,13 +230,14 @@ fn finish(cfg: &MonitorConfig, records: &Records, code: i32, error: &str) {
     }
 }
 
-/// Sets up stdio, starts the container, pumps its output into the log until it exits; returns
-/// its exit code, or Docker's code for a failed start with the error.
-fn run(
-    cfg: &MonitorConfig,
-    records: &Records,
-    report: &mut File,
-) -> Result<i32, (i32, EngineError)> {
+/// Sets up the container's stdio, has a short-lived child (the starter) start it, then pumps
+/// its output into the log until it exits; returns its exit code, or Docker's code for a failed
+/// start with the error.
+///
+/// The start-up (bundle parsing, cgroups, seccomp, the fork chain, the database) runs in the
+/// starter, so its heap and its deep stack die with it instead of staying resident in the
+/// monitor for the container's whole life.
+fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)> {
     let e125 = |e: EngineError| (125, e);
     let sys = |what: &'static str| move |source| (125, EngineError::Sys { what, source });
     let dir = cfg.paths.container_dir(cfg.id.as_str());
@@ -272,49 +270,114 @@ fn run(
     };
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-    if !cfg.stdin {
-        nix::unistd::dup2_stdin(&null).map_err(sys("dup2"))?;
-    }
-    nix::unistd::dup2_stdout(&out_w).map_err(sys("dup2"))?;
-    nix::unistd::dup2_stderr(&err_w).map_err(sys("dup2"))?;
-    drop((out_w, err_w));
-
-    let rt = Runtime::new(&cfg.paths.runtime_root);
-    let opts = CreateOptions {
-        bundle: dir.clone(),
-        ..Default::default()
-    };
+    let (started_r, started_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     log::debug!("monitor: starting the container");
-    let started = moat_runtime::ops::run::start_child(&rt, &cfg.id, &opts);
-    // From here our own stdio is /dev/null: only the container holds the pipes' write ends, so
-    // they reach end of file when it is done with them.
+    // SAFETY: the monitor is single-threaded, so the child may run arbitrary code.
+    let starter = match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop((out_r, err_r, started_r));
+            let event = start(cfg, &null, out_w, err_w);
+            let _ = File::from(started_w).write_all(event.encode().as_bytes());
+            // SAFETY: ends the starter without running atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop((out_w, err_w, started_w));
+    // Our own stdio is /dev/null from here: only the container holds the pipes' write ends
+    // (they reach end of file when it is done with them), and a detached caller's terminal
+    // or pipe is released.
     let _ = nix::unistd::dup2_stdin(&null);
     let _ = nix::unistd::dup2_stdout(&null);
     let _ = nix::unistd::dup2_stderr(&null);
-    let pid = match started {
-        Ok(pid) => pid,
-        Err(OpsError::Command { message, code }) => {
+    let _ = waitpid(starter, None);
+    let event = Handle {
+        reader: BufReader::new(File::from(started_r)),
+    }
+    .next_event();
+    let pid = match event {
+        Some(Event::Started(pid)) => pid,
+        Some(Event::Failed(code, message)) if code == 126 || code == 127 => {
             return Err((code, EngineError::Command { message, code }))
         }
-        Err(e) => return Err(e125(e.into())),
+        Some(Event::Failed(_, message)) => return Err(e125(EngineError::StartFailed(message))),
+        _ => {
+            return Err(e125(EngineError::StartFailed(
+                "the starter process died".into(),
+            )))
+        }
     };
-    log::debug!("monitor: container started");
-    let me = std::process::id() as i32;
-    let my_start = moat_runtime::state::proc_start_time(me).map_or(0, |(s, _)| s);
-    records
-        .set_running(
+    let _ = report.write_all(Event::Started(pid).encode().as_bytes());
+    release_startup_memory();
+    Ok(pump(pid, [out_r, err_r], &mut log, attached.as_ref()))
+}
+
+/// In the starter: the container's stdio, the start, and the record of it (with the monitor,
+/// our parent, as its watcher); what happened, for the monitor.
+fn start(cfg: &MonitorConfig, null: &File, out: OwnedFd, err: OwnedFd) -> Event {
+    let stdio = (|| {
+        if !cfg.stdin {
+            nix::unistd::dup2_stdin(null)?;
+        }
+        nix::unistd::dup2_stdout(&out)?;
+        nix::unistd::dup2_stderr(&err)
+    })();
+    drop((out, err));
+    if let Err(e) = stdio {
+        return Event::Failed(125, format!("dup2: {e}"));
+    }
+    let rt = Runtime::new(&cfg.paths.runtime_root);
+    let opts = CreateOptions {
+        bundle: cfg.paths.container_dir(cfg.id.as_str()),
+        ..Default::default()
+    };
+    let pid = match moat_runtime::ops::run::start_child(&rt, &cfg.id, &opts) {
+        Ok(pid) => pid,
+        Err(OpsError::Command { message, code }) => return Event::Failed(code, message),
+        Err(e) => return Event::Failed(125, e.to_string()),
+    };
+    let monitor = nix::unistd::getppid().as_raw();
+    let monitor_start = moat_runtime::state::proc_start_time(monitor).map_or(0, |(s, _)| s);
+    let recorded = Records::open(&cfg.paths.root).and_then(|r| {
+        r.set_running(
             cfg.id.as_str(),
             pid,
-            (me, my_start),
+            (monitor, monitor_start),
             &moat_runtime::state::now_rfc3339(),
         )
-        .map_err(|e| e125(e.into()))?;
-    log::debug!("monitor: recorded running");
-    let _ = report.write_all(Event::Started(pid).encode().as_bytes());
-    // SAFETY: malloc_trim only returns free heap memory to the kernel; the monitor lives as
-    // long as the container, so what the start-up used should not stay resident.
+    });
+    match recorded {
+        Ok(()) => Event::Started(pid),
+        // The monitor's clean-up kills the container: a container nobody can see must not run.
+        Err(e) => Event::Failed(125, e.to_string()),
+    }
+}
+
+/// Gives back to the kernel what the start-up used and the monitor's long idle life does not:
+/// free heap pages, and the stack pages below the current frame (dead: the deepest calls are
+/// over; a later call that reaches them again gets fresh zero pages). About 100 KB each here,
+/// per container.
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe { libc::malloc_trim(0) };
-    Ok(pump(pid, [out_r, err_r], &mut log, attached.as_ref()))
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let Some(low) = std::fs::read_to_string("/proc/self/maps").ok().and_then(|maps| {
+        maps.lines()
+            .find(|l| l.ends_with("[stack]"))
+            .and_then(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
+    }) else {
+        return;
+    };
+    // Keep a margin below the current frame for the calls this function still makes.
+    let page = 4096;
+    let end = (sp.saturating_sub(16 * 1024)) & !(page - 1);
+    if end > low {
+        // SAFETY: [low, end) is the part of this thread's stack mapping more than 16 KiB below
+        // the live frames: no live data is there (the stack grows down), and MADV_DONTNEED on
+        // private anonymous memory only drops pages, which read back as zeros if touched again.
+        unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+    }
 }
 
 fn io_err(what: &'static str, name: &'static str) -> impl Fn(std::io::Error) -> (i32, EngineError) {
@@ -338,7 +401,7 @@ fn pump(pid: i32, pipes: [OwnedFd; 2], log: &mut Writer, attached: Option<&[Owne
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let mut open = [true, true];
     let mut code = None;
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
     // Once the init is gone, processes it left (a container sharing a pid namespace) may still
     // hold the pipes: wait for them a little, then stop; the runtime's delete kills them.
     let mut grace = 200;

@@ -489,9 +489,22 @@ pub fn inspect(root: &Path, names: &[String]) -> i32 {
     code
 }
 
+/// The hidden `moat monitor` command's flags.
+#[derive(Debug)]
+pub struct MonitorFlags {
+    /// Copy output to our stdout/stderr.
+    pub attach: bool,
+    /// The container reads our stdin.
+    pub stdin: bool,
+    /// `--rm`.
+    pub rm: bool,
+    /// Encoded log rotation.
+    pub log_rotation: String,
+}
+
 /// `moat monitor ID` (hidden): the monitor process, exec'd by `start`, with its report pipe
 /// on descriptor 3.
-pub fn monitor(root: &Path, id: &str, attach: bool, stdin: bool) -> i32 {
+pub fn monitor(root: &Path, id: &str, f: &MonitorFlags) -> i32 {
     use std::os::fd::FromRawFd;
     let fd = moat_engine::monitor::REPORT_FD;
     // The descriptor must be ours: a user running `moat monitor` by hand gets an error.
@@ -507,7 +520,15 @@ pub fn monitor(root: &Path, id: &str, attach: bool, stdin: bool) -> i32 {
     }
     // SAFETY: fd 3 is open (checked above) and nothing else in this process owns it.
     let report = unsafe { std::fs::File::from_raw_fd(fd) };
-    match moat_engine::lifecycle::monitor_config(&Paths::new(root), id, attach, stdin) {
+    let cfg = moat_engine::lifecycle::monitor_config(
+        &Paths::new(root),
+        id,
+        f.attach,
+        f.stdin,
+        f.rm,
+        &f.log_rotation,
+    );
+    match cfg {
         Ok(cfg) => moat_engine::monitor::serve(&cfg, report),
         Err(e) => {
             let mut report = report;

@@ -81,6 +81,12 @@ enum Command {
         /// The container reads stdin.
         #[arg(long)]
         stdin: bool,
+        /// Remove the container when it exits.
+        #[arg(long)]
+        rm: bool,
+        /// Log rotation ("max_size max_file").
+        #[arg(long, default_value = "")]
+        log_rotation: String,
     },
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
@@ -114,8 +120,20 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
     use image_cli::ImageCommand as I;
     let result = match command {
         Command::Runtime(_) | Command::Run(_) | Command::Create(_) => Ok(()),
-        Command::Monitor { id, attach, stdin } => {
-            return container_cli::monitor(root, id, *attach, *stdin)
+        Command::Monitor {
+            id,
+            attach,
+            stdin,
+            rm,
+            log_rotation,
+        } => {
+            let flags = container_cli::MonitorFlags {
+                attach: *attach,
+                stdin: *stdin,
+                rm: *rm,
+                log_rotation: log_rotation.clone(),
+            };
+            return container_cli::monitor(root, id, &flags);
         }
         Command::Start(a) | Command::Container(C::Start(a)) => {
             return container_cli::start(root, a)
