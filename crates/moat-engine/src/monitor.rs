@@ -362,11 +362,14 @@ fn release_startup_memory() {
     unsafe { libc::malloc_trim(0) };
     let here = 0u8;
     let sp = std::ptr::addr_of!(here) as usize;
-    let Some(low) = std::fs::read_to_string("/proc/self/maps").ok().and_then(|maps| {
-        maps.lines()
-            .find(|l| l.ends_with("[stack]"))
-            .and_then(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
-    }) else {
+    let Some(low) = std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|maps| {
+            maps.lines()
+                .find(|l| l.ends_with("[stack]"))
+                .and_then(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
+        })
+    else {
         return;
     };
     // Keep a margin below the current frame for the calls this function still makes.

@@ -153,12 +153,6 @@ pub fn run(
     extras: &CreateExtras,
     mode: Attach,
 ) -> Result<(Row, i32), EngineError> {
-    // One connection held for the whole command: SQLite checkpoints the WAL (with fsyncs)
-    // whenever the last connection to the database closes, and without this one every
-    // short-lived connection of this run (create, start, the starter, the monitor's end)
-    // would be the last and pay for it. Holding it across the monitor's fork is safe: the
-    // forked child only execs.
-    let _keeper = Records::open(&paths.root)?;
     let row = create(paths, opts, extras)?;
     log::debug!("run: created {}", row.id);
     // Docker keeps a container that failed to start (unless --rm): the error is all to do.
