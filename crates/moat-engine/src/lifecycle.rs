@@ -58,23 +58,25 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
         )));
     }
     let dir = paths.container_dir(&row.id);
-    let store = ImageStore::open(&paths.images())?;
-    let image: moat_image::Digest = row
-        .image
-        .parse()
-        .map_err(|_| EngineError::NoImage(row.image.clone()))?;
-    let lowers = store.lowers(&image)?;
-    drop(store);
     let rootfs = dir.join("rootfs");
-    // A rootfs left mounted by a monitor that died goes first: mounting over it would stack.
-    let _ = moat_image::mount::unmount(&rootfs);
-    moat_image::mount::mount_overlay(
-        &paths.images(),
-        &lowers,
-        &dir.join("upper"),
-        &dir.join("work"),
-        &rootfs,
-    )?;
+    // Mounted by `create` (or left by a monitor that died: the same layers, kept); otherwise
+    // (after a run ended, or a reboot) mounted now.
+    if !is_mount_point(&dir, &rootfs) {
+        let store = ImageStore::open(&paths.images())?;
+        let image: moat_image::Digest = row
+            .image
+            .parse()
+            .map_err(|_| EngineError::NoImage(row.image.clone()))?;
+        let lowers = store.lowers(&image)?;
+        drop(store);
+        moat_image::mount::mount_overlay(
+            &paths.images(),
+            &lowers,
+            &dir.join("upper"),
+            &dir.join("work"),
+            &rootfs,
+        )?;
+    }
     log::debug!("start: rootfs mounted");
     // A runtime record left by a dead monitor would make the id look taken.
     let rt = Runtime::new(&paths.runtime_root);
@@ -120,6 +122,15 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
             "the monitor of {} ended before the container started",
             row.name
         ))),
+    }
+}
+
+/// Whether `path` is a mount point below `parent` (another device than its parent directory).
+fn is_mount_point(parent: &Path, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(parent), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
+        _ => false,
     }
 }
 

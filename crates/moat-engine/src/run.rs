@@ -72,6 +72,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         other => other.into(),
     })?;
     let (_row, config, _) = store.inspect(&image)?;
+    let lowers = store.lowers(&image)?;
     drop(store);
     let records = Records::open(&paths.root)?;
     let id = new_id()?;
@@ -97,6 +98,15 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     }
     // Which image the container uses: `rmi` refuses to remove it while the directory exists.
     write(&path.join("image.id"), image.as_str())?;
+    // Mounted now, as Docker does at create: the user is resolved in the image's /etc/passwd.
+    // It stays mounted until the container's first run ends (or `rm`).
+    moat_image::mount::mount_overlay(
+        &paths.images(),
+        &lowers,
+        &path.join("upper"),
+        &path.join("work"),
+        &rootfs,
+    )?;
     let hostname = opts
         .hostname
         .clone()

@@ -78,14 +78,35 @@ pub fn command(image_config: &Value, opts: &RunOptions) -> Result<Vec<String>, E
     Ok(args)
 }
 
+/// A file of the image read with every path component resolved inside `rootfs` (an image's
+/// `/etc/passwd` may be a symlink to `/etc/shadow` or anything else of the host's, so string
+/// joining would read the host's file); empty when it is missing or unreadable.
+fn read_in_root(rootfs: &Path, path: &str) -> String {
+    use std::io::Read;
+    let Ok(root) = std::fs::File::open(rootfs) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    if let Ok(fd) =
+        moat_runtime::rootfs::safe::open_in_root(std::os::fd::AsFd::as_fd(&root), Path::new(path))
+    {
+        // The descriptor is O_PATH: reopen it for reading through /proc (no path walk).
+        let reopen = moat_runtime::rootfs::safe::fd_path(&fd);
+        if let Ok(mut f) = std::fs::File::open(reopen) {
+            let _ = f.read_to_string(&mut out);
+        }
+    }
+    out
+}
+
 /// Resolves `user[:group]` (names or numbers) against the image's /etc/passwd and /etc/group.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), EngineError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let passwd = read_in_root(rootfs, "etc/passwd");
+    let groups = read_in_root(rootfs, "etc/group");
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -294,6 +315,12 @@ mod tests {
             (4242, 4343, vec![])
         );
         assert!(resolve_user(dir.path(), "nobody-here").is_err());
+        // An image whose passwd is a symlink to the host's file: resolved inside the image,
+        // where it does not exist, so the host's users are not visible.
+        let evil = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(evil.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", evil.path().join("etc/passwd")).unwrap();
+        assert!(resolve_user(evil.path(), "root").is_err());
         assert!(resolve_user(dir.path(), "bob:nogroup").is_err());
     }
 }

@@ -97,6 +97,9 @@ fn exit_codes_follow_docker() {
         err.contains("Unable to find image 'no-such-image' locally"),
         "{err}"
     );
+    // A user name is resolved in the image's /etc/passwd.
+    let (code, out, err) = e.run(&["-u", "nobody", "busybox", "id", "-u"]);
+    assert_eq!((code, out.as_str()), (0, "65534\n"), "{err}");
     let (code, _, err) = e.run(&["-u", "ghost", "busybox", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("unable to find user ghost"), "{err}");
