@@ -41,6 +41,41 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
         None => (String::new(), vec![]),
     };
     let rotation = crate::logs::Rotation::decode(&row.log_rotation);
+    let annotations = spec["annotations"].as_object().cloned().unwrap_or_default();
+    let labels: serde_json::Map<String, Value> = annotations
+        .iter()
+        .filter(|(k, _)| !k.starts_with("moat."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let res = &spec["linux"]["resources"];
+    let nano_cpus = match (res["cpu"]["quota"].as_i64(), res["cpu"]["period"].as_i64()) {
+        (Some(q), Some(p)) if p > 0 => q * 1_000_000_000 / p,
+        _ => 0,
+    };
+    let binds: Vec<String> = spec["mounts"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| {
+                    m["type"] == "bind"
+                        && !m["destination"].as_str().is_some_and(|d| {
+                            ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"].contains(&d)
+                        })
+                })
+                .map(|m| {
+                    let ro = m["options"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|x| x == "ro"));
+                    format!(
+                        "{}:{}{}",
+                        m["source"].as_str().unwrap_or(""),
+                        m["destination"].as_str().unwrap_or(""),
+                        if ro { ":ro" } else { "" }
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let mut log_config = serde_json::Map::new();
     if let Some(s) = rotation.max_size {
         log_config.insert("max-size".into(), s.to_string().into());
@@ -79,6 +114,14 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
             "NetworkMode": if spec["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|n| n["type"] == "network")) { "none" } else { "host" },
             "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
             "Isolation": "",
+            "Memory": res["memory"]["limit"].as_i64().unwrap_or(0),
+            "MemorySwap": res["memory"]["swap"].as_i64().unwrap_or(0),
+            "NanoCpus": nano_cpus,
+            "CpuShares": res["cpu"]["shares"].as_u64().unwrap_or(0),
+            "CpusetCpus": res["cpu"]["cpus"].as_str().unwrap_or(""),
+            "PidsLimit": res["pids"]["limit"].as_i64(),
+            "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].as_array().is_some_and(|m| m.is_empty()),
+            "Binds": binds,
         },
         "GraphDriver": {
             "Name": "overlay2",
@@ -97,7 +140,9 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
             "Image": row.image_ref,
             "WorkingDir": process["cwd"],
             "Tty": process["terminal"].as_bool().unwrap_or(false),
-            "Labels": {},
+            "Labels": labels,
+            "StopSignal": annotations.get(crate::hostconfig::STOP_SIGNAL).cloned().unwrap_or(Value::Null),
+            "StopTimeout": annotations.get(crate::hostconfig::STOP_TIMEOUT).and_then(|t| t.as_str()?.parse::<u64>().ok()),
         },
         "NetworkSettings": {"Networks": {}},
     })

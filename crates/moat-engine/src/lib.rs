@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 pub mod containers;
 pub mod defaults;
 pub mod exec;
+pub mod hostconfig;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
@@ -81,6 +82,9 @@ pub enum EngineError {
     /// container record failure
     #[error(transparent)]
     Records(#[from] containers::RecordError),
+    /// a flag's value is malformed
+    #[error(transparent)]
+    Flag(#[from] hostconfig::FlagError),
     /// container log failure
     #[error(transparent)]
     Logs(#[from] logs::LogError),

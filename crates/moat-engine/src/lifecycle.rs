@@ -231,6 +231,24 @@ pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The container's `--stop-signal` and `--stop-timeout` (Docker's defaults: SIGTERM, 10 s).
+pub fn stop_settings(paths: &Paths, row: &Row) -> (String, Duration) {
+    let annotations =
+        oci_spec::runtime::Spec::load(paths.container_dir(&row.id).join("config.json"))
+            .ok()
+            .and_then(|s| s.annotations().clone())
+            .unwrap_or_default();
+    let sig = annotations
+        .get(crate::hostconfig::STOP_SIGNAL)
+        .cloned()
+        .unwrap_or_else(|| "SIGTERM".into());
+    let secs = annotations
+        .get(crate::hostconfig::STOP_TIMEOUT)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10);
+    (sig, Duration::from_secs(secs))
+}
+
 /// Stops a running container: `sig` (SIGTERM unless the image says otherwise), then SIGKILL
 /// after `timeout`; returns once its monitor has recorded the exit. A container that is not
 /// running is left as it is (as Docker does).

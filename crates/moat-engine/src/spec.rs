@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub seccomp_unconfined: bool,
     /// `--security-opt no-new-privileges`.
     pub no_new_privileges: bool,
+    /// Resources, capabilities, privileges, mounts, rlimits, labels, stop settings.
+    pub host: crate::hostconfig::HostConfig,
 }
 
 /// The program and arguments Docker would run.
@@ -214,7 +216,7 @@ pub fn build(
     if !cwd.starts_with('/') {
         return Err(EngineError::Workdir(cwd));
     }
-    let caps = json!(defaults::CAPABILITIES);
+    let caps = json!(opts.host.capabilities(&defaults::CAPABILITIES));
     // A non-root user keeps only the bounding set, as under Docker (CapEff and CapPrm 0).
     let held = if uid == 0 { caps.clone() } else { json!([]) };
     let mut mounts: Vec<Value> = defaults::mounts()
@@ -260,9 +262,10 @@ pub fn build(
         },
     });
     let mut doc = doc;
-    if !opts.seccomp_unconfined {
+    if !opts.seccomp_unconfined && !opts.host.privileged {
         doc["linux"]["seccomp"] = crate::seccomp::default_profile();
     }
+    opts.host.apply(&mut doc);
     serde_json::from_value(doc).map_err(|e| EngineError::Spec(e.to_string()))
 }
 

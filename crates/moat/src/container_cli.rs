@@ -29,12 +29,12 @@ pub struct StartArgs {
 /// `moat stop`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container.
-    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
-    time: u64,
-    /// Signal to send first.
-    #[arg(short, long, default_value = "SIGTERM")]
-    signal: String,
+    /// Seconds to wait before killing the container (default: its --stop-timeout, or 10).
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    time: Option<u64>,
+    /// Signal to send first (default: its --stop-signal, or SIGTERM).
+    #[arg(short, long)]
+    signal: Option<String>,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -219,15 +219,14 @@ pub fn start(root: &Path, a: &StartArgs) -> i32 {
 
 /// `moat stop`.
 pub fn stop(root: &Path, a: &StopArgs) -> i32 {
-    let sig = match signal(&a.signal) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("{e}");
-            return 1;
-        }
-    };
     each(&Paths::new(root), &a.containers, |p, row| {
-        lifecycle::stop(p, row, sig, Duration::from_secs(a.time))
+        let (default_sig, default_time) = lifecycle::stop_settings(p, row);
+        let sig = match &a.signal {
+            Some(s) => signal(s)?,
+            None => signal(&default_sig)?,
+        };
+        let time = a.time.map(Duration::from_secs).unwrap_or(default_time);
+        lifecycle::stop(p, row, sig, time)
     })
 }
 

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use clap::Args;
+use moat_engine::hostconfig::HostConfig;
 use moat_engine::lifecycle::Attach;
 use moat_engine::logs::Rotation;
 use moat_engine::run::CreateExtras;
@@ -27,6 +28,54 @@ pub struct RunArgs {
     /// Log driver options: max-size=SIZE, max-file=N (json-file).
     #[arg(long)]
     log_opt: Vec<String>,
+    /// Memory limit (e.g. 512m).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (e.g. 0-1).
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Process limit (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Resource limit NAME=SOFT[:HARD]; repeatable.
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Add a capability (or ALL); repeatable.
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability (or ALL); repeatable.
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Every capability and device, no seccomp, nothing masked.
+    #[arg(long)]
+    privileged: bool,
+    /// Bind mount HOST-PATH:CONTAINER-PATH[:ro]; repeatable.
+    #[arg(short = 'v', long)]
+    volume: Vec<String>,
+    /// Mount a tmpfs at PATH[:OPTIONS]; repeatable.
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Set a label KEY=VALUE; repeatable.
+    #[arg(short = 'l', long)]
+    label: Vec<String>,
+    /// Read environment variables from a file; repeatable.
+    #[arg(long)]
+    env_file: Vec<std::path::PathBuf>,
+    /// Signal that `stop` sends (default SIGTERM).
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    #[arg(long)]
+    stop_timeout: Option<u64>,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -144,6 +193,29 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
             }
         }
     }
+    let host = match host_config(a) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("{e}");
+            return None;
+        }
+    };
+    let mut env = vec![];
+    for f in &a.env_file {
+        match std::fs::read_to_string(f) {
+            Ok(text) => env.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            ),
+            Err(e) => {
+                log::error!("open {}: {e}", f.display());
+                return None;
+            }
+        }
+    }
+    env.extend(a.env.iter().cloned());
     let opts = RunOptions {
         image,
         cmd,
@@ -154,7 +226,7 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
                 vec![e.clone()]
             }
         }),
-        env: a.env.clone(),
+        env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
         hostname: a.hostname.clone(),
@@ -167,10 +239,92 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         read_only: a.read_only,
         seccomp_unconfined,
         no_new_privileges,
+        host,
     };
     let extras = CreateExtras {
         name: a.name.clone(),
         rotation,
     };
     Some((paths, opts, extras))
+}
+
+/// The HostConfig flags, each value checked (the first bad one is the error).
+fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
+    use moat_engine::hostconfig as h;
+    let e = |e: h::FlagError| e.to_string();
+    let stop_signal = match &a.stop_signal {
+        Some(s) => {
+            moat_runtime::ops::parse_signal(s).map_err(|e| format!("--stop-signal: {e}"))?;
+            Some(s.clone())
+        }
+        None => None,
+    };
+    let held = h::host_capabilities();
+    let cap_add: Vec<String> = a
+        .cap_add
+        .iter()
+        .map(|c| h::parse_capability(c))
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    if let Some(c) = cap_add.iter().find(|c| *c != "ALL" && !held.contains(c)) {
+        return Err(format!(
+            "--cap-add {c}: this host does not grant {c} (it is not in moat's bounding set)"
+        ));
+    }
+    Ok(HostConfig {
+        memory: a
+            .memory
+            .as_deref()
+            .map(h::parse_size)
+            .transpose()
+            .map_err(e)?,
+        memory_swap: match a.memory_swap.as_deref() {
+            Some("-1") => Some(-1),
+            Some(s) => Some(h::parse_size(s).map_err(e)?),
+            None => None,
+        },
+        cpus: a
+            .cpus
+            .as_deref()
+            .map(h::parse_cpus)
+            .transpose()
+            .map_err(e)?,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        pids_limit: a.pids_limit,
+        ulimits: a
+            .ulimit
+            .iter()
+            .map(|u| h::parse_ulimit(u))
+            .collect::<Result<_, _>>()
+            .map_err(e)?,
+        cap_add,
+        cap_drop: a
+            .cap_drop
+            .iter()
+            .map(|c| h::parse_capability(c))
+            .collect::<Result<_, _>>()
+            .map_err(e)?,
+        privileged: a.privileged,
+        binds: a
+            .volume
+            .iter()
+            .map(|v| h::parse_bind(v))
+            .collect::<Result<_, _>>()
+            .map_err(e)?,
+        tmpfs: a
+            .tmpfs
+            .iter()
+            .map(|t| h::parse_tmpfs(t))
+            .collect::<Result<_, _>>()
+            .map_err(e)?,
+        labels: a
+            .label
+            .iter()
+            .map(|l| h::parse_label(l))
+            .collect::<Result<_, _>>()
+            .map_err(e)?,
+        stop_signal,
+        stop_timeout: a.stop_timeout,
+    })
 }

@@ -415,3 +415,37 @@ fn exec_runs_in_the_container_with_docker_flags() {
     e.ok(&["rm", "box"]);
     e.assert_clean();
 }
+
+#[test]
+fn stop_signal_timeout_and_labels_are_kept() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "-l",
+        "tier=web",
+        "--stop-signal",
+        "SIGUSR1",
+        "--stop-timeout",
+        "5",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo usr1; exit 0' USR1; echo ready; while true; do sleep 0.05; done",
+    ]);
+    let st = inspect(&e, "svc");
+    assert_eq!(st["Config"]["Labels"]["tier"], "web");
+    assert_eq!(st["Config"]["StopSignal"], "SIGUSR1");
+    assert_eq!(st["Config"]["StopTimeout"], 5);
+    eventually("trap set", || e.ok(&["logs", "svc"]).contains("ready"));
+    e.ok(&["stop", "svc"]);
+    assert!(e.ok(&["logs", "svc"]).contains("usr1"));
+    assert_eq!(inspect(&e, "svc")["State"]["ExitCode"], 0);
+    e.ok(&["rm", "svc"]);
+    e.assert_clean();
+}

@@ -208,3 +208,86 @@ fn docker_default_seccomp_profile_and_security_opts() {
     assert_eq!(code, 125);
     assert!(err.contains("not supported"), "{err}");
 }
+
+#[test]
+fn resources_capabilities_mounts_and_privileged() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), "from-host\n").unwrap();
+    let bind = format!("{}:/data:ro", src.path().display());
+    let envfile = e.path("env.list");
+    std::fs::write(&envfile, "# comment\nFROMFILE=yes\n\nOVER=file\n").unwrap();
+    let (code, out, err) = e.run(&[
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "--ulimit",
+        "nofile=100:200",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "net_admin",
+        "-v",
+        &bind,
+        "--tmpfs",
+        "/scratch:size=1m",
+        "--env-file",
+        &envfile,
+        "-e",
+        "OVER=flag",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us \
+         /sys/fs/cgroup/pids/pids.max; ulimit -n; grep CapEff /proc/self/status; cat /data/f; \
+         touch /data/x 2>/dev/null || echo ro; grep -c ' /scratch tmpfs' /proc/mounts; \
+         echo $FROMFILE $OVER",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "67108864\n50000\n50\n100\nCapEff:\t0000000000001000\nfrom-host\nro\n1\nyes flag\n"
+    );
+    // --privileged: every capability the host has, no seccomp, host devices, its own devpts.
+    let (code, out, err) = e.run(&[
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; test -c /dev/kmsg && echo kmsg; ls /dev/pts",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Seccomp:\t0\nkmsg\nptmx\n"),
+        "{err}"
+    );
+    // Bad values: a clear error naming the value, exit 125, nothing left.
+    for (args, msg) in [
+        (vec!["-m", "lots"], "invalid size \"lots\""),
+        (vec!["--cpus", "0"], "invalid --cpus"),
+        (vec!["--ulimit", "files=1"], "invalid --ulimit"),
+        (vec!["--cap-add", "CAP_FLY"], "unknown capability"),
+        (
+            vec!["-v", "/no/such/dir:/x"],
+            "does not exist: /no/such/dir",
+        ),
+        (
+            vec!["-v", "named:/x"],
+            "named volumes are not supported yet",
+        ),
+        (vec!["--stop-signal", "SIGNOPE"], "--stop-signal"),
+    ] {
+        let mut all = args.clone();
+        all.extend(["busybox", "true"]);
+        let (code, _, err) = e.run(&all);
+        assert_eq!(code, 125, "{args:?}");
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+    e.assert_clean();
+}

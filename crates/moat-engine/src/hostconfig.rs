@@ -1,0 +1,552 @@
+//! What Docker calls the HostConfig: resources, capabilities, privileges, mounts, rlimits,
+//! labels and the stop settings of a container. Parsed from Docker's flag syntax (with a clear
+//! error naming the value), then applied to the OCI config `spec` builds.
+
+use serde_json::{json, Value};
+
+/// Errors in flag values.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlagError {
+    /// a size such as `512m`
+    #[error("invalid size {0:?}: a number of bytes with an optional b, k, m or g suffix")]
+    Size(String),
+    /// `--cpus`
+    #[error("invalid --cpus {0:?}: a positive number such as 0.5 or 2")]
+    Cpus(String),
+    /// `--ulimit`
+    #[error("invalid --ulimit {0:?}: NAME=SOFT[:HARD] with NAME one of {names}", names = ULIMITS.join(", "))]
+    Ulimit(String),
+    /// `--cap-add` / `--cap-drop`
+    #[error("unknown capability {0:?}")]
+    Capability(String),
+    /// `-v` / `--mount`
+    #[error("invalid volume {0:?}: HOST-PATH:CONTAINER-PATH[:ro|rw] with absolute paths (named volumes are not supported yet)")]
+    Volume(String),
+    /// `--tmpfs`
+    #[error("invalid --tmpfs {0:?}: an absolute CONTAINER-PATH[:OPTIONS]")]
+    Tmpfs(String),
+    /// `-l`
+    #[error("invalid label {0:?}: KEY=VALUE")]
+    Label(String),
+    /// a bind source that does not exist
+    #[error("invalid volume: bind source path does not exist: {0}")]
+    NoSource(String),
+}
+
+/// The rlimits `--ulimit` knows (Docker's names).
+pub const ULIMITS: [&str; 15] = [
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+];
+
+/// A bind mount from `-v`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Host path.
+    pub source: String,
+    /// Container path.
+    pub destination: String,
+    /// `:ro`.
+    pub readonly: bool,
+}
+
+/// The HostConfig flags of `run`/`create`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostConfig {
+    /// `-m` bytes.
+    pub memory: Option<i64>,
+    /// `--memory-swap` bytes (memory + swap; -1 unlimited).
+    pub memory_swap: Option<i64>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// `--cpu-shares`.
+    pub cpu_shares: Option<u64>,
+    /// `--cpuset-cpus`.
+    pub cpuset_cpus: Option<String>,
+    /// `--pids-limit` (-1 or 0: unlimited).
+    pub pids_limit: Option<i64>,
+    /// `--ulimit` (RLIMIT_* name, soft, hard).
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--cap-add` (CAP_* names, or ALL).
+    pub cap_add: Vec<String>,
+    /// `--cap-drop` (CAP_* names, or ALL).
+    pub cap_drop: Vec<String>,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `-v`.
+    pub binds: Vec<Bind>,
+    /// `--tmpfs` (container path, mount options).
+    pub tmpfs: Vec<(String, String)>,
+    /// `-l`.
+    pub labels: Vec<(String, String)>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` seconds.
+    pub stop_timeout: Option<u64>,
+}
+
+/// Annotation keys moat keeps its own settings under in the container's config.json.
+pub const STOP_SIGNAL: &str = "moat.stop-signal";
+/// See [`STOP_SIGNAL`].
+pub const STOP_TIMEOUT: &str = "moat.stop-timeout";
+
+/// Parses Docker's size syntax (`1024`, `512k`, `64m`, `1g`; `b` suffix allowed).
+pub fn parse_size(s: &str) -> Result<i64, FlagError> {
+    let err = || FlagError::Size(s.to_string());
+    let lower = s.trim().to_ascii_lowercase();
+    let t = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| err())?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(err());
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+/// Parses `--cpus`.
+pub fn parse_cpus(s: &str) -> Result<f64, FlagError> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(FlagError::Cpus(s.to_string())),
+    }
+}
+
+/// Parses `--ulimit NAME=SOFT[:HARD]` (a missing hard limit equals the soft one; -1 unlimited).
+pub fn parse_ulimit(s: &str) -> Result<(String, u64, u64), FlagError> {
+    let err = || FlagError::Ulimit(s.to_string());
+    let (name, vals) = s.split_once('=').ok_or_else(err)?;
+    if !ULIMITS.contains(&name) {
+        return Err(err());
+    }
+    let num = |v: &str| -> Result<u64, FlagError> {
+        if v == "-1" {
+            return Ok(u64::MAX);
+        }
+        v.parse().map_err(|_| err())
+    };
+    let (soft, hard) = match vals.split_once(':') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(vals)?, num(vals)?),
+    };
+    if soft > hard {
+        return Err(err());
+    }
+    Ok((format!("RLIMIT_{}", name.to_ascii_uppercase()), soft, hard))
+}
+
+/// Normalizes a capability name (`net_admin`, `CAP_NET_ADMIN`, `ALL`) and checks it exists.
+pub fn parse_capability(s: &str) -> Result<String, FlagError> {
+    let up = s.to_ascii_uppercase();
+    if up == "ALL" {
+        return Ok(up);
+    }
+    let name = if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    };
+    if ALL_CAPABILITIES.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(FlagError::Capability(s.to_string()))
+    }
+}
+
+/// Parses `-v HOST:CONTAINER[:ro|rw]` (bind mounts only, for now).
+pub fn parse_bind(s: &str) -> Result<Bind, FlagError> {
+    let err = || FlagError::Volume(s.to_string());
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, destination, mode) = match parts.as_slice() {
+        [a, b] => (*a, *b, "rw"),
+        [a, b, m] => (*a, *b, *m),
+        _ => return Err(err()),
+    };
+    if !source.starts_with('/') || !destination.starts_with('/') || destination == "/" {
+        return Err(err());
+    }
+    let readonly = match mode {
+        "ro" => true,
+        "rw" => false,
+        _ => return Err(err()),
+    };
+    if !std::path::Path::new(source).exists() {
+        return Err(FlagError::NoSource(source.to_string()));
+    }
+    Ok(Bind {
+        source: source.into(),
+        destination: destination.into(),
+        readonly,
+    })
+}
+
+/// Parses `--tmpfs PATH[:OPTIONS]`.
+pub fn parse_tmpfs(s: &str) -> Result<(String, String), FlagError> {
+    let (path, opts) = s.split_once(':').unwrap_or((s, ""));
+    if !path.starts_with('/') || path == "/" {
+        return Err(FlagError::Tmpfs(s.to_string()));
+    }
+    Ok((path.to_string(), opts.to_string()))
+}
+
+/// Parses `-l KEY=VALUE` (a bare KEY gets an empty value, as Docker does).
+pub fn parse_label(s: &str) -> Result<(String, String), FlagError> {
+    let (k, v) = s.split_once('=').unwrap_or((s, ""));
+    if k.is_empty() {
+        return Err(FlagError::Label(s.to_string()));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Every capability the kernel knows, in bit order (`--privileged` and `--cap-add ALL` grant
+/// those of them the host has: [`host_capabilities`]).
+pub const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+impl HostConfig {
+    /// The capability set: Docker's defaults (or all, privileged), minus drops, plus adds
+    /// (Docker applies ALL in a drop first, then the adds).
+    pub fn capabilities(&self, defaults: &[&str]) -> Vec<String> {
+        let all = || -> Vec<String> { host_capabilities() };
+        let mut caps: Vec<String> = if self.privileged {
+            all()
+        } else {
+            defaults.iter().map(|c| c.to_string()).collect()
+        };
+        if self.cap_drop.iter().any(|c| c == "ALL") {
+            caps.clear();
+        }
+        caps.retain(|c| !self.cap_drop.contains(c));
+        if self.cap_add.iter().any(|c| c == "ALL") {
+            caps = all();
+        }
+        for c in &self.cap_add {
+            if c != "ALL" && !caps.contains(c) {
+                caps.push(c.clone());
+            }
+        }
+        caps
+    }
+
+    /// Applies resources, rlimits, mounts, annotations and privileges to an OCI config
+    /// document built by `spec::build`.
+    pub fn apply(&self, doc: &mut Value) {
+        let res = &mut doc["linux"]["resources"];
+        if let Some(m) = self.memory {
+            res["memory"]["limit"] = json!(m);
+            // Docker: without --memory-swap the swap limit is twice the memory limit.
+            res["memory"]["swap"] = json!(self.memory_swap.unwrap_or(m * 2));
+        } else if let Some(s) = self.memory_swap {
+            res["memory"]["swap"] = json!(s);
+        }
+        if let Some(c) = self.cpus {
+            res["cpu"]["period"] = json!(100_000u64);
+            res["cpu"]["quota"] = json!((c * 100_000.0) as i64);
+        }
+        if let Some(s) = self.cpu_shares {
+            res["cpu"]["shares"] = json!(s);
+        }
+        if let Some(c) = &self.cpuset_cpus {
+            res["cpu"]["cpus"] = json!(c);
+        }
+        if let Some(p) = self.pids_limit {
+            res["pids"]["limit"] = json!(if p <= 0 { -1 } else { p });
+        }
+        if !self.ulimits.is_empty() {
+            doc["process"]["rlimits"] = self
+                .ulimits
+                .iter()
+                .map(|(t, s, h)| json!({"type": t, "soft": s, "hard": h}))
+                .collect();
+        }
+        let mounts = doc["mounts"].as_array_mut();
+        if let Some(mounts) = mounts {
+            for b in &self.binds {
+                let mut opts = vec!["rbind", "rprivate"];
+                if b.readonly {
+                    opts.push("ro");
+                }
+                mounts.push(json!({"destination": b.destination, "type": "bind",
+                                   "source": b.source, "options": opts}));
+            }
+            for (path, o) in &self.tmpfs {
+                let mut opts = vec!["nosuid".to_string(), "nodev".into(), "noexec".into()];
+                opts.extend(o.split(',').filter(|x| !x.is_empty()).map(String::from));
+                mounts.push(json!({"destination": path, "type": "tmpfs",
+                                   "source": "tmpfs", "options": opts}));
+            }
+        }
+        let mut annotations = serde_json::Map::new();
+        for (k, v) in &self.labels {
+            annotations.insert(k.clone(), json!(v));
+        }
+        if let Some(s) = &self.stop_signal {
+            annotations.insert(STOP_SIGNAL.into(), json!(s));
+        }
+        if let Some(t) = self.stop_timeout {
+            annotations.insert(STOP_TIMEOUT.into(), json!(t.to_string()));
+        }
+        if !annotations.is_empty() {
+            doc["annotations"] = Value::Object(annotations);
+        }
+        if self.privileged {
+            // Docker's --privileged: every capability (set by the caller), no seccomp, nothing
+            // masked or read-only, /sys writable, every device allowed and the host's device
+            // nodes created in the container's /dev (its own devpts stays: no host terminal).
+            if let Some(l) = doc["linux"].as_object_mut() {
+                l.remove("seccomp");
+                l.insert("maskedPaths".into(), json!([]));
+                l.insert("readonlyPaths".into(), json!([]));
+                l.insert("devices".into(), Value::Array(host_devices()));
+            }
+            doc["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+            if let Some(mounts) = doc["mounts"].as_array_mut() {
+                for m in mounts.iter_mut() {
+                    if m["destination"] == "/sys" {
+                        m["options"] = json!(["nosuid", "noexec", "nodev"]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// "All capabilities": those of [`ALL_CAPABILITIES`] this process holds in its bounding set
+/// (a host may lack some, e.g. CAP_SYS_RESOURCE, and asking for one it lacks fails the start).
+pub fn host_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("CapBnd:"))
+                .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
+/// The host's device nodes under /dev (one level of subdirectories; not pts, shm, mqueue) as
+/// OCI devices.
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = vec![];
+    let mut dirs = vec![(std::path::PathBuf::from("/dev"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = md.file_type();
+            let name = e.file_name();
+            if ft.is_dir()
+                && depth == 0
+                && !["pts", "shm", "mqueue"].contains(&&*name.to_string_lossy())
+            {
+                dirs.push((path, 1));
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let rdev = md.rdev();
+                out.push(json!({
+                    "path": path,
+                    "type": if ft.is_char_device() { "c" } else { "b" },
+                    "major": libc::major(rdev),
+                    "minor": libc::minor(rdev),
+                    "fileMode": md.mode() & 0o7777,
+                    "uid": md.uid(),
+                    "gid": md.gid(),
+                }));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_cpus_ulimits() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2mb"), Ok(2 << 20));
+        for bad in ["", "x", "-1m", "1t"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_cpus("0.5"), Ok(0.5));
+        assert!(parse_cpus("0").is_err() && parse_cpus("many").is_err());
+        assert_eq!(
+            parse_ulimit("nofile=1024:2048"),
+            Ok(("RLIMIT_NOFILE".into(), 1024, 2048))
+        );
+        assert_eq!(
+            parse_ulimit("core=-1"),
+            Ok(("RLIMIT_CORE".into(), u64::MAX, u64::MAX))
+        );
+        for bad in ["nofile", "files=1", "nofile=2:1", "nofile=a"] {
+            assert!(parse_ulimit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capabilities_follow_docker() {
+        assert_eq!(parse_capability("net_admin"), Ok("CAP_NET_ADMIN".into()));
+        assert_eq!(
+            parse_capability("CAP_SYS_ADMIN"),
+            Ok("CAP_SYS_ADMIN".into())
+        );
+        assert!(parse_capability("CAP_FLY").is_err());
+        let hc = HostConfig {
+            cap_drop: vec!["CAP_CHOWN".into()],
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            ..Default::default()
+        };
+        let caps = hc.capabilities(&["CAP_CHOWN", "CAP_KILL"]);
+        assert_eq!(caps, ["CAP_KILL", "CAP_NET_ADMIN"]);
+        let hc = HostConfig {
+            cap_drop: vec!["ALL".into()],
+            cap_add: vec!["CAP_KILL".into()],
+            ..Default::default()
+        };
+        assert_eq!(hc.capabilities(&["CAP_CHOWN", "CAP_KILL"]), ["CAP_KILL"]);
+        let hc = HostConfig {
+            privileged: true,
+            ..Default::default()
+        };
+        assert_eq!(hc.capabilities(&[]), host_capabilities());
+        assert!(host_capabilities().contains(&"CAP_CHOWN".to_string()));
+    }
+
+    #[test]
+    fn binds_tmpfs_labels() {
+        let b = parse_bind("/tmp:/data:ro").unwrap();
+        assert_eq!(
+            (b.source.as_str(), b.destination.as_str(), b.readonly),
+            ("/tmp", "/data", true)
+        );
+        for bad in ["vol:/data", "/tmp:rel", "/tmp:/", "/tmp:/d:rx", "/tmp"] {
+            assert!(parse_bind(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_bind("/no/such/dir:/d"),
+            Err(FlagError::NoSource("/no/such/dir".into()))
+        );
+        assert_eq!(
+            parse_tmpfs("/run:size=1m"),
+            Ok(("/run".into(), "size=1m".into()))
+        );
+        assert!(parse_tmpfs("run").is_err());
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_label("=x").is_err());
+    }
+
+    #[test]
+    fn apply_sets_resources_and_privileges() {
+        let mut doc = json!({
+            "process": {},
+            "mounts": [{"destination": "/dev", "type": "tmpfs"}, {"destination": "/dev/pts", "type": "devpts"},
+                       {"destination": "/sys", "type": "sysfs", "options": ["ro"]}],
+            "linux": {"resources": {}, "maskedPaths": ["/proc/kcore"], "seccomp": {}},
+        });
+        let hc = HostConfig {
+            memory: Some(64 << 20),
+            cpus: Some(1.5),
+            pids_limit: Some(0),
+            ulimits: vec![("RLIMIT_NOFILE".into(), 10, 20)],
+            labels: vec![("k".into(), "v".into())],
+            stop_signal: Some("SIGINT".into()),
+            privileged: true,
+            ..Default::default()
+        };
+        hc.apply(&mut doc);
+        let r = &doc["linux"]["resources"];
+        assert_eq!(r["memory"]["limit"], 64 << 20);
+        assert_eq!(r["memory"]["swap"], 128 << 20);
+        assert_eq!(r["cpu"]["quota"], 150_000);
+        assert_eq!(r["pids"]["limit"], -1);
+        assert_eq!(doc["process"]["rlimits"][0]["soft"], 10);
+        assert_eq!(doc["annotations"]["k"], "v");
+        assert_eq!(doc["annotations"][STOP_SIGNAL], "SIGINT");
+        assert!(doc["linux"].get("seccomp").is_none());
+        assert_eq!(doc["linux"]["maskedPaths"], json!([]));
+        assert_eq!(
+            doc["mounts"][2]["options"],
+            json!(["nosuid", "noexec", "nodev"])
+        );
+        let devices = doc["linux"]["devices"].as_array().unwrap();
+        assert!(devices
+            .iter()
+            .any(|d| d["path"] == "/dev/null" && d["type"] == "c"));
+        assert!(!devices
+            .iter()
+            .any(|d| d["path"].as_str().unwrap().starts_with("/dev/pts/")));
+    }
+}
