@@ -198,28 +198,48 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         Ok(code) => (code, None),
         Err((code, e)) => (code, Some(e.to_string())),
     };
-    finish(cfg, code, error.as_deref().unwrap_or(""));
+    log::debug!("monitor: container exited");
+    let trash = finish(cfg, code, error.as_deref().unwrap_or(""));
+    log::debug!("monitor: recorded");
     let event = match error {
         None => Event::Exited(code),
         Some(msg) => Event::Failed(code, msg),
     };
     let _ = report.write_all(event.encode().as_bytes());
+    drop(report);
+    if let Some(t) = trash {
+        let _ = std::fs::remove_dir_all(t);
+    }
     i32::from(matches!(event, Event::Failed(..)))
 }
 
 /// Records the end and cleans up: the runtime's state and cgroup, the rootfs mount, and for
-/// `--rm` the container itself.
-fn finish(cfg: &MonitorConfig, code: i32, error: &str) {
+/// `--rm` the container's record. Returns the directory still to delete (an `--rm` container's,
+/// renamed out of sight): that is done after the caller has been told, off the exit path.
+fn finish(cfg: &MonitorConfig, code: i32, error: &str) -> Option<PathBuf> {
+    // The database is opened on a thread while the runtime state goes and the rootfs is
+    // unmounted (no fork follows, so a thread is fine here).
+    let root = cfg.paths.root.clone();
+    let opening = std::thread::spawn(move || Records::open(&root));
     let rt = Runtime::new(&cfg.paths.runtime_root);
-    let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
+    // The init has exited (reaped by us): a plain delete needs no freeze-and-kill round. Only
+    // when that fails (a start that failed half-way) is the container force-deleted.
+    if moat_runtime::ops::delete::delete(&rt, &cfg.id, false).is_err() {
+        let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
+    }
     let dir = cfg.paths.container_dir(cfg.id.as_str());
     let _ = moat_image::mount::unmount(&dir.join("rootfs"));
-    let Ok(records) = Records::open(&cfg.paths.root) else {
-        return;
-    };
+    log::debug!("monitor: runtime state deleted, rootfs unmounted");
+    let records = opening.join().ok()?.ok()?;
     if cfg.auto_remove {
-        let _ = std::fs::remove_dir_all(&dir);
+        // Renamed first (instant): `containers_using` and `ps` skip dot names.
+        let trash = dir.with_file_name(format!(".rm-{}", cfg.id.as_str()));
+        let trash = match std::fs::rename(&dir, &trash) {
+            Ok(()) => trash,
+            Err(_) => dir,
+        };
         let _ = records.remove(cfg.id.as_str());
+        Some(trash)
     } else {
         let _ = records.set_exited(
             cfg.id.as_str(),
@@ -227,6 +247,7 @@ fn finish(cfg: &MonitorConfig, code: i32, error: &str) {
             &moat_runtime::state::now_rfc3339(),
             error,
         );
+        None
     }
 }
 
@@ -234,8 +255,7 @@ fn finish(cfg: &MonitorConfig, code: i32, error: &str) {
 /// its output into the log until it exits; returns its exit code, or Docker's code for a failed
 /// start with the error.
 ///
-/// The start-up (bundle parsing, cgroups, seccomp, the fork chain, the database) runs in the
-/// starter, so its heap and its deep stack die with it instead of staying resident in the
+/// The start-up (bundle parsing, cgroups, seccomp, the fork chain) runs in the starter, so its heap and its deep stack die with it instead of staying resident in the
 /// monitor for the container's whole life.
 fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)> {
     let e125 = |e: EngineError| (125, e);
@@ -289,7 +309,13 @@ fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)
     // or pipe is released.
     let _ = nix::unistd::dup2_stdin(&null);
     let _ = nix::unistd::dup2_stdout(&null);
-    let _ = nix::unistd::dup2_stderr(&null);
+    // With --debug the monitor's own lines keep going to the caller's stderr (profiling).
+    if !log::log_enabled!(log::Level::Debug) {
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    // The database is opened while the starter works (two cores; no fork follows).
+    let root = cfg.paths.root.clone();
+    let opening = std::thread::spawn(move || Records::open(&root));
     let _ = waitpid(starter, None);
     let event = Handle {
         reader: BufReader::new(File::from(started_r)),
@@ -307,13 +333,28 @@ fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)
             )))
         }
     };
+    let me = std::process::id() as i32;
+    let my_start = moat_runtime::state::proc_start_time(me).map_or(0, |(s, _)| s);
+    let recorded = match opening.join() {
+        Ok(Ok(records)) => records
+            .set_running(
+                cfg.id.as_str(),
+                pid,
+                (me, my_start),
+                &moat_runtime::state::now_rfc3339(),
+            )
+            .map_err(EngineError::from),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(EngineError::StartFailed("database thread panicked".into())),
+    };
+    // A container nobody can see must not run: the clean-up kills it.
+    recorded.map_err(e125)?;
     let _ = report.write_all(Event::Started(pid).encode().as_bytes());
     release_startup_memory();
     Ok(pump(pid, [out_r, err_r], &mut log, attached.as_ref()))
 }
 
-/// In the starter: the container's stdio, the start, and the record of it (with the monitor,
-/// our parent, as its watcher); what happened, for the monitor.
+/// In the starter: the container's stdio and the start; what happened, for the monitor.
 fn start(cfg: &MonitorConfig, null: &File, out: OwnedFd, err: OwnedFd) -> Event {
     let stdio = (|| {
         if !cfg.stdin {
@@ -336,21 +377,7 @@ fn start(cfg: &MonitorConfig, null: &File, out: OwnedFd, err: OwnedFd) -> Event 
         Err(OpsError::Command { message, code }) => return Event::Failed(code, message),
         Err(e) => return Event::Failed(125, e.to_string()),
     };
-    let monitor = nix::unistd::getppid().as_raw();
-    let monitor_start = moat_runtime::state::proc_start_time(monitor).map_or(0, |(s, _)| s);
-    let recorded = Records::open(&cfg.paths.root).and_then(|r| {
-        r.set_running(
-            cfg.id.as_str(),
-            pid,
-            (monitor, monitor_start),
-            &moat_runtime::state::now_rfc3339(),
-        )
-    });
-    match recorded {
-        Ok(()) => Event::Started(pid),
-        // The monitor's clean-up kills the container: a container nobody can see must not run.
-        Err(e) => Event::Failed(125, e.to_string()),
-    }
+    Event::Started(pid)
 }
 
 /// Gives back to the kernel what the start-up used and the monitor's long idle life does not:

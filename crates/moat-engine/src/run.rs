@@ -200,6 +200,8 @@ pub fn containers_using(root: &Path, image: &moat_image::Digest) -> Vec<String> 
         .into_iter()
         .flatten()
         .flatten()
+        // `.rm-<id>`: a removed container's directory being deleted.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter(|e| {
             fs::read_to_string(e.path().join("image.id")).is_ok_and(|s| s.trim() == image.as_str())
         })

@@ -378,10 +378,18 @@ impl RunExt for Engine {
     /// or monitor.
     fn assert_clean(&self) {
         assert_eq!(self.ok(&["ps", "-aq"]), "", "container records left");
-        let containers = std::fs::read_dir(self.dir.path().join("containers"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(containers, 0, "container directories left");
+        // An --rm container's monitor deletes its (renamed) directory and exits just after
+        // reporting the exit: allow it a moment.
+        let count = || {
+            std::fs::read_dir(self.dir.path().join("containers"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while count() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(count(), 0, "container directories left");
         let root = self.dir.path().display().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(&root), "mounts left under {root}");
@@ -398,19 +406,25 @@ impl RunExt for Engine {
             })
             .unwrap_or(0);
         assert_eq!(state, 0, "runtime state left");
-        let monitors = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read(e.path().join("cmdline"))
-                    .map(|c| {
-                        let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                        c.contains(" monitor ") && c.contains(&root)
-                    })
-                    .unwrap_or(false)
-            })
-            .count();
-        assert_eq!(monitors, 0, "monitors left");
+        let monitors = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .map(|c| {
+                            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                            c.contains(" monitor ") && c.contains(&root)
+                        })
+                        .unwrap_or(false)
+                })
+                .count()
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while monitors() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(monitors(), 0, "monitors left");
     }
 }
 
