@@ -12,11 +12,12 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 APT="apt-get -o DPkg::Lock::Timeout=300"
-# build: gcc, pkg-config, libseccomp; tests: busybox-static (test images), jq;
+# build: gcc, pkg-config, libseccomp; tests: busybox-static (test images), jq, bsdutils (script:
+# a real terminal for -it tests);
 # benchmarks: crun, runc, hyperfine (the peers moat is measured against);
 # engine tests: podman (runs containers with moat as its OCI runtime);
 # image interoperability tests: skopeo and umoci (they write and read the archives moat does).
-PKGS="build-essential pkg-config libseccomp-dev busybox-static jq crun runc hyperfine podman containernetworking-plugins skopeo umoci"
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

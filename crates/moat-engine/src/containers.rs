@@ -119,6 +119,8 @@ pub struct Row {
     pub auto_remove: bool,
     /// Log rotation (`logs::Rotation::encode`).
     pub log_rotation: String,
+    /// `-t`: the process runs on a terminal.
+    pub tty: bool,
 }
 
 impl Row {
@@ -160,14 +162,15 @@ CREATE TABLE IF NOT EXISTS containers (
     finished_at   TEXT NOT NULL DEFAULT '',
     error         TEXT NOT NULL DEFAULT '',
     auto_remove   INTEGER NOT NULL DEFAULT 0,
-    log_rotation  TEXT NOT NULL DEFAULT ''
+    log_rotation  TEXT NOT NULL DEFAULT '',
+    tty           INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_by_image ON containers(image);
 ";
 
 const COLUMNS: &str = "id, name, image, image_ref, command, created, state, pid, monitor_pid, \
                        monitor_start, exit_code, started_at, finished_at, error, auto_remove, \
-                       log_rotation";
+                       log_rotation, tty";
 
 /// The container table.
 #[derive(Debug)]
@@ -191,6 +194,18 @@ impl Records {
         })?;
         let conn = moat_image::db::connect(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        // Tables made before a column existed get it (CREATE TABLE IF NOT EXISTS keeps theirs).
+        let has_tty: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('containers') WHERE name = 'tty'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        if has_tty == 0 {
+            conn.execute_batch("ALTER TABLE containers ADD COLUMN tty INTEGER NOT NULL DEFAULT 0")
+                .map_err(sql)?;
+        }
         Ok(Records { conn, path })
     }
 
@@ -214,7 +229,7 @@ impl Records {
         let res = self.conn.execute(
             &format!(
                 "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                 ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ),
             params![
                 row.id,
@@ -233,6 +248,7 @@ impl Records {
                 row.error,
                 row.auto_remove,
                 row.log_rotation,
+                row.tty,
             ],
         );
         match res {
@@ -396,6 +412,7 @@ impl Records {
                         error: r.get(13)?,
                         auto_remove: r.get(14)?,
                         log_rotation: r.get(15)?,
+                        tty: r.get(16)?,
                     },
                     r.get::<_, String>(6)?,
                 ))
@@ -473,6 +490,7 @@ mod tests {
             error: String::new(),
             auto_remove: false,
             log_rotation: String::new(),
+            tty: false,
         }
     }
 

@@ -102,6 +102,9 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
     if row.auto_remove {
         args.push("--rm".into());
     }
+    if row.tty {
+        args.push("--tty".into());
+    }
     args.extend(["--log-rotation".into(), row.log_rotation.clone()]);
     // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
     // path on disk.
@@ -204,6 +207,7 @@ pub fn monitor_config(
     attach: bool,
     stdin: bool,
     auto_remove: bool,
+    tty: bool,
     log_rotation: &str,
 ) -> Result<MonitorConfig, EngineError> {
     Ok(MonitorConfig {
@@ -215,6 +219,7 @@ pub fn monitor_config(
         auto_remove,
         attach,
         stdin,
+        tty,
     })
 }
 

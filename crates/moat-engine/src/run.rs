@@ -148,6 +148,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         error: String::new(),
         auto_remove: opts.rm,
         log_rotation: extras.rotation.encode(),
+        tty: opts.tty,
     };
     records.insert(&row)?;
     dir.armed = false;

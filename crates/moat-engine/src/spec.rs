@@ -48,6 +48,10 @@ pub struct RunOptions {
     pub no_new_privileges: bool,
     /// Resources, capabilities, privileges, mounts, rlimits, labels, stop settings.
     pub host: crate::hostconfig::HostConfig,
+    /// `-t`: a terminal, of this size (rows, columns) when known.
+    pub tty: bool,
+    /// The caller's terminal size for `-t`.
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// The program and arguments Docker would run.
@@ -179,6 +183,9 @@ pub fn build(
         env.insert(0, defaults::PATH.to_string());
     }
     env.push(format!("HOSTNAME={hostname}"));
+    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     for e in &opts.env {
         let kv = if e.contains('=') {
             e.clone()
@@ -244,7 +251,7 @@ pub fn build(
         "root": {"path": "rootfs", "readonly": opts.read_only},
         "hostname": hostname,
         "process": {
-            "terminal": false,
+            "terminal": opts.tty,
             "user": {"uid": uid, "gid": gid, "additionalGids": extra},
             "args": args,
             "env": env,
@@ -266,6 +273,9 @@ pub fn build(
         doc["linux"]["seccomp"] = crate::seccomp::default_profile();
     }
     opts.host.apply(&mut doc);
+    if let (true, Some((rows, cols))) = (opts.tty, opts.tty_size) {
+        doc["process"]["consoleSize"] = json!({"height": rows, "width": cols});
+    }
     serde_json::from_value(doc).map_err(|e| EngineError::Spec(e.to_string()))
 }
 

@@ -497,6 +497,8 @@ pub struct MonitorFlags {
     pub stdin: bool,
     /// `--rm`.
     pub rm: bool,
+    /// `-t`.
+    pub tty: bool,
     /// Encoded log rotation.
     pub log_rotation: String,
 }
@@ -525,6 +527,7 @@ pub fn monitor(root: &Path, id: &str, f: &MonitorFlags) -> i32 {
         f.attach,
         f.stdin,
         f.rm,
+        f.tty,
         &f.log_rotation,
     );
     match cfg {

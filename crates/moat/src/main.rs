@@ -84,6 +84,9 @@ enum Command {
         /// Remove the container when it exits.
         #[arg(long)]
         rm: bool,
+        /// The container has a terminal.
+        #[arg(long)]
+        tty: bool,
         /// Log rotation ("max_size max_file").
         #[arg(long, default_value = "")]
         log_rotation: String,
@@ -125,12 +128,14 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             attach,
             stdin,
             rm,
+            tty,
             log_rotation,
         } => {
             let flags = container_cli::MonitorFlags {
                 attach: *attach,
                 stdin: *stdin,
                 rm: *rm,
+                tty: *tty,
                 log_rotation: log_rotation.clone(),
             };
             return container_cli::monitor(root, id, &flags);

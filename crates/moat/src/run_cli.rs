@@ -19,7 +19,7 @@ pub struct RunArgs {
     /// Keep standard input open (the container reads moat's stdin).
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (not supported yet).
+    /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
     /// Container name.
@@ -120,6 +120,11 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
             stdin: a.interactive,
         }
     };
+    // -it on a terminal: ours goes raw (keys, Ctrl-C included, go to the container's terminal)
+    // until the container exits.
+    let _raw = (a.tty && a.interactive && !a.detach)
+        .then(RawMode::enter)
+        .flatten();
     match moat_engine::run::run(&paths, &opts, &extras, mode) {
         Ok((row, code)) => {
             if a.detach {
@@ -161,10 +166,6 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
     // Before any of our processes enters a container, run from a sealed copy (CVE-2019-5736).
     if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
         log::error!("{e}");
-        return None;
-    }
-    if a.tty {
-        log::error!("-t/--tty is not supported yet: run without it (output is still streamed)");
         return None;
     }
     let rotation = match Rotation::parse(&a.log_opt) {
@@ -240,6 +241,8 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         seccomp_unconfined,
         no_new_privileges,
         host,
+        tty: a.tty,
+        tty_size: terminal_size(),
     };
     let extras = CreateExtras {
         name: a.name.clone(),
@@ -327,4 +330,46 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
         stop_signal,
         stop_timeout: a.stop_timeout,
     })
+}
+
+/// The size (rows, columns) of the terminal on stdin or stdout, if either is one.
+fn terminal_size() -> Option<(u16, u16)> {
+    for fd in [0, 1] {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            return Some((ws.ws_row, ws.ws_col));
+        }
+    }
+    None
+}
+
+/// The caller's terminal in raw mode; restored when dropped.
+struct RawMode(nix::sys::termios::Termios);
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
 }

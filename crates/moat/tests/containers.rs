@@ -449,3 +449,76 @@ fn stop_signal_timeout_and_labels_are_kept() {
     e.ok(&["rm", "svc"]);
     e.assert_clean();
 }
+
+/// `moat ... ` run under `script` (a real pty as moat's terminal), with `input` typed after
+/// `delay`: (exit code, what the terminal showed).
+fn on_a_terminal(e: &Engine, args: &str, input: &str, delay_ms: u64) -> (i32, String) {
+    let cmd = format!("{MOAT} --root {} {args}", e.dir.path().display());
+    let feeder = format!(
+        "sleep {}; printf '{input}'; sleep 2",
+        delay_ms as f64 / 1000.0
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("({feeder}) | script -qefc \"$0\" /dev/null"))
+        .arg(&cmd)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let code = common::wait_or_dump(child, "script").code().unwrap_or(-1);
+    (code, out)
+}
+
+#[test]
+fn terminals_with_t_and_it() {
+    if !can_run() {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("script (util-linux's bsdutils) is missing: scripts/setup.sh installs it");
+    }
+    let e = Engine::with_busybox();
+    // -t: the process's stdio is a terminal; TERM is set as Docker does; output is logged.
+    let out = e.ok(&[
+        "run",
+        "--name",
+        "tty",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; echo $TERM",
+    ]);
+    assert_eq!(out, "/dev/pts/0\r\nxterm\r\n");
+    assert_eq!(e.ok(&["logs", "tty"]), "/dev/pts/0\r\nxterm\r\n");
+    assert_eq!(inspect(&e, "tty")["Config"]["Tty"], true);
+    e.ok(&["rm", "tty"]);
+
+    // -it on a real terminal: typed input reaches the container, its exit code comes back.
+    let (code, out) = on_a_terminal(
+        &e,
+        "run --rm -it busybox sh -c 'read x; echo got:$x; exit 4'",
+        "abc\\n",
+        300,
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("got:abc"), "{out}");
+    // Ctrl-C is a key like any other: it reaches the container's terminal as SIGINT.
+    let (code, out) = on_a_terminal(
+        &e,
+        "run --rm -it busybox sh -c 'trap \"echo interrupted; exit 7\" INT; echo ready; \
+         while true; do sleep 0.1; done'",
+        "\\003",
+        1500,
+    );
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains("interrupted"), "{out}");
+    e.assert_clean();
+}

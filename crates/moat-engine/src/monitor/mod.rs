@@ -20,11 +20,15 @@ use std::path::{Path, PathBuf};
 
 use moat_runtime::ops::create::CreateOptions;
 use moat_runtime::{ContainerId, OpsError, Runtime};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe2, ForkResult};
+
+mod console;
+mod pump;
+
+use console::Console;
+use pump::{pump, release_startup_memory, Streams};
 
 use crate::containers::Records;
 use crate::logs::{Rotation, Writer};
@@ -45,6 +49,8 @@ pub struct MonitorConfig {
     pub attach: bool,
     /// Give the container the caller's stdin (`-i`); otherwise /dev/null.
     pub stdin: bool,
+    /// The container has a terminal (`-t`): its master comes to the monitor over a socket.
+    pub tty: bool,
 }
 
 /// An event the monitor reports.
@@ -288,6 +294,22 @@ fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)
     } else {
         None
     };
+    // -it: the caller's stdin goes to the terminal through us.
+    let caller_in: Option<OwnedFd> = if cfg.tty && cfg.stdin {
+        Some(
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(io_err("dup", "stdin"))?,
+        )
+    } else {
+        None
+    };
+    let console = if cfg.tty {
+        Some(Console::bind(&dir).map_err(e125)?)
+    } else {
+        None
+    };
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (started_r, started_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -296,7 +318,7 @@ fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)
     let starter = match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop((out_r, err_r, started_r));
-            let event = start(cfg, &null, out_w, err_w);
+            let event = start(cfg, &null, out_w, err_w, console.as_ref().map(|c| &*c.path));
             let _ = File::from(started_w).write_all(event.encode().as_bytes());
             // SAFETY: ends the starter without running atexit handlers.
             unsafe { libc::_exit(0) }
@@ -349,15 +371,38 @@ fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)
     };
     // A container nobody can see must not run: the clean-up kills it.
     recorded.map_err(e125)?;
+    let mut outputs = vec![(out_r, 0), (err_r, 1)];
+    let mut input = None;
+    if let Some(c) = &console {
+        let master = c.master().map_err(e125)?;
+        if let Some(from) = caller_in {
+            let to = master.try_clone().map_err(io_err("dup", "pty master"))?;
+            input = Some((from, to));
+        }
+        outputs.insert(0, (master, 0));
+    }
+    drop(console);
     let _ = report.write_all(Event::Started(pid).encode().as_bytes());
     release_startup_memory();
-    Ok(pump(pid, [out_r, err_r], &mut log, attached.as_ref()))
+    let streams = Streams {
+        outputs,
+        attached,
+        input,
+    };
+    Ok(pump(pid, streams, &mut log))
 }
 
 /// In the starter: the container's stdio and the start; what happened, for the monitor.
-fn start(cfg: &MonitorConfig, null: &File, out: OwnedFd, err: OwnedFd) -> Event {
+fn start(
+    cfg: &MonitorConfig,
+    null: &File,
+    out: OwnedFd,
+    err: OwnedFd,
+    console: Option<&Path>,
+) -> Event {
     let stdio = (|| {
-        if !cfg.stdin {
+        // With a terminal the init's stdio is the pty; the caller's input comes through us.
+        if !cfg.stdin || cfg.tty {
             nix::unistd::dup2_stdin(null)?;
         }
         nix::unistd::dup2_stdout(&out)?;
@@ -370,6 +415,7 @@ fn start(cfg: &MonitorConfig, null: &File, out: OwnedFd, err: OwnedFd) -> Event 
     let rt = Runtime::new(&cfg.paths.runtime_root);
     let opts = CreateOptions {
         bundle: cfg.paths.container_dir(cfg.id.as_str()),
+        console_socket: console.map(Path::to_path_buf),
         ..Default::default()
     };
     let pid = match moat_runtime::ops::run::start_child(&rt, &cfg.id, &opts) {
@@ -378,36 +424,6 @@ fn start(cfg: &MonitorConfig, null: &File, out: OwnedFd, err: OwnedFd) -> Event 
         Err(e) => return Event::Failed(125, e.to_string()),
     };
     Event::Started(pid)
-}
-
-/// Gives back to the kernel what the start-up used and the monitor's long idle life does not:
-/// free heap pages, and the stack pages below the current frame (dead: the deepest calls are
-/// over; a later call that reaches them again gets fresh zero pages). About 100 KB each here,
-/// per container.
-fn release_startup_memory() {
-    // SAFETY: malloc_trim only returns free heap memory to the kernel.
-    unsafe { libc::malloc_trim(0) };
-    let here = 0u8;
-    let sp = std::ptr::addr_of!(here) as usize;
-    let Some(low) = std::fs::read_to_string("/proc/self/maps")
-        .ok()
-        .and_then(|maps| {
-            maps.lines()
-                .find(|l| l.ends_with("[stack]"))
-                .and_then(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
-        })
-    else {
-        return;
-    };
-    // Keep a margin below the current frame for the calls this function still makes.
-    let page = 4096;
-    let end = (sp.saturating_sub(16 * 1024)) & !(page - 1);
-    if end > low {
-        // SAFETY: [low, end) is the part of this thread's stack mapping more than 16 KiB below
-        // the live frames: no live data is there (the stack grows down), and MADV_DONTNEED on
-        // private anonymous memory only drops pages, which read back as zeros if touched again.
-        unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
-    }
 }
 
 fn io_err(what: &'static str, name: &'static str) -> impl Fn(std::io::Error) -> (i32, EngineError) {
@@ -421,101 +437,6 @@ fn io_err(what: &'static str, name: &'static str) -> impl Fn(std::io::Error) -> 
             },
         )
     }
-}
-
-/// Copies the container's output into the log (and to the attached caller) until the init has
-/// exited and both pipes are closed; returns the exit code.
-fn pump(pid: i32, pipes: [OwnedFd; 2], log: &mut Writer, attached: Option<&[OwnedFd; 2]>) -> i32 {
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGCHLD);
-    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
-    let mut open = [true, true];
-    let mut code = None;
-    let mut buf = vec![0u8; 16 * 1024];
-    // Once the init is gone, processes it left (a container sharing a pid namespace) may still
-    // hold the pipes: wait for them a little, then stop; the runtime's delete kills them.
-    let mut grace = 200;
-    while code.is_none() || (open.iter().any(|o| *o) && grace > 0) {
-        let mut fds: Vec<PollFd<'_>> = vec![];
-        let mut which = vec![];
-        for (i, p) in pipes.iter().enumerate() {
-            if open[i] {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-                which.push(Some(i));
-            }
-        }
-        if let Some(s) = &sigfd {
-            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
-            which.push(None);
-        }
-        let timeout = if code.is_some() || sigfd.is_none() {
-            grace -= 1;
-            PollTimeout::from(10u16)
-        } else {
-            PollTimeout::NONE
-        };
-        let ready: Vec<Option<usize>> = match poll(&mut fds, timeout) {
-            Ok(_) => fds
-                .iter()
-                .zip(&which)
-                .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(_, w)| *w)
-                .collect(),
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => break,
-        };
-        drop(fds);
-        for w in ready {
-            match w {
-                Some(i) => match nix::unistd::read(&pipes[i], &mut buf) {
-                    Ok(0) | Err(_) => open[i] = false,
-                    Ok(n) => {
-                        let _ = log.write(i, &buf[..n]);
-                        if let Some(a) = attached {
-                            let _ = write_all(&a[i], &buf[..n]);
-                        }
-                    }
-                },
-                None => {
-                    if let Some(s) = &sigfd {
-                        while let Ok(Some(_)) = s.read_signal() {}
-                    }
-                }
-            }
-        }
-        if code.is_none() {
-            code = reap(pid);
-        }
-    }
-    let _ = log.flush();
-    code.unwrap_or(137)
-}
-
-/// Reaps whatever exited; the init's exit code once it has.
-fn reap(pid: i32) -> Option<i32> {
-    let mut code = None;
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => code = Some(c),
-            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => code = Some(128 + s as i32),
-            Ok(WaitStatus::StillAlive) => return code,
-            // No child left at all: the init is gone (reaped, or never ours).
-            Err(nix::Error::ECHILD) => return code.or(Some(137)),
-            Err(_) => return code,
-            Ok(_) => {}
-        }
-    }
-}
-
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,76 @@
+//! The terminal of a `-t` container: the monitor listens on `<container dir>/console.sock`, the
+//! runtime hands that path to the init as its console socket (runc's protocol), and the init
+//! sends the master of the pty it allocated inside the container (SCM_RIGHTS).
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use crate::EngineError;
+
+/// A console socket waiting for the pty master.
+#[derive(Debug)]
+pub(super) struct Console {
+    listener: UnixListener,
+    /// The socket's path (removed when dropped).
+    pub path: PathBuf,
+}
+
+impl Console {
+    /// Listens on `dir/console.sock` (a stale socket from a monitor that died is replaced).
+    pub fn bind(dir: &Path) -> Result<Console, EngineError> {
+        let path = dir.join("console.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|source| EngineError::Io {
+            what: "listen on",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Console { listener, path })
+    }
+
+    /// The master, once the container started (its init sent it before reporting `Created`,
+    /// so it is already queued: the accept does not wait).
+    pub fn master(&self) -> Result<OwnedFd, EngineError> {
+        let err = |what: &str| EngineError::StartFailed(format!("terminal: {what}"));
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|_| err("set non-blocking"))?;
+        let (conn, _) = self
+            .listener
+            .accept()
+            .map_err(|e| err(&format!("no connection from the container's init: {e}")))?;
+        let mut byte = [0u8; 64];
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| err(&format!("receive the pty master: {e}")))?;
+        for c in msg
+            .cmsgs()
+            .map_err(|e| err(&format!("control message: {e}")))?
+        {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                if let Some(fd) = fds.first() {
+                    // SAFETY: the kernel just installed this descriptor for us (SCM_RIGHTS);
+                    // nothing else owns it.
+                    return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+                }
+            }
+        }
+        Err(err("the init sent no descriptor"))
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

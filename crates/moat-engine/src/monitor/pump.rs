@@ -1,0 +1,167 @@
+//! The monitor's steady state: the container's output into the log (and to an attached
+//! caller), an attached caller's input into the container's terminal, and the init's exit.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::logs::Writer;
+
+/// Gives back to the kernel what the start-up used and the monitor's long idle life does not:
+/// free heap pages, and the stack pages below the current frame (dead: the deepest calls are
+/// over; a later call that reaches them again gets fresh zero pages). About 100 KB each here,
+/// per container.
+pub(super) fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let Some(low) = std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|maps| {
+            maps.lines()
+                .find(|l| l.ends_with("[stack]"))
+                .and_then(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
+        })
+    else {
+        return;
+    };
+    // Keep a margin below the current frame for the calls this function still makes.
+    let page = 4096;
+    let end = (sp.saturating_sub(16 * 1024)) & !(page - 1);
+    if end > low {
+        // SAFETY: [low, end) is the part of this thread's stack mapping more than 16 KiB below
+        // the live frames: no live data is there (the stack grows down), and MADV_DONTNEED on
+        // private anonymous memory only drops pages, which read back as zeros if touched again.
+        unsafe { libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED) };
+    }
+}
+
+/// What the monitor moves while the container runs.
+#[derive(Debug)]
+pub(super) struct Streams {
+    /// The container's output: (descriptor, stream: 0 stdout, 1 stderr). Pipes, or the pty
+    /// master for a terminal (one stream).
+    pub outputs: Vec<(OwnedFd, usize)>,
+    /// The attached caller's stdout and stderr.
+    pub attached: Option<[OwnedFd; 2]>,
+    /// The attached caller's stdin and where it goes (the pty master), for `-it`.
+    pub input: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Copies the container's output into the log (and to the attached caller) and the caller's
+/// input into its terminal, until the init has exited and its output is closed; returns the
+/// exit code.
+pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+    let mut code = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    // Once the init is gone, processes it left (a container sharing a pid namespace) may still
+    // hold the pipes: wait for them a little, then stop; the runtime's delete kills them.
+    let mut grace = 200;
+    while code.is_none() || (!s.outputs.is_empty() && grace > 0) {
+        // Slots: outputs first, then the input, then the signal descriptor.
+        let mut fds: Vec<PollFd<'_>> = s
+            .outputs
+            .iter()
+            .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let n_out = fds.len();
+        if let Some((from, _)) = &s.input {
+            fds.push(PollFd::new(from.as_fd(), PollFlags::POLLIN));
+        }
+        let n_in = fds.len();
+        if let Some(sig) = &sigfd {
+            fds.push(PollFd::new(sig.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = if code.is_some() || sigfd.is_none() {
+            grace -= 1;
+            PollTimeout::from(10u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let mut closed = vec![];
+        for (slot, (fd, stream)) in s.outputs.iter().enumerate() {
+            if !ready[slot] {
+                continue;
+            }
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(_) => closed.push(slot), // EIO on a pty: its last user is gone
+                Ok(n) => {
+                    let _ = log.write(*stream, &buf[..n]);
+                    if let Some(a) = &s.attached {
+                        let _ = write_all(&a[*stream], &buf[..n]);
+                    }
+                }
+            }
+        }
+        for slot in closed.into_iter().rev() {
+            s.outputs.remove(slot);
+        }
+        if n_in > n_out && ready[n_out] {
+            let done = match &s.input {
+                Some((from, to)) => match nix::unistd::read(from, &mut buf) {
+                    Ok(0) | Err(_) => true,
+                    Ok(n) => write_all(to, &buf[..n]).is_err(),
+                },
+                None => true,
+            };
+            if done {
+                s.input = None;
+            }
+        }
+        if let Some(sig) = &sigfd {
+            if ready.get(n_in).copied().unwrap_or(false) {
+                while let Ok(Some(_)) = sig.read_signal() {}
+            }
+        }
+        if code.is_none() {
+            code = reap(pid);
+        }
+    }
+    let _ = log.flush();
+    code.unwrap_or(137)
+}
+
+/// Reaps whatever exited; the init's exit code once it has.
+fn reap(pid: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => code = Some(c),
+            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => code = Some(128 + s as i32),
+            Ok(WaitStatus::StillAlive) => return code,
+            // No child left at all: the init is gone (reaped, or never ours).
+            Err(nix::Error::ECHILD) => return code.or(Some(137)),
+            Err(_) => return code,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
