@@ -28,6 +28,7 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
     let process = &spec["process"];
     let (state, error) = row.effective();
     let running = state == State::Running;
+    let paused = running && crate::lifecycle::is_paused(paths, row);
     let user = {
         let (u, g) = (&process["user"]["uid"], &process["user"]["gid"]);
         match (u.as_u64(), g.as_u64()) {
@@ -87,9 +88,9 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
         "Path": path,
         "Args": args,
         "State": {
-            "Status": state.as_str(),
+            "Status": if paused { "paused" } else { state.as_str() },
             "Running": running,
-            "Paused": false,
+            "Paused": paused,
             "Restarting": false,
             "OOMKilled": false,
             "Dead": false,

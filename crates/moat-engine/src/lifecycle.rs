@@ -223,6 +223,113 @@ pub fn monitor_config(
     })
 }
 
+/// Whether the running container is paused (frozen).
+pub fn is_paused(paths: &Paths, row: &Row) -> bool {
+    row.effective().0 == State::Running
+        && container_id(row).is_ok_and(|cid| {
+            moat_runtime::ops::pause::paused(&Runtime::new(&paths.runtime_root), &cid)
+        })
+}
+
+/// Freezes every process of a running container (`pause`).
+pub fn pause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
+    if row.effective().0 != State::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is not running",
+            row.id
+        )));
+    }
+    if is_paused(paths, row) {
+        return Err(EngineError::Conflict(format!(
+            "container {} is already paused",
+            row.id
+        )));
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    moat_runtime::ops::pause::pause(&rt, &container_id(row)?)?;
+    Ok(())
+}
+
+/// Thaws a paused container (`unpause`).
+pub fn unpause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
+    if !is_paused(paths, row) {
+        return Err(EngineError::Conflict(format!(
+            "container {} is not paused",
+            row.id
+        )));
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    moat_runtime::ops::pause::resume(&rt, &container_id(row)?)?;
+    Ok(())
+}
+
+/// One process of a container, as `top` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Host pid.
+    pub pid: i32,
+    /// Parent's host pid.
+    pub ppid: i32,
+    /// Real uid.
+    pub uid: u32,
+    /// CPU time used, seconds.
+    pub cpu_secs: u64,
+    /// Command line.
+    pub cmd: String,
+}
+
+/// The processes of a running container (`top`), from its cgroup and /proc.
+pub fn top(paths: &Paths, row: &Row) -> Result<Vec<Process>, EngineError> {
+    if row.effective().0 != State::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is not running",
+            row.id
+        )));
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    let mut pids = moat_runtime::ops::pause::pids(&rt, &container_id(row)?)?;
+    pids.sort_unstable();
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let mut out = vec![];
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which may hold spaces) start at the last ')'.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ")
+            })
+            .unwrap_or_default();
+        out.push(Process {
+            pid,
+            ppid: num(1) as i32,
+            uid,
+            cpu_secs: (num(11) + num(12)) / ticks,
+            cmd,
+        });
+    }
+    Ok(out)
+}
+
 /// Sends `sig` to a running container's init.
 pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
     if row.effective().0 != State::Running {
@@ -263,6 +370,10 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
     }
     let rt = Runtime::new(&paths.runtime_root);
     let cid = container_id(row)?;
+    // A paused container cannot act on the signal: thawed first, as Docker does.
+    if moat_runtime::ops::pause::paused(&rt, &cid) {
+        let _ = moat_runtime::ops::pause::resume(&rt, &cid);
+    }
     let _ = moat_runtime::ops::kill::kill(&rt, &cid, sig, false);
     if wait_monitor(row, timeout) {
         return Ok(());

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod blobs;
 pub mod check;
+pub mod commit;
 pub mod db;
 pub mod digest;
 pub mod mount;

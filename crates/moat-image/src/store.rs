@@ -382,6 +382,13 @@ impl ImageStore {
         tag: Option<&Reference>,
         cfg: &ImportConfig,
     ) -> Result<Digest, StoreError> {
+        let layer = self.add_tar_layer(src)?;
+        self.commit_image(&[layer], tag, cfg, "moat import")
+    }
+
+    /// One layer from a tar stream (plain, gzip or zstd): stored as given as a blob while it is
+    /// decompressed, hashed and unpacked (one pass), then recorded.
+    pub fn add_tar_layer(&self, src: impl Read) -> Result<LayerRow, StoreError> {
         let writer = self.blobs.writer()?;
         let mut tee = Tee { r: src, w: writer };
         let (diff_id, size, tmp, media_type) = self.unpack_temp(&mut tee)?;
@@ -393,8 +400,23 @@ impl ImageStore {
             size: blob_size,
             media_type: media_type.to_string(),
         };
-        let layer = self.record_layer(diff_id, size, tmp, info)?;
-        self.commit_image(&[layer], tag, cfg, "moat import")
+        self.record_layer(diff_id, size, tmp, info)
+    }
+
+    /// The layer rows of image `id`, base first.
+    pub fn base_layers(&self, id: &Digest) -> Result<Vec<LayerRow>, StoreError> {
+        let row = self
+            .db
+            .image(id)?
+            .ok_or_else(|| StoreError::NoSuchImage(id.to_string()))?;
+        row.layers
+            .iter()
+            .map(|d| {
+                self.db
+                    .layer(d)?
+                    .ok_or_else(|| StoreError::NoSuchImage(format!("{id} (layer {d} missing)")))
+            })
+            .collect()
     }
 
     /// `moat import DIR`: a directory becomes a one-layer image. The directory is archived by a
@@ -637,22 +659,15 @@ impl ImageStore {
 
     /// The image's layers as overlay lower layers, top first.
     pub fn lowers(&self, id: &Digest) -> Result<Vec<Lower>, StoreError> {
-        let row = self
-            .db
-            .image(id)?
-            .ok_or_else(|| StoreError::NoSuchImage(id.to_string()))?;
-        let mut out = vec![];
-        for d in row.layers.iter().rev() {
-            let l = self
-                .db
-                .layer(d)?
-                .ok_or_else(|| StoreError::NoSuchImage(format!("{id} (layer {d} missing)")))?;
-            out.push(Lower {
+        Ok(self
+            .base_layers(id)?
+            .into_iter()
+            .rev()
+            .map(|l| Lower {
                 dir: self.root.join("snapshots").join(&l.snapshot),
                 link: l.link,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 }
 

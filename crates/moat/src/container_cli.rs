@@ -132,6 +132,27 @@ pub enum ContainerCommand {
         /// New name.
         new_name: String,
     },
+    /// Make an image from a container's changes.
+    Commit(CommitArgs),
+    /// Pause containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resume paused containers.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Show a container's processes.
+    Top {
+        /// Container.
+        container: String,
+    },
     /// Remove every stopped container.
     Prune {
         /// Do not ask (moat never asks).
@@ -316,16 +337,25 @@ pub fn prune(root: &Path) -> i32 {
 }
 
 /// Docker's STATUS column.
-fn status(row: &Row) -> String {
+fn status(paths: &Paths, row: &Row) -> String {
     match row.effective().0 {
         State::Created => "Created".into(),
-        State::Running => format!("Up {}", human_ago(&row.started_at).replace(" ago", "")),
+        State::Running => format!(
+            "Up {}{}",
+            human_ago(&row.started_at).replace(" ago", ""),
+            if lifecycle::is_paused(paths, row) {
+                " (Paused)"
+            } else {
+                ""
+            }
+        ),
         State::Exited => format!("Exited ({}) {}", row.exit_code, human_ago(&row.finished_at)),
     }
 }
 
 /// `moat ps`.
 pub fn ps(root: &Path, a: &PsArgs) -> i32 {
+    let paths = Paths::new(root);
     let rows = match Records::open(root).and_then(|r| r.all()) {
         Ok(r) => r,
         Err(e) => {
@@ -368,7 +398,7 @@ pub fn ps(root: &Path, a: &PsArgs) -> i32 {
             r.image_ref.clone(),
             format!("\"{cmd}\""),
             human_ago(&r.created),
-            status(r),
+            status(&paths, r),
             String::new(),
             r.name.clone(),
         ]);
@@ -615,6 +645,115 @@ pub fn exec(root: &Path, a: &ExecArgs) -> i32 {
         Err(EngineError::Command { message, code }) => {
             log::error!("{message}");
             code
+        }
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// `moat commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Author.
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL); repeatable.
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Commit message.
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Pause the container during the commit.
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pause: bool,
+    /// Container.
+    container: String,
+    /// REPOSITORY[:TAG] for the new image.
+    reference: Option<String>,
+}
+
+/// `moat commit`: prints the new image's id.
+pub fn commit(root: &Path, a: &CommitArgs) -> i32 {
+    let paths = Paths::new(root);
+    let config = match crate::image_cli::changes(&a.change, a.message.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let opts = moat_image::commit::CommitOptions {
+        config,
+        author: a.author.clone(),
+    };
+    let result = Records::open(root)
+        .map_err(EngineError::from)
+        .and_then(|r| find(&r, &a.container))
+        .and_then(|row| {
+            moat_engine::commit::commit(&paths, &row, a.reference.as_deref(), &opts, a.pause)
+        });
+    match result {
+        Ok(id) => {
+            println!("{id}");
+            0
+        }
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// `moat pause`.
+pub fn pause(root: &Path, names: &[String]) -> i32 {
+    each(&Paths::new(root), names, lifecycle::pause)
+}
+
+/// `moat unpause`.
+pub fn unpause(root: &Path, names: &[String]) -> i32 {
+    each(&Paths::new(root), names, lifecycle::unpause)
+}
+
+/// `moat restart`: stop (as `stop` does) then start, detached.
+pub fn restart(root: &Path, a: &StopArgs) -> i32 {
+    each(&Paths::new(root), &a.containers, |p, row| {
+        let (default_sig, default_time) = lifecycle::stop_settings(p, row);
+        let sig = signal(a.signal.as_deref().unwrap_or(&default_sig))?;
+        let time = a.time.map(Duration::from_secs).unwrap_or(default_time);
+        lifecycle::stop(p, row, sig, time)?;
+        // The record changed under us (exited, unmounted): start from the fresh one.
+        let fresh = find(&Records::open(&p.root)?, &row.id)?;
+        lifecycle::start(p, &fresh, Attach::Detached).map(|_| ())
+    })
+}
+
+/// `moat top`: Docker's default columns (UID PID PPID C STIME TTY TIME CMD, simplified).
+pub fn top(root: &Path, container: &str) -> i32 {
+    let paths = Paths::new(root);
+    let result = Records::open(root)
+        .map_err(EngineError::from)
+        .and_then(|r| find(&r, container))
+        .and_then(|row| lifecycle::top(&paths, &row));
+    match result {
+        Ok(procs) => {
+            println!(
+                "{:<10} {:<10} {:<10} {:<10} CMD",
+                "UID", "PID", "PPID", "TIME"
+            );
+            for p in procs {
+                let t = p.cpu_secs;
+                println!(
+                    "{:<10} {:<10} {:<10} {:<10} {}",
+                    p.uid,
+                    p.pid,
+                    p.ppid,
+                    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60),
+                    p.cmd
+                );
+            }
+            0
         }
         Err(e) => {
             log::error!("{e}");

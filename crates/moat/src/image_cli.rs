@@ -225,7 +225,7 @@ fn open(root: &Path) -> Result<ImageStore, CliError> {
 }
 
 /// Parses `docker import --change` instructions.
-fn changes(list: &[String], message: Option<String>) -> Result<ImportConfig, CliError> {
+pub fn changes(list: &[String], message: Option<String>) -> Result<ImportConfig, CliError> {
     let mut cfg = ImportConfig {
         message,
         ..Default::default()

@@ -67,6 +67,27 @@ enum Command {
         /// New name.
         new_name: String,
     },
+    /// Make an image from a container's changes (one new layer).
+    Commit(container_cli::CommitArgs),
+    /// Pause every process of containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resume paused containers.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart(container_cli::StopArgs),
+    /// Show a container's processes.
+    Top {
+        /// Container.
+        container: String,
+    },
     /// Manage containers.
     #[command(subcommand)]
     Container(container_cli::ContainerCommand),
@@ -165,6 +186,21 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             new_name,
         }) => return container_cli::rename(root, container, new_name),
         Command::Container(C::Prune { .. }) => return container_cli::prune(root),
+        Command::Commit(a) | Command::Container(C::Commit(a)) => {
+            return container_cli::commit(root, a)
+        }
+        Command::Pause { containers } | Command::Container(C::Pause { containers }) => {
+            return container_cli::pause(root, containers)
+        }
+        Command::Unpause { containers } | Command::Container(C::Unpause { containers }) => {
+            return container_cli::unpause(root, containers)
+        }
+        Command::Restart(a) | Command::Container(C::Restart(a)) => {
+            return container_cli::restart(root, a)
+        }
+        Command::Top { container } | Command::Container(C::Top { container }) => {
+            return container_cli::top(root, container)
+        }
         Command::Import(a) | Command::Image(I::Import(a)) => image_cli::import(root, a),
         Command::Images(a) | Command::Image(I::Ls(a)) => image_cli::images(root, a),
         Command::Image(I::Inspect { images }) => image_cli::inspect(root, images),

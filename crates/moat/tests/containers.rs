@@ -522,3 +522,149 @@ fn terminals_with_t_and_it() {
     assert!(out.contains("interrupted"), "{out}");
     e.assert_clean();
 }
+
+fn layers(e: &Engine, image: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&e.ok(&["image", "inspect", image])).unwrap();
+    v[0]["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn snapshots(e: &Engine) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(e.dir.path().join("image/snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|d| !d.file_name().to_string_lossy().starts_with("tmp"))
+        .map(|d| {
+            (
+                d.file_name().to_string_lossy().into_owned(),
+                d.metadata().unwrap().ino(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn commit_makes_exactly_one_layer_over_the_referenced_base() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let base_layers = layers(&e, "busybox");
+    let before = snapshots(&e);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "src",
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /etc/added; rm /bin/ls; mkdir -p /opt/x; echo ready; \
+         while true; do sleep 0.05; done",
+    ]);
+    eventually("changes made", || e.ok(&["logs", "src"]).contains("ready"));
+    let id = e.ok(&[
+        "commit",
+        "-m",
+        "my change",
+        "-a",
+        "me",
+        "-c",
+        "ENV COMMITTED=1",
+        "src",
+        "derived:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    // The container was paused for the commit and runs on.
+    assert_eq!(inspect(&e, "src")["State"]["Status"], "running");
+
+    // Exactly one new layer; the base's layers are the same digests and the same snapshot
+    // directories (same inodes: referenced, not copied).
+    let new_layers = layers(&e, "derived:1");
+    assert_eq!(new_layers.len(), base_layers.len() + 1);
+    assert_eq!(new_layers[..base_layers.len()], base_layers[..]);
+    let after = snapshots(&e);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    for s in &before {
+        assert!(after.contains(s), "base snapshot {s:?} changed");
+    }
+    // A container of the new image sees the change, deletions included.
+    let out = e.ok(&[
+        "run", "--rm", "derived:1", "sh", "-c",
+        "cat /etc/added; test -e /bin/ls || echo ls-gone; echo $COMMITTED; test -d /opt/x && echo dir",
+    ]);
+    assert_eq!(out, "new\nls-gone\n1\ndir\n");
+    let history = e.ok(&["image", "history", "derived:1"]);
+    assert!(history.contains("my change"), "{history}");
+    // The base image is untouched.
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "test -e /bin/ls && echo ls-here",
+    ]);
+    assert_eq!(out, "ls-here\n");
+    // Bad input: an unknown container, a bad reference.
+    assert_eq!(e.moat(&["commit", "ghost", "x:1"]).status.code(), Some(1));
+    let out = e.moat(&["commit", "src", "Bad Name"]);
+    assert_eq!(out.status.code(), Some(1));
+    e.ok(&["rm", "-f", "src"]);
+    e.assert_clean();
+}
+
+#[test]
+fn pause_unpause_top_restart() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pz",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/tick; sleep 0.02; done",
+    ]);
+    let top = e.ok(&["top", "pz"]);
+    assert!(top.starts_with("UID"), "{top}");
+    assert!(top.contains("while true"), "{top}");
+    e.ok(&["pause", "pz"]);
+    assert_eq!(inspect(&e, "pz")["State"]["Status"], "paused");
+    assert!(e.ok(&["ps"]).contains("(Paused)"));
+    let tick = |e: &Engine| e.ok(&["exec", "pz", "cat", "/tmp/tick"]);
+    assert_eq!(
+        e.moat(&["pause", "pz"]).status.code(),
+        Some(1),
+        "already paused"
+    );
+    e.ok(&["unpause", "pz"]);
+    let t1 = tick(&e);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_ne!(tick(&e), t1, "runs again after unpause");
+    assert_eq!(
+        e.moat(&["unpause", "pz"]).status.code(),
+        Some(1),
+        "not paused"
+    );
+    // A paused container still stops.
+    e.ok(&["pause", "pz"]);
+    let pid1 = inspect(&e, "pz")["State"]["Pid"].as_i64().unwrap();
+    e.ok(&["restart", "-t", "1", "pz"]);
+    let st = inspect(&e, "pz");
+    assert_eq!(st["State"]["Status"], "running");
+    assert_ne!(st["State"]["Pid"].as_i64().unwrap(), pid1);
+    e.ok(&["rm", "-f", "pz"]);
+    e.assert_clean();
+}

@@ -347,6 +347,14 @@ impl Cgroup {
         }
     }
 
+    /// Whether the cgroup is frozen (paused).
+    pub fn is_frozen(&self) -> bool {
+        match &self.layout {
+            Layout::V1 { .. } => v1::frozen(self),
+            Layout::V2 { root } => v2::frozen(self, &root.join(&self.rel)),
+        }
+    }
+
     /// Thaws a frozen cgroup.
     pub fn thaw(&self) -> Result<(), CgroupError> {
         match &self.layout {

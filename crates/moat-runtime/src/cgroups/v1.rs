@@ -246,6 +246,14 @@ pub(super) fn device_rule(rule: &LinuxDeviceCgroup) -> String {
     )
 }
 
+/// Whether the freezer reports the cgroup frozen.
+pub(super) fn frozen(cg: &Cgroup) -> bool {
+    dir(cg, "freezer", "freezing")
+        .ok()
+        .and_then(|d| cg.read(&d.join("freezer.state")).ok())
+        .is_some_and(|s| s.trim() == "FROZEN")
+}
+
 pub(super) fn set_freezer(cg: &Cgroup, frozen: bool) -> Result<(), CgroupError> {
     let dir = dir(cg, "freezer", "freezing")?;
     let path = dir.join("freezer.state");

@@ -194,6 +194,14 @@ fn io_weight(cg: &Cgroup, dir: &Path, blkio: &LinuxBlockIo) -> Result<(), Cgroup
     }
 }
 
+/// Whether cgroup.events reports the cgroup frozen.
+pub(super) fn frozen(cg: &Cgroup, dir: &Path) -> bool {
+    cg.read(&dir.join("cgroup.events")).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_once(' ') == Some(("frozen", "1")))
+    })
+}
+
 pub(super) fn set_freeze(cg: &Cgroup, dir: &Path, frozen: bool) -> Result<(), CgroupError> {
     cg.write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
     // The freeze completes asynchronously; cgroup.events reports when it has.

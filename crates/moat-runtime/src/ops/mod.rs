@@ -8,6 +8,7 @@ pub mod exec;
 pub mod kill;
 mod launch;
 pub mod list;
+pub mod pause;
 pub mod run;
 pub mod spec;
 pub mod start;
