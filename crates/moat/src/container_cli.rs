@@ -10,8 +10,6 @@ use moat_engine::containers::{Records, Row, State};
 use moat_engine::lifecycle::{self, Attach};
 use moat_engine::{EngineError, Paths};
 
-use crate::image_cli::human_ago;
-
 /// `moat start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
@@ -65,20 +63,6 @@ pub struct RmArgs {
     containers: Vec<String>,
 }
 
-/// `moat ps`.
-#[derive(Debug, Args)]
-pub struct PsArgs {
-    /// Show every container (default: running ones).
-    #[arg(short, long)]
-    all: bool,
-    /// Only ids.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Do not truncate ids and commands.
-    #[arg(long)]
-    no_trunc: bool,
-}
-
 /// `moat logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -100,7 +84,7 @@ pub struct LogsArgs {
 pub enum ContainerCommand {
     /// List containers.
     #[command(alias = "ps", alias = "list")]
-    Ls(PsArgs),
+    Ls(crate::ps_cli::PsArgs),
     /// Remove containers.
     Rm(RmArgs),
     /// Start containers.
@@ -334,96 +318,6 @@ pub fn prune(root: &Path) -> i32 {
         }
     }
     code
-}
-
-/// Docker's STATUS column.
-fn status(paths: &Paths, row: &Row) -> String {
-    match row.effective().0 {
-        State::Created => "Created".into(),
-        State::Running => format!(
-            "Up {}{}",
-            human_ago(&row.started_at).replace(" ago", ""),
-            if lifecycle::is_paused(paths, row) {
-                " (Paused)"
-            } else {
-                ""
-            }
-        ),
-        State::Exited => format!("Exited ({}) {}", row.exit_code, human_ago(&row.finished_at)),
-    }
-}
-
-/// `moat ps`.
-pub fn ps(root: &Path, a: &PsArgs) -> i32 {
-    let paths = Paths::new(root);
-    let rows = match Records::open(root).and_then(|r| r.all()) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return 1;
-        }
-    };
-    let shown: Vec<&Row> = rows
-        .iter()
-        .filter(|r| a.all || r.effective().0 == State::Running)
-        .collect();
-    let mut out = std::io::stdout().lock();
-    if a.quiet {
-        for r in shown {
-            let id = if a.no_trunc { &r.id[..] } else { &r.id[..12] };
-            let _ = writeln!(out, "{id}");
-        }
-        return 0;
-    }
-    let mut table = vec![[
-        "CONTAINER ID".to_string(),
-        "IMAGE".into(),
-        "COMMAND".into(),
-        "CREATED".into(),
-        "STATUS".into(),
-        "PORTS".into(),
-        "NAMES".into(),
-    ]];
-    for r in shown {
-        let mut cmd = r.command.join(" ");
-        if !a.no_trunc && cmd.chars().count() > 20 {
-            cmd = cmd.chars().take(19).collect::<String>() + "…";
-        }
-        table.push([
-            if a.no_trunc {
-                r.id.clone()
-            } else {
-                r.id[..12].to_string()
-            },
-            r.image_ref.clone(),
-            format!("\"{cmd}\""),
-            human_ago(&r.created),
-            status(&paths, r),
-            String::new(),
-            r.name.clone(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| {
-            table
-                .iter()
-                .map(|row| row[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in &table {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i == 6 {
-                line += cell;
-            } else {
-                line += &format!("{cell:<w$}   ", w = widths[i]);
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-    0
 }
 
 /// `moat logs`.

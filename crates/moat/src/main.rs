@@ -7,6 +7,7 @@
 mod container_cli;
 mod image_cli;
 mod logger;
+mod ps_cli;
 mod run_cli;
 mod runtime_cli;
 
@@ -43,7 +44,7 @@ enum Command {
     /// Remove containers.
     Rm(container_cli::RmArgs),
     /// List containers.
-    Ps(container_cli::PsArgs),
+    Ps(ps_cli::PsArgs),
     /// Show a container's logs.
     Logs(container_cli::LogsArgs),
     /// Run a command in a running container.
@@ -167,7 +168,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Stop(a) | Command::Container(C::Stop(a)) => return container_cli::stop(root, a),
         Command::Kill(a) | Command::Container(C::Kill(a)) => return container_cli::kill(root, a),
         Command::Rm(a) | Command::Container(C::Rm(a)) => return container_cli::rm(root, a),
-        Command::Ps(a) | Command::Container(C::Ls(a)) => return container_cli::ps(root, a),
+        Command::Ps(a) | Command::Container(C::Ls(a)) => return ps_cli::ps(root, a),
         Command::Logs(a) | Command::Container(C::Logs(a)) => return container_cli::logs(root, a),
         Command::Exec(a) | Command::Container(C::Exec(a)) => return container_cli::exec(root, a),
         Command::Wait { containers } | Command::Container(C::Wait { containers }) => {

@@ -668,3 +668,79 @@ fn pause_unpause_top_restart() {
     e.ok(&["rm", "-f", "pz"]);
     e.assert_clean();
 }
+
+#[test]
+fn ps_filters_and_formats() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run", "-d", "--name", "web1", "-l", "tier=web", "busybox", "sleep", "30",
+    ]);
+    e.moat(&["run", "--name", "job1", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        e.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "status=exited",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "job1\n"
+    );
+    assert_eq!(
+        e.ok(&[
+            "ps",
+            "--filter",
+            "label=tier=web",
+            "--format",
+            "{{.Names}} {{.State}}"
+        ]),
+        "web1 running\n"
+    );
+    assert_eq!(
+        e.ok(&["ps", "-a", "--filter", "exited=3", "--format", "{{.Names}}"]),
+        "job1\n"
+    );
+    assert_eq!(
+        e.ok(&["ps", "-a", "--filter", "name=web", "-q"])
+            .lines()
+            .count(),
+        1
+    );
+    // Same key: any; different keys: all.
+    let both = e.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=web1",
+        "--filter",
+        "name=job1",
+        "-q",
+    ]);
+    assert_eq!(both.lines().count(), 2);
+    let none = e.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        "name=web1",
+        "--filter",
+        "status=exited",
+        "-q",
+    ]);
+    assert_eq!(none, "");
+    let table = e.ok(&["ps", "-a", "--format", "table {{.Names}}\t{{.Image}}"]);
+    assert!(table.starts_with("NAMES\tIMAGE\n"), "{table}");
+    for bad in [
+        ["--filter", "foo=bar"],
+        ["--filter", "status=sleepy"],
+        ["--format", "{{.Bogus}}"],
+    ] {
+        let out = e.moat(&["ps", bad[0], bad[1]]);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+    }
+    e.ok(&["rm", "-f", "web1", "job1"]);
+    e.assert_clean();
+}
