@@ -56,9 +56,10 @@ pub enum RecordError {
 }
 
 /// Where a container is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum State {
     /// Made, never started (or being started).
+    #[default]
     Created,
     /// Its process runs, watched by a monitor.
     Running,
@@ -87,7 +88,7 @@ impl State {
 }
 
 /// One container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Row {
     /// 64 hex digits.
     pub id: String,
@@ -481,16 +482,7 @@ mod tests {
             image_ref: "busybox".into(),
             command: vec!["sh".into()],
             created: "2026-01-01T00:00:00Z".into(),
-            state: State::Created,
-            pid: 0,
-            monitor: (0, 0),
-            exit_code: 0,
-            started_at: String::new(),
-            finished_at: String::new(),
-            error: String::new(),
-            auto_remove: false,
-            log_rotation: String::new(),
-            tty: false,
+            ..Default::default()
         }
     }
 

@@ -32,16 +32,6 @@ pub enum Attach {
     },
 }
 
-/// Signals an attached caller forwards to the container (`--sig-proxy`, Docker's default).
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
 fn container_id(row: &Row) -> Result<ContainerId, EngineError> {
     row.id
         .parse()
@@ -146,9 +136,13 @@ pub fn wait_attached(
     mut handle: Handle,
     pid: i32,
 ) -> Result<i32, EngineError> {
+    // Docker's --sig-proxy: the runtime's list, but a window size change is not the init's
+    // business (its terminal is the container's own).
     let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(s);
+    for s in moat_runtime::ops::run::FORWARDED {
+        if s != Signal::SIGWINCH {
+            set.add(s);
+        }
     }
     let old = set
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)

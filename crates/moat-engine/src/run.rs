@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use moat_image::ImageStore;
 
-use crate::containers::{Records, Row, State};
+use crate::containers::{Records, Row};
 use crate::lifecycle::Attach;
 use crate::logs::Rotation;
 use crate::spec::{build, Context, RunOptions};
@@ -139,16 +139,10 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
             .and_then(|p| p.args().clone())
             .unwrap_or_default(),
         created: moat_runtime::state::now_rfc3339(),
-        state: State::Created,
-        pid: 0,
-        monitor: (0, 0),
-        exit_code: 0,
-        started_at: String::new(),
-        finished_at: String::new(),
-        error: String::new(),
         auto_remove: opts.rm,
         log_rotation: extras.rotation.encode(),
         tty: opts.tty,
+        ..Default::default()
     };
     records.insert(&row)?;
     dir.armed = false;

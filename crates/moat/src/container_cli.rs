@@ -149,12 +149,21 @@ fn find(records: &Records, what: &str) -> Result<Row, EngineError> {
     Ok(records.find(what)?)
 }
 
-/// Applies `op` to every named container, printing `what` the user typed on success (Docker's
+/// Applies `op` to every named container, printing what the user typed on success (Docker's
 /// output); errors are printed and make the exit code 1, the others are still attempted.
 fn each(
     paths: &Paths,
     names: &[String],
     mut op: impl FnMut(&Paths, &Row) -> Result<(), EngineError>,
+) -> i32 {
+    each_print(paths, names, |p, row| op(p, row).map(|()| None))
+}
+
+/// As [`each`], printing what `op` returns instead of the name when it returns something.
+fn each_print(
+    paths: &Paths,
+    names: &[String],
+    mut op: impl FnMut(&Paths, &Row) -> Result<Option<String>, EngineError>,
 ) -> i32 {
     let records = match Records::open(&paths.root) {
         Ok(r) => r,
@@ -166,7 +175,7 @@ fn each(
     let mut code = 0;
     for n in names {
         match find(&records, n).and_then(|row| op(paths, &row)) {
-            Ok(()) => println!("{n}"),
+            Ok(shown) => println!("{}", shown.as_deref().unwrap_or(n)),
             Err(e) => {
                 log::error!("{e}");
                 code = 1;
@@ -258,25 +267,9 @@ pub fn rm(root: &Path, a: &RmArgs) -> i32 {
 
 /// `moat wait`: prints each exit code.
 pub fn wait(root: &Path, names: &[String]) -> i32 {
-    let paths = Paths::new(root);
-    let records = match Records::open(&paths.root) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return 1;
-        }
-    };
-    let mut code = 0;
-    for n in names {
-        match find(&records, n).and_then(|row| lifecycle::wait(&paths, &row)) {
-            Ok(c) => println!("{c}"),
-            Err(e) => {
-                log::error!("{e}");
-                code = 1;
-            }
-        }
-    }
-    code
+    each_print(&Paths::new(root), names, |p, row| {
+        lifecycle::wait(p, row).map(|c| Some(c.to_string()))
+    })
 }
 
 /// `moat rename`.

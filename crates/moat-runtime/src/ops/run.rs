@@ -10,7 +10,8 @@ use super::{OpsError, Runtime};
 use crate::id::ContainerId;
 use crate::sync::Msg;
 
-const FORWARDED: [Signal; 7] = [
+/// The signals a foreground `run` forwards to the container's init.
+pub const FORWARDED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
