@@ -324,6 +324,30 @@ pub fn top(paths: &Paths, row: &Row) -> Result<Vec<Process>, EngineError> {
     Ok(out)
 }
 
+/// A running container's resource usage, with its CPU use over `window` as a percentage of
+/// one CPU (Docker's CPU %: can exceed 100 on several cores).
+pub fn stats(
+    paths: &Paths,
+    row: &Row,
+    window: Duration,
+) -> Result<(moat_runtime::cgroups::Usage, f64), EngineError> {
+    if row.effective().0 != State::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is not running",
+            row.id
+        )));
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    let cid = container_id(row)?;
+    let t0 = Instant::now();
+    let first = moat_runtime::ops::pause::usage(&rt, &cid)?;
+    std::thread::sleep(window);
+    let second = moat_runtime::ops::pause::usage(&rt, &cid)?;
+    let wall = t0.elapsed().as_nanos().max(1) as f64;
+    let cpu = second.cpu_ns.saturating_sub(first.cpu_ns) as f64 / wall * 100.0;
+    Ok((second, cpu))
+}
+
 /// Sends `sig` to a running container's init.
 pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
     if row.effective().0 != State::Running {

@@ -75,8 +75,34 @@ pub struct LogsArgs {
     /// Prefix each line with its time.
     #[arg(short, long)]
     timestamps: bool,
+    /// Only lines since this time (RFC 3339, Unix seconds, or a duration ago: 10m, 1h30m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only lines before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
     /// Container.
     container: String,
+}
+
+/// A `--since`/`--until` value as RFC 3339 with nanoseconds in UTC (the log's own format, so
+/// that the two compare as strings).
+fn log_time(v: &str) -> Result<String, EngineError> {
+    let bad = || {
+        EngineError::Conflict(format!(
+            "invalid time {v:?}: RFC 3339, Unix seconds, or a duration such as 10m"
+        ))
+    };
+    let t = if let Ok(secs) = v.parse::<u64>() {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    } else if let Ok(d) = humantime::parse_duration(v) {
+        std::time::SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(bad)?
+    } else {
+        humantime::parse_rfc3339_weak(v).map_err(|_| bad())?
+    };
+    Ok(humantime::format_rfc3339_nanos(t).to_string())
 }
 
 /// `moat container ...`.
@@ -137,6 +163,8 @@ pub enum ContainerCommand {
         /// Container.
         container: String,
     },
+    /// Show containers' resource usage.
+    Stats(crate::ps_cli::StatsArgs),
     /// Remove every stopped container.
     Prune {
         /// Do not ask (moat never asks).
@@ -335,7 +363,13 @@ fn logs_inner(root: &Path, a: &LogsArgs) -> Result<(), EngineError> {
             EngineError::Conflict(format!("invalid --tail {n:?}: a number or \"all\""))
         })?),
     };
-    let entries = moat_engine::logs::read_all(&path)?;
+    let since = a.since.as_deref().map(log_time).transpose()?;
+    let until = a.until.as_deref().map(log_time).transpose()?;
+    let entries: Vec<_> = moat_engine::logs::read_all(&path)?
+        .into_iter()
+        .filter(|e| since.as_ref().is_none_or(|s| e.time >= *s))
+        .filter(|e| until.as_ref().is_none_or(|u| e.time < *u))
+        .collect();
     let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
     let print = |e: &moat_engine::logs::Entry| {
         let text = if a.timestamps {

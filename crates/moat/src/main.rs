@@ -89,6 +89,8 @@ enum Command {
         /// Container.
         container: String,
     },
+    /// Show containers' resource usage.
+    Stats(ps_cli::StatsArgs),
     /// Manage containers.
     #[command(subcommand)]
     Container(container_cli::ContainerCommand),
@@ -199,6 +201,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Restart(a) | Command::Container(C::Restart(a)) => {
             return container_cli::restart(root, a)
         }
+        Command::Stats(a) | Command::Container(C::Stats(a)) => return ps_cli::stats(root, a),
         Command::Top { container } | Command::Container(C::Top { container }) => {
             return container_cli::top(root, container)
         }

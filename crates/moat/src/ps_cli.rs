@@ -308,3 +308,116 @@ fn formatted(paths: &Paths, format: &str, rows: &[&Row], no_trunc: bool) -> i32 
     }
     0
 }
+
+/// `moat stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit (otherwise: a new one every second).
+    #[arg(long)]
+    no_stream: bool,
+    /// Containers (default: every running one).
+    containers: Vec<String>,
+}
+
+/// `moat stats`: Docker's columns (network and block I/O not measured yet: shown as --).
+pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
+    let paths = Paths::new(root);
+    loop {
+        let rows = match Records::open(root).and_then(|r| {
+            if a.containers.is_empty() {
+                Ok(r.all()?
+                    .into_iter()
+                    .filter(|x| x.effective().0 == State::Running)
+                    .collect())
+            } else {
+                a.containers
+                    .iter()
+                    .map(|n| r.find(n))
+                    .collect::<Result<Vec<_>, _>>()
+            }
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("{e}");
+                return 1;
+            }
+        };
+        let mut lines = vec![format!(
+            "{:<14} {:<20} {:<8} {:<22} {:<8} {:<12} {:<12} PIDS",
+            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O"
+        )];
+        for row in &rows {
+            match lifecycle::stats(&paths, row, std::time::Duration::from_millis(200)) {
+                Ok((u, cpu)) => {
+                    let limit = if u.memory_limit >= 1 << 62 {
+                        host_memory()
+                    } else {
+                        u.memory_limit
+                    };
+                    let pct = if limit > 0 {
+                        u.memory as f64 / limit as f64 * 100.0
+                    } else {
+                        0.0
+                    };
+                    lines.push(format!(
+                        "{:<14} {:<20} {:<8} {:<22} {:<8} {:<12} {:<12} {}",
+                        &row.id[..12],
+                        row.name,
+                        format!("{cpu:.2}%"),
+                        format!("{} / {}", binary_size(u.memory), binary_size(limit)),
+                        format!("{pct:.2}%"),
+                        "--",
+                        "--",
+                        u.pids
+                    ));
+                }
+                Err(e) if !a.containers.is_empty() => {
+                    log::error!("{e}");
+                    return 1;
+                }
+                Err(_) => {} // it stopped meanwhile
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        if !a.no_stream {
+            // Clear the screen and go home, as Docker's live view does.
+            let _ = write!(out, "\x1b[2J\x1b[H");
+        }
+        for l in lines {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
+        if a.no_stream {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+}
+
+/// Total memory of the host (the limit of a container without one).
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Docker's binary sizes for stats (`1.5MiB`).
+fn binary_size(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", units[i])
+    }
+}

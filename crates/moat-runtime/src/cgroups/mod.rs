@@ -347,6 +347,48 @@ impl Cgroup {
         }
     }
 
+    /// Resource usage now: CPU time (ns), memory in use and its limit (bytes; `u64::MAX` when
+    /// unlimited), process count. Missing files read as 0.
+    pub fn usage(&self) -> Usage {
+        let num = |p: PathBuf| -> Option<u64> { self.read(&p).ok()?.trim().parse().ok() };
+        match &self.layout {
+            Layout::V1 { .. } => {
+                let file = |ctl: &str, f: &str| {
+                    self.layout
+                        .hierarchy(ctl)
+                        .map(|h| h.mount_point.join(&self.rel).join(f))
+                };
+                Usage {
+                    cpu_ns: file("cpuacct", "cpuacct.usage").and_then(num).unwrap_or(0),
+                    memory: file("memory", "memory.usage_in_bytes")
+                        .and_then(num)
+                        .unwrap_or(0),
+                    memory_limit: file("memory", "memory.limit_in_bytes")
+                        .and_then(num)
+                        .unwrap_or(u64::MAX),
+                    pids: file("pids", "pids.current").and_then(num).unwrap_or(0),
+                }
+            }
+            Layout::V2 { root } => {
+                let dir = root.join(&self.rel);
+                let cpu_us = self
+                    .read(&dir.join("cpu.stat"))
+                    .ok()
+                    .and_then(|t| {
+                        t.lines()
+                            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                    })
+                    .unwrap_or(0);
+                Usage {
+                    cpu_ns: cpu_us * 1000,
+                    memory: num(dir.join("memory.current")).unwrap_or(0),
+                    memory_limit: num(dir.join("memory.max")).unwrap_or(u64::MAX),
+                    pids: num(dir.join("pids.current")).unwrap_or(0),
+                }
+            }
+        }
+    }
+
     /// Whether the cgroup is frozen (paused).
     pub fn is_frozen(&self) -> bool {
         match &self.layout {
@@ -476,6 +518,19 @@ fn wait_for(cg: &Cgroup, path: &Path, done: impl Fn(&str) -> bool) -> Result<(),
         path: path.to_path_buf(),
         state: last.trim().to_string(),
     })
+}
+
+/// A cgroup's resource usage at one moment ([`Cgroup::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// CPU time used, nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use, bytes.
+    pub memory: u64,
+    /// Memory limit, bytes (`u64::MAX`: none).
+    pub memory_limit: u64,
+    /// Processes.
+    pub pids: u64,
 }
 
 /// The device rules every container needs (runc's defaults): `mknod` of any device, and

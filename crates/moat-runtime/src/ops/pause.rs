@@ -1,5 +1,6 @@
 //! `pause` / `resume`: freeze and thaw every process of a running container (the cgroup
-//! freezer), as runc does; `paused` tells whether it is frozen.
+//! freezer), as runc does; `paused` tells whether it is frozen. Also what `top` and `stats`
+//! read from the container's cgroup.
 
 use super::{cgroup_of, OpsError, Runtime};
 use crate::id::ContainerId;
@@ -38,4 +39,10 @@ pub fn paused(rt: &Runtime, id: &ContainerId) -> bool {
 pub fn pids(rt: &Runtime, id: &ContainerId) -> Result<Vec<i32>, OpsError> {
     let (rec, _) = rt.lookup(id)?;
     Ok(cgroup_of(&rec)?.pids()?)
+}
+
+/// The container's resource usage now (for `stats`).
+pub fn usage(rt: &Runtime, id: &ContainerId) -> Result<crate::cgroups::Usage, OpsError> {
+    let (rec, _) = rt.lookup(id)?;
+    Ok(cgroup_of(&rec)?.usage())
 }
