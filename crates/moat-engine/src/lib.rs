@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub mod commit;
 pub mod containers;
+pub mod cp;
 pub mod defaults;
 pub mod exec;
 pub mod hostconfig;

@@ -49,24 +49,7 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
     }
     let dir = paths.container_dir(&row.id);
     let rootfs = dir.join("rootfs");
-    // Mounted by `create` (or left by a monitor that died: the same layers, kept); otherwise
-    // (after a run ended, or a reboot) mounted now.
-    if !is_mount_point(&dir, &rootfs) {
-        let store = ImageStore::open(&paths.images())?;
-        let image: moat_image::Digest = row
-            .image
-            .parse()
-            .map_err(|_| EngineError::NoImage(row.image.clone()))?;
-        let lowers = store.lowers(&image)?;
-        drop(store);
-        moat_image::mount::mount_overlay(
-            &paths.images(),
-            &lowers,
-            &dir.join("upper"),
-            &dir.join("work"),
-            &rootfs,
-        )?;
-    }
+    mount_rootfs(paths, row)?;
     log::debug!("start: rootfs mounted");
     // A runtime record left by a dead monitor would make the id look taken.
     let rt = Runtime::new(&paths.runtime_root);
@@ -116,6 +99,32 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
             row.name
         ))),
     }
+}
+
+/// Mounts the container's overlay rootfs unless it is (by `create`, a running container, or a
+/// monitor that died: the same layers, kept); true when mounted now (after a run ended, or a
+/// reboot).
+pub fn mount_rootfs(paths: &Paths, row: &Row) -> Result<bool, EngineError> {
+    let dir = paths.container_dir(&row.id);
+    let rootfs = dir.join("rootfs");
+    if is_mount_point(&dir, &rootfs) {
+        return Ok(false);
+    }
+    let store = ImageStore::open(&paths.images())?;
+    let image: moat_image::Digest = row
+        .image
+        .parse()
+        .map_err(|_| EngineError::NoImage(row.image.clone()))?;
+    let lowers = store.lowers(&image)?;
+    drop(store);
+    moat_image::mount::mount_overlay(
+        &paths.images(),
+        &lowers,
+        &dir.join("upper"),
+        &dir.join("work"),
+        &rootfs,
+    )?;
+    Ok(true)
 }
 
 /// Whether `path` is a mount point below `parent` (another device than its parent directory).

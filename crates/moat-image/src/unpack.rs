@@ -161,8 +161,19 @@ fn clear(dir: &OwnedFd, name: &OsStr, new_is_dir: bool, shown: &str) -> Result<(
     }
 }
 
-/// Unpacks an uncompressed tar stream into `dest` (an existing, empty directory).
+/// Unpacks an uncompressed image layer into `dest` (an existing, empty directory): OCI
+/// whiteouts become overlayfs whiteouts.
 pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
+    unpack_into(reader, dest, true)
+}
+
+/// Unpacks a plain tar stream (no whiteouts: a `.wh.` name is a file like any other) into the
+/// existing directory `dest`, with the same refusals as a layer (`moat cp` into a container).
+pub fn unpack_plain(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
+    unpack_into(reader, dest, false)
+}
+
+fn unpack_into(reader: impl Read, dest: &Path, layer: bool) -> Result<(), UnpackError> {
     let root = rustix::fs::open(
         dest,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -189,12 +200,12 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), UnpackError> {
         ctx.invalidate(&comps);
         let parent = ctx.parent(parents, &shown)?;
         let nb = name.as_bytes();
-        if nb == OPAQUE {
+        if layer && nb == OPAQUE {
             rustix::fs::fsetxattr(&parent, "trusted.overlay.opaque", b"y", XattrFlags::empty())
                 .map_err(|e| create_err(&shown, "mark opaque", e))?;
             continue;
         }
-        if let Some(hidden) = nb.strip_prefix(WH) {
+        if let Some(hidden) = nb.strip_prefix(WH).filter(|_| layer) {
             let hidden = OsStr::from_bytes(hidden);
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(UnpackError::Refused {

@@ -165,6 +165,13 @@ pub enum ContainerCommand {
     },
     /// Show containers' resource usage.
     Stats(crate::ps_cli::StatsArgs),
+    /// Copy files between a container and the host.
+    Cp {
+        /// CONTAINER:PATH or a host path.
+        src: String,
+        /// CONTAINER:PATH or a host path.
+        dest: String,
+    },
     /// Remove every stopped container.
     Prune {
         /// Do not ask (moat never asks).
@@ -676,6 +683,61 @@ pub fn top(root: &Path, container: &str) -> i32 {
             }
             0
         }
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// `moat cp CONTAINER:SRC DEST` or `moat cp SRC CONTAINER:DEST`.
+pub fn cp(root: &Path, src: &str, dest: &str) -> i32 {
+    // "NAME:PATH" names a container path; a host path with a colon can be given as ./a:b.
+    let split = |s: &str| -> Option<(String, String)> {
+        if s.starts_with('/') || s.starts_with('.') {
+            return None;
+        }
+        s.split_once(':').map(|(c, p)| {
+            (
+                c.to_string(),
+                if p.is_empty() {
+                    "/".into()
+                } else {
+                    p.to_string()
+                },
+            )
+        })
+    };
+    let (container, what) = match (split(src), split(dest)) {
+        (Some((c, p)), None) => (
+            c,
+            moat_engine::cp::Copy::Out {
+                src: p,
+                dest: dest.into(),
+            },
+        ),
+        (None, Some((c, p))) => (
+            c,
+            moat_engine::cp::Copy::In {
+                src: src.into(),
+                dest: p,
+            },
+        ),
+        _ => {
+            log::error!(
+                "copying between containers or between host paths is not supported: \
+                 one of SRC and DEST must be CONTAINER:PATH"
+            );
+            return 1;
+        }
+    };
+    let paths = Paths::new(root);
+    let result = Records::open(root)
+        .map_err(EngineError::from)
+        .and_then(|r| find(&r, &container))
+        .and_then(|row| moat_engine::cp::copy(&paths, &row, &what));
+    match result {
+        Ok(()) => 0,
         Err(e) => {
             log::error!("{e}");
             1

@@ -91,6 +91,13 @@ enum Command {
     },
     /// Show containers' resource usage.
     Stats(ps_cli::StatsArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH on one side).
+    Cp {
+        /// CONTAINER:PATH or a host path.
+        src: String,
+        /// CONTAINER:PATH or a host path.
+        dest: String,
+    },
     /// Manage containers.
     #[command(subcommand)]
     Container(container_cli::ContainerCommand),
@@ -202,6 +209,9 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             return container_cli::restart(root, a)
         }
         Command::Stats(a) | Command::Container(C::Stats(a)) => return ps_cli::stats(root, a),
+        Command::Cp { src, dest } | Command::Container(C::Cp { src, dest }) => {
+            return container_cli::cp(root, src, dest)
+        }
         Command::Top { container } | Command::Container(C::Top { container }) => {
             return container_cli::top(root, container)
         }

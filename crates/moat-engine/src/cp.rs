@@ -1,0 +1,189 @@
+//! `moat cp`: files between a container (running or not) and the host, both ways.
+//!
+//! Symlink-safe: a path in the container is resolved with `openat2(RESOLVE_IN_ROOT)` on its
+//! root filesystem, so a symlink in the container (`/etc -> /host/etc`, `../../..`) resolves
+//! inside it, never on the host; what is written into the container goes through the layer
+//! unpacker's descriptor-relative, no-symlink path walk. A running container is paused
+//! meanwhile, so it cannot swap a directory for a symlink between the check and the use
+//! (CVE-2018-15664, the `docker cp` race).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use moat_runtime::rootfs::safe::open_in_root;
+use moat_runtime::Runtime;
+
+use crate::containers::{Row, State};
+use crate::{EngineError, Paths};
+
+/// Which way to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copy {
+    /// Container path → host path.
+    Out {
+        /// In the container.
+        src: String,
+        /// On the host.
+        dest: PathBuf,
+    },
+    /// Host path → container path.
+    In {
+        /// On the host.
+        src: PathBuf,
+        /// In the container.
+        dest: String,
+    },
+}
+
+fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> EngineError {
+    let path = path.into();
+    move |source| EngineError::Io { what, path, source }
+}
+
+/// Copies as asked; the container is paused (if running) and its rootfs mounted (if not) for
+/// the time of the copy.
+pub fn copy(paths: &Paths, row: &Row, what: &Copy) -> Result<(), EngineError> {
+    let mounted_now = crate::lifecycle::mount_rootfs(paths, row)?;
+    let rt = Runtime::new(&paths.runtime_root);
+    let cid = row
+        .id
+        .parse()
+        .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?;
+    let paused = row.effective().0 == State::Running
+        && !moat_runtime::ops::pause::paused(&rt, &cid)
+        && moat_runtime::ops::pause::pause(&rt, &cid).is_ok();
+    let rootfs = paths.container_dir(&row.id).join("rootfs");
+    let result = File::open(&rootfs)
+        .map_err(io_err("open", &rootfs))
+        .and_then(|root| match what {
+            Copy::Out { src, dest } => copy_out(root.as_fd(), src, dest),
+            Copy::In { src, dest } => copy_in(root.as_fd(), src, dest),
+        });
+    if paused {
+        let _ = moat_runtime::ops::pause::resume(&rt, &cid);
+    }
+    if mounted_now && row.effective().0 != State::Running {
+        let _ = moat_image::mount::unmount(&rootfs);
+    }
+    result
+}
+
+/// A descriptor's path through /proc (reopening an `O_PATH` descriptor, no path walk).
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Writes `src` (a host path, or a resolved descriptor's /proc path) as a tar whose top entry
+/// is `name`, into `out`.
+fn archive(src: &Path, name: &Path, out: impl io::Write) -> io::Result<()> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let md = std::fs::metadata(src)?;
+    if md.is_dir() {
+        b.append_dir_all(name, src)?;
+    } else {
+        let mut f = File::open(src)?;
+        b.append_file(name, &mut f)?;
+    }
+    b.into_inner()?.flush()
+}
+
+/// Runs `produce` on a thread writing into a pipe while `consume` reads it.
+fn piped(
+    produce: impl FnOnce(io::PipeWriter) -> io::Result<()> + Send + 'static,
+    consume: impl FnOnce(io::PipeReader) -> Result<(), EngineError>,
+    what: &Path,
+) -> Result<(), EngineError> {
+    let (r, w) = io::pipe().map_err(io_err("create pipe for", what))?;
+    let producer = std::thread::spawn(move || produce(w));
+    let consumed = consume(r);
+    match producer.join() {
+        Ok(Ok(())) => consumed,
+        Ok(Err(e)) if consumed.is_ok() || e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(io_err("archive", what)(e))
+        }
+        Ok(Err(_)) => consumed,
+        Err(_) => Err(io_err("archive", what)(io::Error::other(
+            "archiver panicked",
+        ))),
+    }
+}
+
+/// Where a copy lands: an existing directory receives the source under its own name; anything
+/// else names the copy, in its (existing) parent directory.
+fn target(dest_is_dir: bool, dest: &Path, src_name: &Path) -> (PathBuf, PathBuf) {
+    if dest_is_dir {
+        (dest.to_path_buf(), src_name.to_path_buf())
+    } else {
+        let parent = dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| "/".into());
+        let name = dest
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| src_name.into());
+        (parent, name)
+    }
+}
+
+fn base_name(p: &str) -> PathBuf {
+    Path::new(p)
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "rootfs".into())
+}
+
+fn copy_out(root: std::os::fd::BorrowedFd<'_>, src: &str, dest: &Path) -> Result<(), EngineError> {
+    let resolved =
+        open_in_root(root, Path::new(src)).map_err(io_err("find in the container", src))?;
+    let (dir, name) = target(dest.is_dir(), dest, &base_name(src));
+    if !dir.is_dir() {
+        return Err(io_err("copy to", &dir)(io::ErrorKind::NotFound.into()));
+    }
+    let from = fd_path(&resolved);
+    piped(
+        move |w| archive(&from, &name, w),
+        |r| {
+            let mut a = tar::Archive::new(r);
+            a.set_preserve_permissions(true);
+            a.set_overwrite(true);
+            // The tar crate refuses entries that would leave `dir` (`..`, absolute paths,
+            // through a symlink the archive made).
+            a.unpack(&dir).map_err(io_err("extract into", &dir))
+        },
+        Path::new(src),
+    )
+}
+
+fn copy_in(root: std::os::fd::BorrowedFd<'_>, src: &Path, dest: &str) -> Result<(), EngineError> {
+    std::fs::symlink_metadata(src).map_err(io_err("copy", src))?;
+    let src_name = src
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "rootfs".into());
+    let existing = open_in_root(root, Path::new(dest)).ok();
+    let dest_is_dir = existing
+        .as_ref()
+        .is_some_and(|fd| std::fs::metadata(fd_path(fd)).is_ok_and(|m| m.is_dir()));
+    let (dir, name) = target(dest_is_dir, Path::new(dest), &src_name);
+    let dir_fd = open_in_root(root, &dir).map_err(io_err("find in the container", &dir))?;
+    if !std::fs::metadata(fd_path(&dir_fd)).is_ok_and(|m| m.is_dir()) {
+        return Err(io_err("copy into", &dir)(
+            io::ErrorKind::NotADirectory.into(),
+        ));
+    }
+    let from = src.to_path_buf();
+    let into = fd_path(&dir_fd);
+    piped(
+        move |w| archive(&from, &name, w),
+        |r| {
+            moat_image::unpack::unpack_plain(r, &into)
+                .map_err(|e| EngineError::Conflict(format!("copy into {dest}: {e}")))
+        },
+        src,
+    )
+}
