@@ -20,7 +20,7 @@ pub enum FlagError {
     #[error("unknown capability {0:?}")]
     Capability(String),
     /// `-v` / `--mount`
-    #[error("invalid volume {0:?}: HOST-PATH:CONTAINER-PATH[:ro|rw] with absolute paths (named volumes are not supported yet)")]
+    #[error("invalid volume {0:?}: HOST-PATH:CONTAINER-PATH[:ro|rw], NAME:CONTAINER-PATH[:ro|rw] or CONTAINER-PATH, with absolute paths")]
     Volume(String),
     /// `--tmpfs`
     #[error("invalid --tmpfs {0:?}: an absolute CONTAINER-PATH[:OPTIONS]")]
@@ -55,8 +55,10 @@ pub const ULIMITS: [&str; 15] = [
 /// A bind mount from `-v`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    /// Host path.
+    /// Host path; for a volume its name ("" for a new anonymous one) until the volume is made.
     pub source: String,
+    /// A named or anonymous volume rather than a host path.
+    pub volume: bool,
     /// Container path.
     pub destination: String,
     /// `:ro`.
@@ -170,16 +172,18 @@ pub fn parse_capability(s: &str) -> Result<String, FlagError> {
     }
 }
 
-/// Parses `-v HOST:CONTAINER[:ro|rw]` (bind mounts only, for now).
+/// Parses `-v HOST-PATH:CONTAINER-PATH[:ro|rw]` (a bind mount), `-v NAME:CONTAINER-PATH[:ro|rw]`
+/// (a named volume, made on first use) or `-v CONTAINER-PATH` (an anonymous volume).
 pub fn parse_bind(s: &str) -> Result<Bind, FlagError> {
     let err = || FlagError::Volume(s.to_string());
     let parts: Vec<&str> = s.split(':').collect();
     let (source, destination, mode) = match parts.as_slice() {
+        [d] => ("", *d, "rw"),
         [a, b] => (*a, *b, "rw"),
         [a, b, m] => (*a, *b, *m),
         _ => return Err(err()),
     };
-    if !source.starts_with('/') || !destination.starts_with('/') || destination == "/" {
+    if !destination.starts_with('/') || destination == "/" {
         return Err(err());
     }
     let readonly = match mode {
@@ -187,11 +191,16 @@ pub fn parse_bind(s: &str) -> Result<Bind, FlagError> {
         "rw" => false,
         _ => return Err(err()),
     };
-    if !std::path::Path::new(source).exists() {
+    let volume = !source.starts_with('/');
+    if volume && !source.is_empty() && crate::containers::check_name(source).is_err() {
+        return Err(err());
+    }
+    if !volume && !std::path::Path::new(source).exists() {
         return Err(FlagError::NoSource(source.to_string()));
     }
     Ok(Bind {
         source: source.into(),
+        volume,
         destination: destination.into(),
         readonly,
     })
@@ -492,9 +501,20 @@ mod tests {
             (b.source.as_str(), b.destination.as_str(), b.readonly),
             ("/tmp", "/data", true)
         );
-        for bad in ["vol:/data", "/tmp:rel", "/tmp:/", "/tmp:/d:rx", "/tmp"] {
+        for bad in [
+            "bad name:/data",
+            "/tmp:rel",
+            "/tmp:/",
+            "/tmp:/d:rx",
+            "rel",
+            "a:b:c:d",
+        ] {
             assert!(parse_bind(bad).is_err(), "{bad}");
         }
+        let v = parse_bind("data:/d").unwrap();
+        assert!(v.volume && v.source == "data");
+        let anon = parse_bind("/cache").unwrap();
+        assert!(anon.volume && anon.source.is_empty() && anon.destination == "/cache");
         assert_eq!(
             parse_bind("/no/such/dir:/d"),
             Err(FlagError::NoSource("/no/such/dir".into()))

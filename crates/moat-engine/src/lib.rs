@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod run;
 pub mod seccomp;
 pub mod spec;
+pub mod volumes;
 
 /// Where an engine keeps things.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -429,7 +429,8 @@ fn wait_monitor(row: &Row, timeout: Duration) -> bool {
 }
 
 /// Removes a container (`rm`): refused while it runs unless `force` (then killed first).
-pub fn remove(paths: &Paths, row: &Row, force: bool) -> Result<(), EngineError> {
+/// With `volumes` (`rm -v`), the anonymous volumes it used go too.
+pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<(), EngineError> {
     if row.effective().0 == State::Running {
         if !force {
             return Err(EngineError::Conflict(format!(
@@ -451,6 +452,11 @@ pub fn remove(paths: &Paths, row: &Row, force: bool) -> Result<(), EngineError> 
         moat_runtime::ops::delete::delete(&rt, &cid, true)?;
     }
     let dir = paths.container_dir(&row.id);
+    let used = if volumes {
+        volumes_of(paths, &dir)
+    } else {
+        vec![]
+    };
     let rootfs = dir.join("rootfs");
     moat_image::mount::unmount(&rootfs).map_err(|source| EngineError::Io {
         what: "unmount",
@@ -467,7 +473,39 @@ pub fn remove(paths: &Paths, row: &Row, force: bool) -> Result<(), EngineError> 
         }
     }
     records.remove(&row.id)?;
+    if !used.is_empty() {
+        let vols = crate::volumes::Volumes::open(paths)?;
+        for name in used {
+            if vols.get(&name)?.is_some_and(|v| v.anonymous) {
+                // Still used by another container: kept, as Docker does.
+                let _ = vols.remove(&name);
+            }
+        }
+    }
     Ok(())
+}
+
+/// The names of the volumes a container's config mounts.
+fn volumes_of(paths: &Paths, dir: &Path) -> Vec<String> {
+    let prefix = paths.root.join("volumes");
+    let spec: serde_json::Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    spec["mounts"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| {
+                    let src = Path::new(m["source"].as_str()?);
+                    let rest = src.strip_prefix(&prefix).ok()?;
+                    let mut parts = rest.components();
+                    let name = parts.next()?.as_os_str().to_str()?.to_string();
+                    (parts.as_path() == Path::new("_data")).then_some(name)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Blocks until the container has exited (one never started is waited for, as Docker does);

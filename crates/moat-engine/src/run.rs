@@ -117,6 +117,17 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
     )?;
     write(&path.join("resolv.conf"), &resolv_conf())?;
+    // Volumes named in -v are made now (an existing one is used as it is).
+    let mut opts = opts.clone();
+    if opts.host.binds.iter().any(|b| b.volume) {
+        let volumes = crate::volumes::Volumes::open(paths)?;
+        for b in opts.host.binds.iter_mut().filter(|b| b.volume) {
+            let name = volumes.create((!b.source.is_empty()).then_some(b.source.as_str()), &[])?;
+            b.source = volumes.mountpoint(&name).to_string_lossy().into_owned();
+            b.volume = false;
+        }
+    }
+    let opts = &opts;
     let spec = build(
         &config,
         opts,

@@ -55,7 +55,7 @@ pub struct RmArgs {
     /// Kill and remove a running container.
     #[arg(short, long)]
     force: bool,
-    /// Remove anonymous volumes too (there are none yet).
+    /// Remove the container's anonymous volumes too.
     #[arg(short, long)]
     volumes: bool,
     /// Containers.
@@ -296,7 +296,7 @@ pub fn kill(root: &Path, a: &KillArgs) -> i32 {
 /// `moat rm`.
 pub fn rm(root: &Path, a: &RmArgs) -> i32 {
     each(&Paths::new(root), &a.containers, |p, row| {
-        lifecycle::remove(p, row, a.force)
+        lifecycle::remove(p, row, a.force, a.volumes)
     })
 }
 
@@ -337,7 +337,7 @@ pub fn prune(root: &Path) -> i32 {
     let mut code = 0;
     println!("Deleted Containers:");
     for row in rows.iter().filter(|r| r.effective().0 != State::Running) {
-        match lifecycle::remove(&paths, row, false) {
+        match lifecycle::remove(&paths, row, false, false) {
             Ok(()) => println!("{}", row.id),
             Err(e) => {
                 log::error!("{e}");

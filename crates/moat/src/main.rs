@@ -10,6 +10,7 @@ mod logger;
 mod ps_cli;
 mod run_cli;
 mod runtime_cli;
+mod volume_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -101,6 +102,9 @@ enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(container_cli::ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume_cli::VolumeCommand),
     /// The monitor of one container (started by moat itself, not by users).
     #[command(hide = true)]
     Monitor {
@@ -196,6 +200,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             new_name,
         }) => return container_cli::rename(root, container, new_name),
         Command::Container(C::Prune { .. }) => return container_cli::prune(root),
+        Command::Volume(v) => return volume_cli::volume(root, v),
         Command::Commit(a) | Command::Container(C::Commit(a)) => {
             return container_cli::commit(root, a)
         }

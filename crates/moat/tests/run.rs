@@ -277,10 +277,7 @@ fn resources_capabilities_mounts_and_privileged() {
             vec!["-v", "/no/such/dir:/x"],
             "does not exist: /no/such/dir",
         ),
-        (
-            vec!["-v", "named:/x"],
-            "named volumes are not supported yet",
-        ),
+        (vec!["-v", "bad name:/x"], "invalid volume \"bad name:/x\""),
         (vec!["--stop-signal", "SIGNOPE"], "--stop-signal"),
     ] {
         let mut all = args.clone();
