@@ -122,6 +122,8 @@ pub struct Row {
     pub log_rotation: String,
     /// `-t`: the process runs on a terminal.
     pub tty: bool,
+    /// `--restart` policy (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
+    pub restart: String,
 }
 
 impl Row {
@@ -164,14 +166,15 @@ CREATE TABLE IF NOT EXISTS containers (
     error         TEXT NOT NULL DEFAULT '',
     auto_remove   INTEGER NOT NULL DEFAULT 0,
     log_rotation  TEXT NOT NULL DEFAULT '',
-    tty           INTEGER NOT NULL DEFAULT 0
+    tty           INTEGER NOT NULL DEFAULT 0,
+    restart       TEXT NOT NULL DEFAULT 'no'
 );
 CREATE INDEX IF NOT EXISTS containers_by_image ON containers(image);
 ";
 
 const COLUMNS: &str = "id, name, image, image_ref, command, created, state, pid, monitor_pid, \
                        monitor_start, exit_code, started_at, finished_at, error, auto_remove, \
-                       log_rotation, tty";
+                       log_rotation, tty, restart";
 
 /// The container table.
 #[derive(Debug)]
@@ -196,16 +199,23 @@ impl Records {
         let conn = moat_image::db::connect(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         // Tables made before a column existed get it (CREATE TABLE IF NOT EXISTS keeps theirs).
-        let has_tty: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('containers') WHERE name = 'tty'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(sql)?;
-        if has_tty == 0 {
-            conn.execute_batch("ALTER TABLE containers ADD COLUMN tty INTEGER NOT NULL DEFAULT 0")
+        for (column, decl) in [
+            ("tty", "INTEGER NOT NULL DEFAULT 0"),
+            ("restart", "TEXT NOT NULL DEFAULT 'no'"),
+        ] {
+            let has: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('containers') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
                 .map_err(sql)?;
+            if has == 0 {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE containers ADD COLUMN {column} {decl}"
+                ))
+                .map_err(sql)?;
+            }
         }
         Ok(Records { conn, path })
     }
@@ -230,7 +240,7 @@ impl Records {
         let res = self.conn.execute(
             &format!(
                 "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
                 row.id,
@@ -250,6 +260,7 @@ impl Records {
                 row.auto_remove,
                 row.log_rotation,
                 row.tty,
+                row.restart,
             ],
         );
         match res {
@@ -414,6 +425,7 @@ impl Records {
                         auto_remove: r.get(14)?,
                         log_rotation: r.get(15)?,
                         tty: r.get(16)?,
+                        restart: r.get(17)?,
                     },
                     r.get::<_, String>(6)?,
                 ))

@@ -25,6 +25,9 @@ pub enum FlagError {
     /// `--tmpfs`
     #[error("invalid --tmpfs {0:?}: an absolute CONTAINER-PATH[:OPTIONS]")]
     Tmpfs(String),
+    /// `--restart`
+    #[error("invalid restart policy {0:?}: no, always, unless-stopped or on-failure[:MAX]")]
+    Restart(String),
     /// `-l`
     #[error("invalid label {0:?}: KEY=VALUE")]
     Label(String),
@@ -204,6 +207,61 @@ pub fn parse_bind(s: &str) -> Result<Bind, FlagError> {
         destination: destination.into(),
         readonly,
     })
+}
+
+/// Docker's `--restart` policy: what the monitor does when the container exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Never restart.
+    #[default]
+    No,
+    /// Always, unless stopped by the user (`stop`, `kill`).
+    Always,
+    /// As `Always` (moat has no daemon that restarts containers at boot, where the two differ).
+    UnlessStopped,
+    /// After a non-zero exit, at most this many times (0: no limit).
+    OnFailure(u32),
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `always`, `unless-stopped`, `on-failure[:MAX]` ("" is `no`).
+    pub fn parse(s: &str) -> Result<RestartPolicy, FlagError> {
+        let err = || FlagError::Restart(s.to_string());
+        match s {
+            "" | "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure(0)),
+            other => match other.strip_prefix("on-failure:") {
+                Some(n) => n.parse().map(RestartPolicy::OnFailure).map_err(|_| err()),
+                None => Err(err()),
+            },
+        }
+    }
+
+    /// The policy as `parse` reads it.
+    pub fn encode(&self) -> String {
+        match self {
+            RestartPolicy::No => "no".into(),
+            RestartPolicy::Always => "always".into(),
+            RestartPolicy::UnlessStopped => "unless-stopped".into(),
+            RestartPolicy::OnFailure(0) => "on-failure".into(),
+            RestartPolicy::OnFailure(n) => format!("on-failure:{n}"),
+        }
+    }
+
+    /// Whether a container that exited with `code`, restarted `restarts` times so far, starts
+    /// again; never after the user stopped it.
+    pub fn restarts(&self, code: i32, restarts: u32, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => code != 0 && (*max == 0 || restarts < *max),
+        }
+    }
 }
 
 /// Parses `--tmpfs PATH[:OPTIONS]`.
@@ -492,6 +550,27 @@ mod tests {
         };
         assert_eq!(hc.capabilities(&[]), host_capabilities());
         assert!(host_capabilities().contains(&"CAP_CHOWN".to_string()));
+    }
+
+    #[test]
+    fn restart_policies() {
+        for p in [
+            "no",
+            "always",
+            "unless-stopped",
+            "on-failure",
+            "on-failure:3",
+        ] {
+            assert_eq!(RestartPolicy::parse(p).unwrap().encode(), p);
+        }
+        assert!(RestartPolicy::parse("sometimes").is_err());
+        assert!(RestartPolicy::parse("on-failure:x").is_err());
+        let f = RestartPolicy::OnFailure(2);
+        assert!(f.restarts(1, 0, false) && f.restarts(1, 1, false) && !f.restarts(1, 2, false));
+        assert!(!f.restarts(0, 0, false));
+        assert!(RestartPolicy::Always.restarts(0, 99, false));
+        assert!(!RestartPolicy::Always.restarts(1, 0, true));
+        assert!(!RestartPolicy::No.restarts(1, 0, false));
     }
 
     #[test]

@@ -111,6 +111,17 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
         "Platform": "linux",
         "HostConfig": {
             "AutoRemove": row.auto_remove,
+            "RestartPolicy": {
+                "Name": match crate::hostconfig::RestartPolicy::parse(&row.restart) {
+                    Ok(crate::hostconfig::RestartPolicy::OnFailure(_)) => "on-failure".to_string(),
+                    Ok(p) => p.encode(),
+                    Err(_) => "no".into(),
+                },
+                "MaximumRetryCount": match crate::hostconfig::RestartPolicy::parse(&row.restart) {
+                    Ok(crate::hostconfig::RestartPolicy::OnFailure(n)) => n,
+                    _ => 0,
+                },
+            },
             "LogConfig": {"Type": "json-file", "Config": log_config},
             "NetworkMode": if spec["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|n| n["type"] == "network")) { "none" } else { "host" },
             "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),

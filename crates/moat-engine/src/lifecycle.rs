@@ -78,6 +78,15 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
     if row.tty {
         args.push("--tty".into());
     }
+    if !row.restart.is_empty() && row.restart != "no" {
+        args.extend(["--restart".into(), row.restart.clone()]);
+    }
+    // A start by the user clears a stop by the user.
+    let _ = std::fs::remove_file(
+        paths
+            .container_dir(&row.id)
+            .join(crate::monitor::STOPPED_BY_USER),
+    );
     args.extend(["--log-rotation".into(), row.log_rotation.clone()]);
     // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
     // path on disk.
@@ -202,28 +211,52 @@ pub fn wait_attached(
     result
 }
 
+/// The flags of the hidden `moat monitor` command, as [`start`] gives them.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorFlags {
+    /// Copy output to the caller's stdout/stderr.
+    pub attach: bool,
+    /// The container reads the caller's stdin.
+    pub stdin: bool,
+    /// `--rm`.
+    pub rm: bool,
+    /// `-t`.
+    pub tty: bool,
+    /// `--restart` policy.
+    pub restart: String,
+    /// Encoded log rotation.
+    pub log_rotation: String,
+}
+
 /// The monitor's configuration, from the command line [`start`] gives it (no database access:
 /// the monitor must not carry SQLite state into the forks that start the container).
 pub fn monitor_config(
     paths: &Paths,
     id: &str,
-    attach: bool,
-    stdin: bool,
-    auto_remove: bool,
-    tty: bool,
-    log_rotation: &str,
+    f: &MonitorFlags,
 ) -> Result<MonitorConfig, EngineError> {
     Ok(MonitorConfig {
         paths: paths.clone(),
         id: id
             .parse()
             .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?,
-        rotation: Rotation::decode(log_rotation),
-        auto_remove,
-        attach,
-        stdin,
-        tty,
+        rotation: Rotation::decode(&f.log_rotation),
+        auto_remove: f.rm,
+        attach: f.attach,
+        stdin: f.stdin,
+        tty: f.tty,
+        restart: crate::hostconfig::RestartPolicy::parse(&f.restart)?,
     })
+}
+
+/// Tells the monitor not to restart the container (its `--restart` policy).
+fn mark_stopped_by_user(paths: &Paths, row: &Row) {
+    let _ = std::fs::write(
+        paths
+            .container_dir(&row.id)
+            .join(crate::monitor::STOPPED_BY_USER),
+        "",
+    );
 }
 
 /// Whether the running container is paused (frozen).
@@ -365,6 +398,7 @@ pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
             row.name, row.id
         )));
     }
+    mark_stopped_by_user(paths, row);
     let rt = Runtime::new(&paths.runtime_root);
     moat_runtime::ops::kill::kill(&rt, &container_id(row)?, sig, false)?;
     Ok(())
@@ -395,6 +429,7 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
     if row.effective().0 != State::Running {
         return Ok(());
     }
+    mark_stopped_by_user(paths, row);
     let rt = Runtime::new(&paths.runtime_root);
     let cid = container_id(row)?;
     // A paused container cannot act on the signal: thawed first, as Docker does.

@@ -153,6 +153,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         auto_remove: opts.rm,
         log_rotation: extras.rotation.encode(),
         tty: opts.tty,
+        restart: opts.restart.encode(),
         ..Default::default()
     };
     records.insert(&row)?;

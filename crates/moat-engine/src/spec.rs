@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub tty: bool,
     /// The caller's terminal size for `-t`.
     pub tty_size: Option<(u16, u16)>,
+    /// `--restart`.
+    pub restart: crate::hostconfig::RestartPolicy,
 }
 
 /// The program and arguments Docker would run.

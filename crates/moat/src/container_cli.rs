@@ -446,24 +446,9 @@ pub fn inspect(root: &Path, names: &[String]) -> i32 {
     code
 }
 
-/// The hidden `moat monitor` command's flags.
-#[derive(Debug)]
-pub struct MonitorFlags {
-    /// Copy output to our stdout/stderr.
-    pub attach: bool,
-    /// The container reads our stdin.
-    pub stdin: bool,
-    /// `--rm`.
-    pub rm: bool,
-    /// `-t`.
-    pub tty: bool,
-    /// Encoded log rotation.
-    pub log_rotation: String,
-}
-
 /// `moat monitor ID` (hidden): the monitor process, exec'd by `start`, with its report pipe
 /// on descriptor 3.
-pub fn monitor(root: &Path, id: &str, f: &MonitorFlags) -> i32 {
+pub fn monitor(root: &Path, id: &str, f: &lifecycle::MonitorFlags) -> i32 {
     use std::os::fd::FromRawFd;
     let fd = moat_engine::monitor::REPORT_FD;
     // The descriptor must be ours: a user running `moat monitor` by hand gets an error.
@@ -479,15 +464,7 @@ pub fn monitor(root: &Path, id: &str, f: &MonitorFlags) -> i32 {
     }
     // SAFETY: fd 3 is open (checked above) and nothing else in this process owns it.
     let report = unsafe { std::fs::File::from_raw_fd(fd) };
-    let cfg = moat_engine::lifecycle::monitor_config(
-        &Paths::new(root),
-        id,
-        f.attach,
-        f.stdin,
-        f.rm,
-        f.tty,
-        &f.log_rotation,
-    );
+    let cfg = moat_engine::lifecycle::monitor_config(&Paths::new(root), id, f);
     match cfg {
         Ok(cfg) => moat_engine::monitor::serve(&cfg, report),
         Err(e) => {

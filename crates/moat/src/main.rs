@@ -122,6 +122,9 @@ enum Command {
         /// The container has a terminal.
         #[arg(long)]
         tty: bool,
+        /// Restart policy.
+        #[arg(long, default_value = "no")]
+        restart: String,
         /// Log rotation ("max_size max_file").
         #[arg(long, default_value = "")]
         log_rotation: String,
@@ -164,13 +167,15 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             stdin,
             rm,
             tty,
+            restart,
             log_rotation,
         } => {
-            let flags = container_cli::MonitorFlags {
+            let flags = moat_engine::lifecycle::MonitorFlags {
                 attach: *attach,
                 stdin: *stdin,
                 rm: *rm,
                 tty: *tty,
+                restart: restart.clone(),
                 log_rotation: log_rotation.clone(),
             };
             return container_cli::monitor(root, id, &flags);

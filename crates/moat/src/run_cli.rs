@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// Seconds `stop` waits before SIGKILL (default 10).
     #[arg(long)]
     stop_timeout: Option<u64>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:MAX].
+    #[arg(long, default_value = "no")]
+    restart: String,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -201,6 +204,17 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
             return None;
         }
     };
+    let restart = match moat_engine::hostconfig::RestartPolicy::parse(&a.restart) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return None;
+        }
+    };
+    if a.rm && restart != moat_engine::hostconfig::RestartPolicy::No {
+        log::error!("Conflicting options: --restart and --rm");
+        return None;
+    }
     let mut env = vec![];
     for f in &a.env_file {
         match std::fs::read_to_string(f) {
@@ -243,6 +257,7 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         host,
         tty: a.tty,
         tty_size: terminal_size(),
+        restart,
     };
     let extras = CreateExtras {
         name: a.name.clone(),

@@ -51,7 +51,13 @@ pub struct MonitorConfig {
     pub stdin: bool,
     /// The container has a terminal (`-t`): its master comes to the monitor over a socket.
     pub tty: bool,
+    /// `--restart`.
+    pub restart: crate::hostconfig::RestartPolicy,
 }
+
+/// The file `stop` and `kill` leave in the container's directory so that its monitor does not
+/// restart it (Docker: a container stopped by the user stays stopped).
+pub const STOPPED_BY_USER: &str = "stopped-by-user";
 
 /// An event the monitor reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,9 +206,32 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     log::debug!("monitor: up");
-    let (code, error) = match run(cfg, &mut report) {
-        Ok(code) => (code, None),
-        Err((code, e)) => (code, Some(e.to_string())),
+    let marker = cfg
+        .paths
+        .container_dir(cfg.id.as_str())
+        .join(STOPPED_BY_USER);
+    let mut restarts = 0u32;
+    let (code, error) = loop {
+        let started = std::time::Instant::now();
+        let (code, error) = match run(cfg, &mut report) {
+            Ok(code) => (code, None),
+            Err((code, e)) => (code, Some(e.to_string())),
+        };
+        if error.is_some() || !cfg.restart.restarts(code, restarts, marker.exists()) {
+            break (code, error);
+        }
+        // Docker's back-off: 100 ms doubling per restart, reset after 10 s of running.
+        if started.elapsed() >= std::time::Duration::from_secs(10) {
+            restarts = 0;
+        }
+        let delay = std::time::Duration::from_millis(100 << restarts.min(9));
+        restarts += 1;
+        let rt = Runtime::new(&cfg.paths.runtime_root);
+        let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
+        std::thread::sleep(delay);
+        if marker.exists() {
+            break (code, None);
+        }
     };
     log::debug!("monitor: container exited");
     let trash = finish(cfg, code, error.as_deref().unwrap_or(""));

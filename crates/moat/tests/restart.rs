@@ -1,0 +1,113 @@
+//! `--restart` policies, carried out by the container's monitor (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{can_run, Engine, RunExt};
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn restart_policies_and_a_user_stop() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // on-failure:2: the first run and two restarts, then it stays exited with its code.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]);
+    eventually("three runs", || {
+        e.ok(&["logs", "flaky"]) == "run\nrun\nrun\n"
+    });
+    eventually("exited", || {
+        e.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=flaky",
+            "--format",
+            "{{.State}}",
+        ]) == "exited\n"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(e.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
+    // A clean exit is not a failure.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fine",
+        "--restart",
+        "on-failure",
+        "busybox",
+        "echo",
+        "once",
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(e.ok(&["logs", "fine"]), "once\n");
+
+    // always: restarted after each exit, until the user stops it.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "echo tick; sleep 0.1",
+    ]);
+    eventually("restarts", || e.ok(&["logs", "loop"]).lines().count() >= 3);
+    e.ok(&["stop", "-t", "1", "loop"]);
+    eventually("stopped", || {
+        e.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=loop",
+            "--format",
+            "{{.State}}",
+        ]) == "exited\n"
+    });
+    let n = e.ok(&["logs", "loop"]).lines().count();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        e.ok(&["logs", "loop"]).lines().count(),
+        n,
+        "restarted after a user stop"
+    );
+    // A start by the user brings the policy back.
+    e.ok(&["start", "loop"]);
+    eventually("restarts again", || {
+        e.ok(&["logs", "loop"]).lines().count() >= n + 2
+    });
+    e.ok(&["rm", "-f", "loop", "flaky", "fine"]);
+
+    // Bad input.
+    let out = e.moat(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Conflicting options"));
+    let out = e.moat(&["run", "--restart", "sometimes", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    e.assert_clean();
+}
