@@ -220,7 +220,7 @@ pub enum SystemCommand {
     },
 }
 
-fn open(root: &Path) -> Result<ImageStore, CliError> {
+pub(crate) fn open(root: &Path) -> Result<ImageStore, CliError> {
     Ok(ImageStore::open(&root.join("image"))?)
 }
 
@@ -611,30 +611,6 @@ pub fn prune(root: &Path) -> Result<(), CliError> {
         "Total reclaimed space: {}",
         human_size(before.saturating_sub(after))
     );
-    Ok(())
-}
-
-/// `moat system df`.
-pub fn df(root: &Path) -> Result<(), CliError> {
-    let store = open(root)?;
-    let images = store.images()?;
-    let size: u64 = store.db().layers()?.iter().map(|l| l.size).sum();
-    println!(
-        "{:<15} {:<6} {:<7} {:<10} RECLAIMABLE",
-        "TYPE", "TOTAL", "ACTIVE", "SIZE"
-    );
-    // No container uses an image yet (containers come with `moat run`): all of it is reclaimable.
-    println!(
-        "{:<15} {:<6} {:<7} {:<10} {} (100%)",
-        "Images",
-        images.len(),
-        0,
-        human_size(size),
-        human_size(size)
-    );
-    for kind in ["Containers", "Local Volumes", "Build Cache"] {
-        println!("{kind:<15} {:<6} {:<7} {:<10} 0B", 0, 0, "0B");
-    }
     Ok(())
 }
 

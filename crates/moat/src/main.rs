@@ -10,6 +10,7 @@ mod logger;
 mod ps_cli;
 mod run_cli;
 mod runtime_cli;
+mod system_cli;
 mod volume_cli;
 
 use clap::{Parser, Subcommand};
@@ -236,7 +237,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             image_cli::history(root, image, *no_trunc)
         }
         Command::Image(I::Prune { .. }) => image_cli::prune(root),
-        Command::System(image_cli::SystemCommand::Df) => image_cli::df(root),
+        Command::System(image_cli::SystemCommand::Df) => system_cli::df(root),
         Command::Save(a) => image_cli::save(root, a),
         Command::Load(a) => image_cli::load(root, a),
         Command::System(image_cli::SystemCommand::Check { repair }) => {

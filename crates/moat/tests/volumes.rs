@@ -60,6 +60,18 @@ fn volumes_outlive_containers_and_are_never_removed_in_use() {
     let out = e.moat(&["volume", "rm", "data"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    // system df counts the container, its image and the volumes in use.
+    let df = e.ok(&["system", "df"]);
+    let row = |kind: &str| -> Vec<String> {
+        let l = df.lines().find(|l| l.starts_with(kind)).unwrap();
+        l[kind.len()..]
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(row("Containers")[..2], ["1", "1"], "{df}");
+    assert_eq!(row("Images")[..2], ["1", "1"], "{df}");
+    assert_eq!(row("Local Volumes")[..2], ["3", "2"], "{df}");
     e.ok(&["rm", "-f", "-v", "user"]);
     let names = e.ok(&["volume", "ls", "-q"]);
     assert_eq!(names, "auto\ndata\n");
