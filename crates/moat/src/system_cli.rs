@@ -103,4 +103,3 @@ fn du(dir: &Path) -> u64 {
     }
     total
 }
-
