@@ -508,20 +508,26 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
         }
     }
     records.remove(&row.id)?;
-    if !used.is_empty() {
-        let vols = crate::volumes::Volumes::open(paths)?;
-        for name in used {
-            if vols.get(&name)?.is_some_and(|v| v.anonymous) {
-                // Still used by another container: kept, as Docker does.
-                let _ = vols.remove(&name);
-            }
+    remove_anonymous_volumes(paths, &used)
+}
+
+/// Removes those of `names` that are anonymous volumes (one still used by another container
+/// is kept, as Docker does).
+pub(crate) fn remove_anonymous_volumes(paths: &Paths, names: &[String]) -> Result<(), EngineError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let vols = crate::volumes::Volumes::open(paths)?;
+    for name in names {
+        if vols.get(name)?.is_some_and(|v| v.anonymous) {
+            let _ = vols.remove(name);
         }
     }
     Ok(())
 }
 
 /// The names of the volumes a container's config mounts.
-fn volumes_of(paths: &Paths, dir: &Path) -> Vec<String> {
+pub(crate) fn volumes_of(paths: &Paths, dir: &Path) -> Vec<String> {
     let prefix = paths.root.join("volumes");
     let spec: serde_json::Value = std::fs::read(dir.join("config.json"))
         .ok()

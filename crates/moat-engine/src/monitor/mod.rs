@@ -234,7 +234,8 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         }
     };
     log::debug!("monitor: container exited");
-    let trash = finish(cfg, code, error.as_deref().unwrap_or(""));
+    let mut volumes = vec![];
+    let trash = finish(cfg, code, error.as_deref().unwrap_or(""), &mut volumes);
     log::debug!("monitor: recorded");
     let event = match error {
         None => Event::Exited(code),
@@ -245,13 +246,20 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     if let Some(t) = trash {
         let _ = std::fs::remove_dir_all(t);
     }
+    let _ = crate::lifecycle::remove_anonymous_volumes(&cfg.paths, &volumes);
     i32::from(matches!(event, Event::Failed(..)))
 }
 
 /// Records the end and cleans up: the runtime's state and cgroup, the rootfs mount, and for
 /// `--rm` the container's record. Returns the directory still to delete (an `--rm` container's,
-/// renamed out of sight): that is done after the caller has been told, off the exit path.
-fn finish(cfg: &MonitorConfig, code: i32, error: &str) -> Option<PathBuf> {
+/// renamed out of sight) and fills `volumes` with the volumes it used: both are dealt with
+/// after the caller has been told, off the exit path.
+fn finish(
+    cfg: &MonitorConfig,
+    code: i32,
+    error: &str,
+    volumes: &mut Vec<String>,
+) -> Option<PathBuf> {
     // The database is opened on a thread while the runtime state goes and the rootfs is
     // unmounted (no fork follows, so a thread is fine here).
     let root = cfg.paths.root.clone();
@@ -267,6 +275,10 @@ fn finish(cfg: &MonitorConfig, code: i32, error: &str) -> Option<PathBuf> {
     log::debug!("monitor: runtime state deleted, rootfs unmounted");
     let records = opening.join().ok()?.ok()?;
     if cfg.auto_remove {
+        // Its anonymous volumes go with an --rm container, as with Docker (after the report).
+        if cfg.paths.root.join("volumes").is_dir() {
+            *volumes = crate::lifecycle::volumes_of(&cfg.paths, &dir);
+        }
         // Renamed first (instant): `containers_using` and `ps` skip dot names.
         let trash = dir.with_file_name(format!(".rm-{}", cfg.id.as_str()));
         let trash = match std::fs::rename(&dir, &trash) {
