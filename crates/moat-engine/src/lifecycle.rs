@@ -88,6 +88,12 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
             .join(crate::monitor::STOPPED_BY_USER),
     );
     args.extend(["--log-rotation".into(), row.log_rotation.clone()]);
+    // An attached caller blocks the signals it forwards before the container can run: one sent
+    // as soon as the container's output shows must be forwarded by `wait_attached`, not kill us
+    // (seen in CI: SIGTERM right after the container's first line). The monitor unblocks them.
+    if mode != Attach::Detached {
+        let _ = forwarded().thread_block();
+    }
     // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
     // path on disk.
     let mut handle = match crate::monitor::spawn(Path::new("/proc/self/exe"), &args) {
@@ -145,6 +151,18 @@ fn is_mount_point(parent: &Path, path: &Path) -> bool {
     }
 }
 
+/// Docker's --sig-proxy set: the runtime's list, but a window size change is not the init's
+/// business (its terminal is the container's own).
+fn forwarded() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in moat_runtime::ops::run::FORWARDED {
+        if s != Signal::SIGWINCH {
+            set.add(s);
+        }
+    }
+    set
+}
+
 /// Waits, as an attached caller, for the container started with `handle`: forwards the
 /// signals it receives to the init (pid `pid`) and returns the exit code once the monitor has
 /// recorded it and cleaned up (with `--rm`, removed the container).
@@ -154,17 +172,9 @@ pub fn wait_attached(
     mut handle: Handle,
     pid: i32,
 ) -> Result<i32, EngineError> {
-    // Docker's --sig-proxy: the runtime's list, but a window size change is not the init's
-    // business (its terminal is the container's own).
-    let mut set = SigSet::empty();
-    for s in moat_runtime::ops::run::FORWARDED {
-        if s != Signal::SIGWINCH {
-            set.add(s);
-        }
-    }
-    let old = set
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .ok();
+    // Blocked since `start` (so a signal sent as soon as the container runs is forwarded, not
+    // fatal to us); read here through a signalfd, unblocked on the way out.
+    let set = forwarded();
     let sigfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let result = loop {
         let mut fds = vec![PollFd::new(handle.fd(), PollFlags::POLLIN)];
@@ -205,9 +215,7 @@ pub fn wait_attached(
             }
         }
     };
-    if let Some(old) = old {
-        let _ = old.thread_set_mask();
-    }
+    let _ = set.thread_unblock();
     result
 }
 

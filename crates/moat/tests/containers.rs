@@ -182,13 +182,7 @@ fn interactive_stdin_and_signal_proxy() {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = common::read_within(child.stdout.take().unwrap(), "moat's output");
     assert_eq!(out, "HELLO\n");
     assert!(common::wait_or_dump(child, "run -i").success());
 
@@ -216,8 +210,7 @@ fn interactive_stdin_and_signal_proxy() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
+    let rest = common::read_within(stdout, "run after SIGTERM");
     assert_eq!(rest, "got-term\n");
     assert_eq!(common::wait_or_dump(child, "run").code(), Some(9));
     e.assert_clean();
@@ -384,13 +377,7 @@ fn exec_runs_in_the_container_with_docker_flags() {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = common::read_within(child.stdout.take().unwrap(), "moat's output");
     assert_eq!(out, "ABC\n");
     assert!(common::wait_or_dump(child, "exec -i").success());
     e.ok(&[
@@ -465,13 +452,7 @@ fn on_a_terminal(e: &Engine, args: &str, input: &str, delay_ms: u64) -> (i32, St
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = common::read_within(child.stdout.take().unwrap(), "moat's output");
     let code = common::wait_or_dump(child, "script").code().unwrap_or(-1);
     (code, out)
 }

@@ -165,6 +165,10 @@ unsafe fn exec_monitor(report: RawFd, exe: &CString, argv: &[*const libc::c_char
     // SAFETY: plain system calls on integers and on C strings that outlive them; nothing here
     // allocates or takes a lock.
     unsafe {
+        // The caller's blocked signals are its own business: the monitor starts with none.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::setsid();
         match libc::fork() {
             0 => {

@@ -216,6 +216,20 @@ impl Drop for Ctr {
     }
 }
 
+/// Reads `r` to its end on a thread; panics if that takes longer than [`HANG`] (a test reading
+/// a pipe must not stall the run when what holds the pipe's other end hangs).
+pub fn read_within(r: impl std::io::Read + Send + 'static, what: &str) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = r;
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("reading {what} hung for {HANG:?}"))
+}
+
 /// Runs `cmd` with its output going through files, not pipes (a container started by it may
 /// inherit them and hold a pipe open until it exits), failing the test if it hangs
 /// ([`wait_or_dump`]).
