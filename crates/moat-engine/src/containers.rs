@@ -127,8 +127,8 @@ pub struct Row {
 }
 
 impl Row {
-    /// The state to show: `running` only while the monitor is alive; a dead monitor means the
-    /// container is gone with it (the monitor is its init's parent and kills it on the way out).
+    /// The state to show: `running` only while the monitor is alive. A container whose monitor
+    /// was killed may still have processes (as with a dead conmon or shim); `rm -f` removes them.
     pub fn effective(&self) -> (State, String) {
         if self.state == State::Running && !self.monitor_alive() {
             return (

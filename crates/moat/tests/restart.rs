@@ -111,3 +111,46 @@ fn restart_policies_and_a_user_stop() {
     assert_eq!(out.status.code(), Some(125));
     e.assert_clean();
 }
+
+#[test]
+fn a_killed_test_process_leaves_nothing_for_long() {
+    if !can_run() {
+        return;
+    }
+    // First: this process's own sweep has run (it would race with the root made below).
+    let e = Engine::with_busybox();
+    // A root named as a test process that is gone (a short-lived child's pid) with a running
+    // container in it: what a SIGKILLed test leaves.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let stale = tempfile::Builder::new()
+        .prefix(&format!("moat-test-{pid}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    let moat = |args: &[&str]| {
+        std::process::Command::new(common::MOAT)
+            .arg("--root")
+            .arg(&stale)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(moat(&["import", e.busybox_tar().to_str().unwrap(), "bb"])
+        .status
+        .success());
+    assert!(moat(&["run", "-d", "--name", "left", "bb", "sleep", "60"])
+        .status
+        .success());
+    let st: serde_json::Value = serde_json::from_slice(&moat(&["inspect", "left"]).stdout).unwrap();
+    let cpid = st[0]["State"]["Pid"].as_i64().unwrap();
+
+    common::sweep_stale();
+    assert!(!stale.exists(), "stale root kept");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*stale.to_string_lossy()), "mount kept");
+    eventually("container gone", || {
+        !std::path::Path::new(&format!("/proc/{cpid}")).exists()
+    });
+}

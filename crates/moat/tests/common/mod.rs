@@ -37,6 +37,72 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+const PREFIX: &str = "moat-test-";
+
+/// A temporary directory for one test's roots, named after this test process
+/// (`moat-test-<pid>-...`), so that a later run can tell it from a live one's. The first call
+/// of a process sweeps what dead test processes left ([`sweep_stale`]).
+pub fn test_dir() -> tempfile::TempDir {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(sweep_stale);
+    tempfile::Builder::new()
+        .prefix(&format!("{PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .unwrap()
+}
+
+/// A test killed outright (SIGKILL, a CI timeout) runs no Drop guard: its containers, monitors,
+/// mounts and cgroups stay. They are removed here, through moat itself, for every test directory
+/// whose process is gone.
+pub fn sweep_stale() {
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        // Engine roots: every container (its monitor, processes, cgroup, mount).
+        if let Ok(out) = Command::new(MOAT)
+            .arg("--root")
+            .arg(&dir)
+            .args(["ps", "-aq", "--no-trunc"])
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ids: Vec<&str> = text.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new(MOAT)
+                    .arg("--root")
+                    .arg(&dir)
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        // Runtime roots (`Ctr`): every container of the state root.
+        let state = dir.join("state");
+        for c in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+            let id = c.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('@') {
+                let _ = Command::new(MOAT)
+                    .args(["runtime", "--root"])
+                    .arg(&state)
+                    .args(["delete", "--force", &id])
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// A busybox rootfs shared (read-only use) by all tests of one test binary.
 pub fn busybox_rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
@@ -89,7 +155,7 @@ pub struct Ctr {
 impl Ctr {
     /// A container whose config is `moat runtime spec`'s default with terminal off and `args`.
     pub fn new(name: &str, args: &[&str]) -> Ctr {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = test_dir();
         let root = dir.path().join("state");
         let out = Command::new(MOAT)
             .args(["runtime", "spec", "--bundle"])
@@ -444,9 +510,7 @@ impl RunExt for Engine {
 
 impl Engine {
     pub fn new() -> Engine {
-        Engine {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Engine { dir: test_dir() }
     }
 
     /// An engine with busybox imported as `busybox` (CMD sh, ENV IMG=1).
