@@ -21,12 +21,21 @@ pub(super) struct Console {
 
 impl Console {
     /// Listens on `dir/console.sock` (a stale socket from a monitor that died is replaced).
+    ///
+    /// A socket path must fit in 108 bytes and `dir` may be longer (any `--root`): the monitor
+    /// works from `dir` and the socket is named relative to it, here and for the runtime (the
+    /// starter inherits the working directory and connects before anything changes it).
     pub fn bind(dir: &Path) -> Result<Console, EngineError> {
-        let path = dir.join("console.sock");
+        std::env::set_current_dir(dir).map_err(|source| EngineError::Io {
+            what: "enter",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = PathBuf::from("console.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|source| EngineError::Io {
             what: "listen on",
-            path: path.clone(),
+            path: dir.join(&path),
             source,
         })?;
         Ok(Console { listener, path })
