@@ -6,23 +6,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{can_run, Engine, RunExt, MOAT};
-
-/// Polls `cond` for up to 10 s.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn inspect(e: &Engine, name: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
+use common::{can_run, eventually, inspect, Engine, RunExt, MOAT};
 
 #[test]
 fn detached_container_lifecycle() {

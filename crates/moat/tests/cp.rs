@@ -23,12 +23,7 @@ fn cp_both_ways_is_symlink_safe() {
         "mkdir -p /data/sub; echo hello > /data/sub/f; ln -s /etc /data/etclink; \
          ln -s ../../../../../../../tmp /data/up; echo ready; sleep 30",
     ]);
-    for _ in 0..200 {
-        if e.ok(&["logs", "box"]).contains("ready") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::eventually("ready", || e.ok(&["logs", "box"]).contains("ready"));
     let host = tempfile::tempdir().unwrap();
     let h = |p: &str| host.path().join(p);
 
@@ -71,14 +66,14 @@ fn cp_both_ways_is_symlink_safe() {
         "from host\n"
     );
     // The container was paused for the copies and runs on.
-    let st: serde_json::Value = serde_json::from_str(&e.ok(&["inspect", "box"])).unwrap();
-    assert_eq!(st[0]["State"]["Status"], "running");
+    let st = common::inspect(&e, "box");
+    assert_eq!(st["State"]["Status"], "running");
 
     // A stopped container: mounted for the copy, unmounted after.
     e.ok(&["stop", "-t", "0", "box"]);
     e.ok(&["cp", "box:/data/sub/f", &h("f2").display().to_string()]);
     assert_eq!(std::fs::read_to_string(h("f2")).unwrap(), "hello\n");
-    let id = st[0]["Id"].as_str().unwrap().to_string();
+    let id = st["Id"].as_str().unwrap().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&id), "rootfs left mounted");
 

@@ -79,10 +79,12 @@ fn volumes_outlive_containers_and_are_never_removed_in_use() {
     e.ok(&[
         "run", "--rm", "-v", "/scratch", "-v", "data:/d", "busybox", "true",
     ]);
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while e.ok(&["volume", "ls", "-q"]) != "auto\ndata\n" && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::eventually("anonymous volume removed", || {
+        e.ok(&["volume", "ls", "-q"])
+            == "auto
+data
+"
+    });
     assert_eq!(e.ok(&["volume", "ls", "-q"]), "auto\ndata\n");
     // prune: anonymous ones only, unless -a.
     e.ok(&["volume", "prune", "-f"]);

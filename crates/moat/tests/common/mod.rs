@@ -572,3 +572,18 @@ impl Engine {
         tar
     }
 }
+
+/// Polls `cond` every 20 ms for up to 15 s; panics naming `what` if it never holds.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `moat inspect NAME`'s first (only) document.
+pub fn inspect(e: &Engine, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&e.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
