@@ -277,13 +277,18 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
         }
         None => None,
     };
-    let held = h::host_capabilities();
     let cap_add: Vec<String> = a
         .cap_add
         .iter()
         .map(|c| h::parse_capability(c))
         .collect::<Result<_, _>>()
         .map_err(e)?;
+    // Only read when there is something to check (not on every run).
+    let held = if cap_add.is_empty() {
+        vec![]
+    } else {
+        h::host_capabilities()
+    };
     if let Some(c) = cap_add.iter().find(|c| *c != "ALL" && !held.contains(c)) {
         return Err(format!(
             "--cap-add {c}: this host does not grant {c} (it is not in moat's bounding set)"
