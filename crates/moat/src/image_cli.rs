@@ -372,9 +372,23 @@ fn rows<'a>(
             continue;
         }
         for t in &s.row.tags {
-            let (repo, tag) = t.rsplit_once(':').unwrap_or((t, ""));
+            // `name@digest` entries (pulled by digest, Docker's RepoDigests) show as an untagged
+            // row of their repository, unless the repository has a tag for this image.
+            let (repo, tag) = match t.split_once('@') {
+                Some((repo, _)) => {
+                    let tagged = s.row.tags.iter().any(|o| {
+                        !o.contains('@') && o.rsplit_once(':').is_some_and(|(r, _)| r == repo)
+                    });
+                    if tagged {
+                        continue;
+                    }
+                    (repo, "<none>")
+                }
+                None => t.rsplit_once(':').unwrap_or((t, "")),
+            };
             let keep = filter.is_none_or(|f| {
-                f.name() == repo && (f.tag() == tag || f.tag() == "latest" && !t.is_empty())
+                f.name() == repo
+                    && (f.tag() == Some(tag) || f.tag() == Some("latest") && !t.is_empty())
             });
             if keep {
                 out.push((repo.to_string(), tag.to_string(), s));
@@ -440,8 +454,8 @@ pub fn inspect(root: &Path, names: &[String]) -> Result<(), CliError> {
             .unwrap_or(0);
         out.push(serde_json::json!({
             "Id": id.as_str(),
-            "RepoTags": row.tags,
-            "RepoDigests": [],
+            "RepoTags": row.tags.iter().filter(|t| !t.contains('@')).collect::<Vec<_>>(),
+            "RepoDigests": row.tags.iter().filter(|t| t.contains('@')).collect::<Vec<_>>(),
             "Parent": "",
             "Comment": config["history"].as_array().and_then(|h| h.last()).and_then(|h| h["comment"].as_str()).unwrap_or(""),
             "Created": row.created,
