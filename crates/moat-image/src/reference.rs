@@ -136,16 +136,18 @@ impl FromStr for Reference {
             }
         }
         let (domain, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains(['.', ':']) || first == "localhost" =>
-            {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
                 let host_ok = first
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
                 if !host_ok || first.starts_with(['.', '-', ':']) {
                     return Err(bad("malformed registry host"));
                 }
-                let domain = if first == "index.docker.io" { DOCKER_HUB } else { first };
+                let domain = if first == "index.docker.io" {
+                    DOCKER_HUB
+                } else {
+                    first
+                };
                 (domain.to_string(), rest.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),

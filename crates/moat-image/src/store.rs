@@ -15,17 +15,18 @@
 //! `system check --repair` removes.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use crate::blobs::{BlobError, BlobStore};
 use crate::db::{Db, DbError, ImageRow, LayerRow};
-use crate::digest::{Digest, HashingReader};
+use crate::digest::Digest;
+use crate::layer_stream::{Unpacked, Unpacker};
 use crate::mount::Lower;
 use crate::reference::{Reference, ReferenceError};
-use crate::unpack::{unpack, UnpackError};
+use crate::unpack::UnpackError;
 
 /// OCI media types used by the store.
 pub mod media {
@@ -195,21 +196,12 @@ impl ImageStore {
         &self.db
     }
 
-    /// Unpacks a layer stream (gzip, zstd or plain tar, detected from its first bytes) into a
-    /// snapshot unless one exists for the same diff; `blob` names the blob it came from.
-    /// Returns the layer row. The diff id is computed while unpacking: one pass over the data.
-    pub fn add_layer(&self, stream: impl Read, blob: BlobInfo) -> Result<LayerRow, StoreError> {
-        let (diff_id, size, tmp, _) = self.unpack_temp(stream)?;
-        self.record_layer(diff_id, size, tmp, blob)
-    }
-
-    /// Unpacks into a temporary snapshot; returns the diff id, the uncompressed size, the
-    /// snapshot (removed when dropped unless recorded) and the compression's media type.
-    fn unpack_temp(
-        &self,
-        stream: impl Read,
-    ) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
-        unpack_into_temp(&self.root.join("snapshots"), stream)
+    /// The layer unpacker of this store (usable from worker threads).
+    pub fn unpacker(&self) -> Unpacker<'_> {
+        Unpacker {
+            blobs: &self.blobs,
+            snaps: self.root.join("snapshots"),
+        }
     }
 
     /// Stores layer files (as distributed) as blobs and unpacks them, one per core at a time:
@@ -222,7 +214,7 @@ impl ImageStore {
     ) -> Result<Vec<LayerRow>, StoreError> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Mutex;
-        let snaps = self.root.join("snapshots");
+        let unpacker = self.unpacker();
         let next = AtomicUsize::new(0);
         let slots: Mutex<Vec<Option<Result<Unpacked, StoreError>>>> =
             Mutex::new((0..files.len()).map(|_| None).collect());
@@ -230,8 +222,8 @@ impl ImageStore {
             .map(|n| n.get())
             .unwrap_or(1)
             .min(files.len());
-        // Only the blob store crosses into the workers (the database connection cannot).
-        let blobs = &self.blobs;
+        // Only the unpacker crosses into the workers (the database connection cannot).
+        let unpacker = &unpacker;
         std::thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| loop {
@@ -239,7 +231,7 @@ impl ImageStore {
                     let Some((path, expected)) = files.get(i) else {
                         break;
                     };
-                    let r = unpack_file(blobs, &snaps, path, expected.as_ref());
+                    let r = unpacker.file(path, expected.as_ref());
                     if let Ok(mut v) = slots.lock() {
                         v[i] = Some(r);
                     }
@@ -261,19 +253,19 @@ impl ImageStore {
         }
         unpacked
             .into_iter()
-            .map(|u| self.record_layer(u.diff_id, u.size, u.tmp, u.blob))
+            .map(|u| self.record_unpacked(u))
             .collect()
     }
 
     /// Moves an unpacked snapshot into place and records its layer, unless the same diff is
     /// stored already (then the existing row wins, and a blob only this call stored goes).
-    fn record_layer(
-        &self,
-        diff_id: Digest,
-        size: u64,
-        mut tmp: TempDir,
-        blob: BlobInfo,
-    ) -> Result<LayerRow, StoreError> {
+    pub fn record_unpacked(&self, u: Unpacked) -> Result<LayerRow, StoreError> {
+        let Unpacked {
+            diff_id,
+            size,
+            mut tmp,
+            blob,
+        } = u;
         let BlobInfo {
             digest: blob,
             size: blob_size,
@@ -311,67 +303,6 @@ impl ImageStore {
     }
 }
 
-/// A layer unpacked into a temporary snapshot, not yet recorded.
-struct Unpacked {
-    diff_id: Digest,
-    size: u64,
-    tmp: TempDir,
-    blob: BlobInfo,
-}
-
-/// Stores one layer file as a blob, then unpacks the blob (worker of `add_layer_files`).
-fn unpack_file(
-    blobs: &BlobStore,
-    snaps: &Path,
-    path: &Path,
-    expected: Option<&Digest>,
-) -> Result<Unpacked, StoreError> {
-    let f = fs::File::open(path).map_err(io_err("open layer", path))?;
-    let (digest, blob_size) = blobs.put(f, expected)?;
-    let (diff_id, size, tmp, media_type) = unpack_into_temp(snaps, blobs.open_blob(&digest)?)?;
-    let blob = BlobInfo {
-        digest,
-        size: blob_size,
-        media_type: media_type.to_string(),
-    };
-    Ok(Unpacked {
-        diff_id,
-        size,
-        tmp,
-        blob,
-    })
-}
-
-/// Unpacks a (possibly compressed) layer stream into a new temporary directory under `snaps`.
-fn unpack_into_temp(
-    snaps: &Path,
-    stream: impl Read,
-) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
-    let tmp = TempDir(Some(temp_snapshot(snaps)?));
-    let (decompressed, media_type) = decompress(stream)?;
-    let mut hashing = HashingReader::new(decompressed);
-    unpack(&mut hashing, tmp.path())?;
-    let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
-    Ok((diff_id, size, tmp, media_type))
-}
-
-/// A new, empty temporary snapshot directory (unique also across threads: mkdir is atomic).
-fn temp_snapshot(base: &Path) -> Result<PathBuf, StoreError> {
-    {
-        for n in 0..100_000u32 {
-            let p = base.join(format!("tmp-{}-{n}", std::process::id()));
-            match fs::create_dir(&p) {
-                Ok(()) => return Ok(p),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_err("create", &p)(e)),
-            }
-        }
-        Err(io_err("create temporary snapshot in", base)(
-            io::ErrorKind::AlreadyExists.into(),
-        ))
-    }
-}
-
 impl ImageStore {
     /// `moat import`: a root filesystem tarball (plain, gzip or zstd) becomes a one-layer image.
     /// The tarball is stored as given (compressed stays compressed) while it is decompressed,
@@ -389,18 +320,8 @@ impl ImageStore {
     /// One layer from a tar stream (plain, gzip or zstd): stored as given as a blob while it is
     /// decompressed, hashed and unpacked (one pass), then recorded.
     pub fn add_tar_layer(&self, src: impl Read) -> Result<LayerRow, StoreError> {
-        let writer = self.blobs.writer()?;
-        let mut tee = Tee { r: src, w: writer };
-        let (diff_id, size, tmp, media_type) = self.unpack_temp(&mut tee)?;
-        // Whatever follows the compressed stream's end (padding) belongs to the blob too.
-        io::copy(&mut tee, &mut io::sink()).map_err(UnpackError::Read)?;
-        let (blob, blob_size) = tee.w.commit(None)?;
-        let info = BlobInfo {
-            digest: blob,
-            size: blob_size,
-            media_type: media_type.to_string(),
-        };
-        self.record_layer(diff_id, size, tmp, info)
+        let u = self.unpacker().stream(src, None)?;
+        self.record_unpacked(u)
     }
 
     /// The layer rows of image `id`, base first.
@@ -668,56 +589,6 @@ impl ImageStore {
                 link: l.link,
             })
             .collect())
-    }
-}
-
-/// A reader of the uncompressed tar in `stream`, and the layer media type of the stream: gzip
-/// and zstd are recognised by their magic bytes, anything else is taken as a plain tar.
-type Decompressed<'a> = (Box<dyn Read + 'a>, &'static str);
-
-fn decompress<'a>(stream: impl Read + 'a) -> Result<Decompressed<'a>, UnpackError> {
-    let mut r = BufReader::with_capacity(256 * 1024, stream);
-    Ok(match r.fill_buf().map_err(UnpackError::Read)? {
-        [0x1f, 0x8b, ..] => (
-            Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-            media::LAYER_GZIP,
-        ),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => (
-            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?),
-            media::LAYER_ZSTD,
-        ),
-        _ => (Box::new(r), media::LAYER_TAR),
-    })
-}
-
-/// A temporary snapshot directory, removed when dropped unless it was moved into place.
-struct TempDir(Option<PathBuf>);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new("/nonexistent"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(p);
-        }
-    }
-}
-
-/// Writes everything read through it to `w` as well.
-struct Tee<R, W> {
-    r: R,
-    w: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.r.read(buf)?;
-        self.w.write_all(&buf[..n])?;
-        Ok(n)
     }
 }
 

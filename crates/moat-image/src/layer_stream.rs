@@ -1,0 +1,229 @@
+//! Layers arriving as streams (a registry download, a tarball, a file of an archive): stored as
+//! a blob *while* they are decompressed, hashed and unpacked into a temporary snapshot, in one
+//! pass. The work needs no database, so it runs on worker threads; the result ([`Unpacked`]) is
+//! recorded afterwards by [`ImageStore::record_unpacked`](crate::ImageStore::record_unpacked).
+//!
+//! Lifecycle: [`Unpacker::stream`] → [`Unpacked`] (a verified blob in place, a snapshot in a
+//! temporary directory) → recorded (snapshot renamed into place, row written) or dropped (the
+//! temporary directory is removed; the blob stays, content-addressed and harmless, until
+//! `system check --repair` or the next pull reuses it).
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::blobs::BlobStore;
+use crate::digest::{Digest, HashingReader};
+use crate::store::{media, BlobInfo, StoreError};
+use crate::unpack::{unpack, UnpackError};
+
+/// A layer stored as a blob and unpacked into a temporary snapshot, not yet recorded.
+#[derive(Debug)]
+pub struct Unpacked {
+    pub(crate) diff_id: Digest,
+    pub(crate) size: u64,
+    pub(crate) tmp: TempDir,
+    pub(crate) blob: BlobInfo,
+}
+
+impl Unpacked {
+    /// Digest of the uncompressed tar.
+    pub fn diff_id(&self) -> &Digest {
+        &self.diff_id
+    }
+
+    /// The blob the layer was stored as.
+    pub fn blob(&self) -> &BlobInfo {
+        &self.blob
+    }
+}
+
+/// Stores and unpacks layer streams; shareable between threads.
+#[derive(Debug, Clone)]
+pub struct Unpacker<'a> {
+    pub(crate) blobs: &'a BlobStore,
+    pub(crate) snaps: PathBuf,
+}
+
+impl Unpacker<'_> {
+    /// Reads a layer (gzip, zstd or plain tar, told by its first bytes) to its end: stores it
+    /// as given as a blob, verified against `expected` when given, and unpacks it.
+    pub fn stream(
+        &self,
+        src: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<Unpacked, StoreError> {
+        let writer = self.blobs.writer()?;
+        let mut tee = Tee { r: src, w: writer };
+        let (diff_id, size, tmp, media_type) = unpack_into_temp(&self.snaps, &mut tee)?;
+        // Whatever follows the compressed stream's end (padding) belongs to the blob too.
+        io::copy(&mut tee, &mut io::sink()).map_err(UnpackError::Read)?;
+        let (digest, blob_size) = tee.w.commit(expected)?;
+        Ok(Unpacked {
+            diff_id,
+            size,
+            tmp,
+            blob: BlobInfo {
+                digest,
+                size: blob_size,
+                media_type: media_type.to_string(),
+            },
+        })
+    }
+
+    /// Stores a layer file as a blob, then unpacks the stored blob.
+    pub fn file(&self, path: &Path, expected: Option<&Digest>) -> Result<Unpacked, StoreError> {
+        let f = fs::File::open(path).map_err(|source| StoreError::Io {
+            what: "open layer",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (digest, blob_size) = self.blobs.put(f, expected)?;
+        let (diff_id, size, tmp, media_type) =
+            unpack_into_temp(&self.snaps, self.blobs.open_blob(&digest)?)?;
+        Ok(Unpacked {
+            diff_id,
+            size,
+            tmp,
+            blob: BlobInfo {
+                digest,
+                size: blob_size,
+                media_type: media_type.to_string(),
+            },
+        })
+    }
+}
+
+/// Unpacks a (possibly compressed) layer stream into a new temporary directory under `snaps`.
+pub(crate) fn unpack_into_temp(
+    snaps: &Path,
+    stream: impl Read,
+) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
+    let tmp = TempDir(Some(temp_snapshot(snaps)?));
+    let (decompressed, media_type) = decompress(stream)?;
+    let mut hashing = HashingReader::new(decompressed);
+    unpack(&mut hashing, tmp.path())?;
+    // A tar's end-of-archive blocks may not all have been read by the unpacker: they are part
+    // of the diff id.
+    io::copy(&mut hashing, &mut io::sink()).map_err(UnpackError::Read)?;
+    let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
+    Ok((diff_id, size, tmp, media_type))
+}
+
+/// A new, empty temporary snapshot directory (unique also across threads: mkdir is atomic).
+fn temp_snapshot(base: &Path) -> Result<PathBuf, StoreError> {
+    for n in 0..100_000u32 {
+        let p = base.join(format!("tmp-{}-{n}", std::process::id()));
+        match fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => {
+                return Err(StoreError::Io {
+                    what: "create",
+                    path: p,
+                    source,
+                })
+            }
+        }
+    }
+    Err(StoreError::Io {
+        what: "create temporary snapshot in",
+        path: base.to_path_buf(),
+        source: io::ErrorKind::AlreadyExists.into(),
+    })
+}
+
+/// A reader of the uncompressed tar in `stream`, and the layer media type of the stream: gzip
+/// and zstd are recognised by their magic bytes, anything else is taken as a plain tar.
+type Decompressed<'a> = (Box<dyn Read + 'a>, &'static str);
+
+fn decompress<'a>(stream: impl Read + 'a) -> Result<Decompressed<'a>, UnpackError> {
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    Ok(match r.fill_buf().map_err(UnpackError::Read)? {
+        [0x1f, 0x8b, ..] => (
+            Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            media::LAYER_GZIP,
+        ),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => (
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(UnpackError::Read)?),
+            media::LAYER_ZSTD,
+        ),
+        _ => (Box::new(r), media::LAYER_TAR),
+    })
+}
+
+/// A temporary snapshot directory, removed when dropped unless it was moved into place.
+#[derive(Debug)]
+pub(crate) struct TempDir(pub(crate) Option<PathBuf>);
+
+impl TempDir {
+    pub(crate) fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new("/nonexistent"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Writes everything read through it to `w` as well.
+struct Tee<R, W> {
+    r: R,
+    w: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.w.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The diff id is the digest of the whole uncompressed tar, end-of-archive blocks and
+    /// padding included: registries' configs list exactly that, and a pull verifies it.
+    #[test]
+    fn diff_id_covers_the_whole_tar_and_blob_the_whole_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        fs::create_dir(dir.path().join("snapshots")).unwrap();
+        let mut b = tar::Builder::new(vec![]);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, "f", &b"abc"[..]).unwrap();
+        let mut data = b.into_inner().unwrap();
+        data.extend_from_slice(&[0; 4096]); // record padding, as GNU tar writes
+        let mut gz = flate2::write::GzEncoder::new(vec![], flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let u = Unpacker {
+            blobs: &blobs,
+            snaps: dir.path().join("snapshots"),
+        };
+        let got = u.stream(&gz[..], Some(&Digest::of(&gz))).unwrap();
+        assert_eq!(got.diff_id(), &Digest::of(&data));
+        assert_eq!(got.blob().media_type, media::LAYER_GZIP);
+        assert_eq!(fs::read(got.tmp.path().join("f")).unwrap(), b"abc");
+        let tmp = got.tmp.path().to_path_buf();
+        drop(got);
+        assert!(!tmp.exists(), "an unrecorded snapshot is removed");
+        let wrong = u.stream(&gz[..], Some(&Digest::of(b"other")));
+        assert!(matches!(wrong, Err(StoreError::Blob(_))), "{wrong:?}");
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
+            0
+        );
+    }
+}
