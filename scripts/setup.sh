@@ -17,7 +17,7 @@ APT="apt-get -o DPkg::Lock::Timeout=300"
 # benchmarks: crun, runc, hyperfine (the peers moat is measured against);
 # engine tests: podman (runs containers with moat as its OCI runtime);
 # image interoperability tests: skopeo and umoci (they write and read the archives moat does).
-PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci"
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

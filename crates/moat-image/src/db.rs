@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS tags (
     name  TEXT PRIMARY KEY,         -- repository:tag
     image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS blob_sources (
+    blob       TEXT NOT NULL,       -- a blob pulled from or pushed to
+    registry   TEXT NOT NULL,       -- this registry (host[:port])
+    repository TEXT NOT NULL,       -- in this repository: a push elsewhere there can mount it
+    PRIMARY KEY (blob, registry, repository)
+);
 CREATE INDEX IF NOT EXISTS image_layers_by_diff ON image_layers(diff_id);
 CREATE INDEX IF NOT EXISTS tags_by_image ON tags(image);
 ";
@@ -254,6 +260,36 @@ impl Db {
             .map_err(e)?;
         }
         tx.commit().map_err(e)
+    }
+
+    /// Remembers that `registry`'s `repository` has `blob` (for cross-repository mounts).
+    pub fn add_blob_source(
+        &self,
+        blob: &Digest,
+        registry: &str,
+        repository: &str,
+    ) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO blob_sources (blob, registry, repository) VALUES (?1, ?2, ?3)",
+                params![blob.as_str(), registry, repository],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The repositories of `registry` known to have `blob`.
+    pub fn blob_sources(&self, blob: &Digest, registry: &str) -> Result<Vec<String>, DbError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT repository FROM blob_sources WHERE blob = ?1 AND registry = ?2 ORDER BY repository",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![blob.as_str(), registry], |r| r.get::<_, String>(0))
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     /// Points `tag` at image `id`.

@@ -430,11 +430,7 @@ impl ImageStore {
         layers: &[LayerRow],
         tags: &[Reference],
     ) -> Result<Digest, StoreError> {
-        let id = self.blobs.put_bytes(config_bytes)?;
-        let created = serde_json::from_slice::<Value>(config_bytes)
-            .ok()
-            .and_then(|c| c["created"].as_str().map(String::from))
-            .unwrap_or_else(now_rfc3339);
+        let id = Digest::of(config_bytes);
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": media::MANIFEST,
@@ -443,9 +439,25 @@ impl ImageStore {
                 "mediaType": l.media_type, "digest": l.blob.as_str(), "size": l.blob_size
             })).collect::<Vec<_>>(),
         });
-        let manifest_digest = self
-            .blobs
-            .put_bytes(&serde_json::to_vec(&manifest).unwrap_or_default())?;
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        self.record_pulled(config_bytes, &manifest_bytes, layers, tags)
+    }
+
+    /// Records an image with its manifest as distributed (pull: the registry's bytes are kept,
+    /// so the image's manifest digest stays the registry's). Returns the image id.
+    pub fn record_pulled(
+        &mut self,
+        config_bytes: &[u8],
+        manifest_bytes: &[u8],
+        layers: &[LayerRow],
+        tags: &[Reference],
+    ) -> Result<Digest, StoreError> {
+        let id = self.blobs.put_bytes(config_bytes)?;
+        let created = serde_json::from_slice::<Value>(config_bytes)
+            .ok()
+            .and_then(|c| c["created"].as_str().map(String::from))
+            .unwrap_or_else(now_rfc3339);
+        let manifest_digest = self.blobs.put_bytes(manifest_bytes)?;
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
         self.db
             .add_image(&id, &manifest_digest, &created, &diff_ids, None)?;
@@ -531,12 +543,15 @@ impl ImageStore {
             .ok()
             .map(|r| r.to_string())
             .filter(|t| row.tags.contains(t));
+        // `name@digest` entries (repo digests) are not tags of their own: removing the last tag
+        // removes the image, as Docker does.
+        let tagged = row.tags.iter().filter(|t| !t.contains('@')).count();
         if let Some(t) = by_tag {
-            if row.tags.len() > 1 && !force {
+            if tagged > 1 && !force {
                 self.db.remove_tag(&t)?;
                 return Ok(vec![format!("Untagged: {t}")]);
             }
-        } else if row.tags.len() > 1 && !force {
+        } else if tagged > 1 && !force {
             return Err(StoreError::MultipleTags {
                 id: id.short().to_string(),
             });

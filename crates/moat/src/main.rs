@@ -8,6 +8,7 @@ mod container_cli;
 mod image_cli;
 mod logger;
 mod ps_cli;
+mod registry_cli;
 mod run_cli;
 mod runtime_cli;
 mod system_cli;
@@ -150,6 +151,17 @@ enum Command {
     Save(image_cli::SaveArgs),
     /// Load images from a docker-archive or an OCI layout (tar or directory).
     Load(image_cli::LoadArgs),
+    /// Pull an image from a registry.
+    Pull(registry_cli::PullArgs),
+    /// Push an image to a registry.
+    Push(registry_cli::PushArgs),
+    /// Log in to a registry (credentials kept in Docker's config.json).
+    Login(registry_cli::LoginArgs),
+    /// Log out from a registry.
+    Logout {
+        /// Registry (default: Docker Hub).
+        server: Option<String>,
+    },
     /// Manage moat itself.
     #[command(subcommand)]
     System(image_cli::SystemCommand),
@@ -238,6 +250,10 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }
         Command::Image(I::Prune { .. }) => image_cli::prune(root),
         Command::System(image_cli::SystemCommand::Df) => system_cli::df(root),
+        Command::Pull(a) => return report(registry_cli::pull(root, a)),
+        Command::Push(a) => return report(registry_cli::push(root, a)),
+        Command::Login(a) => return report(registry_cli::login(a)),
+        Command::Logout { server } => return report(registry_cli::logout(server.as_deref())),
         Command::Save(a) => image_cli::save(root, a),
         Command::Load(a) => image_cli::load(root, a),
         Command::System(image_cli::SystemCommand::Check { repair }) => {
@@ -249,6 +265,17 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }
     };
     match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// Prints a command's error once and turns it into the exit code.
+fn report<E: std::fmt::Display>(r: Result<(), E>) -> i32 {
+    match r {
         Ok(()) => 0,
         Err(e) => {
             log::error!("{e}");

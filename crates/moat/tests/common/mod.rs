@@ -37,6 +37,8 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+pub mod registry;
+
 const PREFIX: &str = "moat-test-";
 
 /// A temporary directory for one test's roots, named after this test process
