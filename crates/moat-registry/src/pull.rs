@@ -176,7 +176,7 @@ pub fn pull(
             downloaded: false,
         });
     }
-    let config = fetch_config(store, client, repo, &m.config)?;
+    let (config_bytes, config) = fetch_config(store, client, repo, &m.config)?;
     if config.len() != m.layers.len() {
         return Err(PullError::Config {
             digest: id,
@@ -218,7 +218,6 @@ pub fn pull(
                 .ok_or_else(|| StoreError::NoSuchImage(format!("{shown} (layer {d} missing)")))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let config_bytes = store.blobs().read(&id)?;
     store.record_pulled(&config_bytes, &manifest_bytes, &layers, &tags)?;
     progress.message(&format!("Digest: {digest}"));
     progress.message(&format!("Status: Downloaded newer image for {shown}"));
@@ -263,13 +262,13 @@ fn fetch_manifest(
     Ok((bytes, actual))
 }
 
-/// Fetches and stores the config (verified); returns its diff ids.
+/// Fetches the config (verified); returns its bytes and diff ids.
 fn fetch_config(
     store: &ImageStore,
     client: &Client,
     repo: &str,
     desc: &Descriptor,
-) -> Result<Vec<Digest>, PullError> {
+) -> Result<(Vec<u8>, Vec<Digest>), PullError> {
     let cerr = |message: String| PullError::Config {
         digest: desc.digest.clone(),
         message,
@@ -286,7 +285,7 @@ fn fetch_config(
         if Digest::of(&b) != desc.digest {
             return Err(cerr(format!("content has digest {}", Digest::of(&b))));
         }
-        store.blobs().put_bytes(&b)?;
+        // Stored only with the image (record_pulled): a failed pull leaves no orphan config.
         b
     };
     let v: serde_json::Value =
@@ -294,13 +293,15 @@ fn fetch_config(
     let ids = v["rootfs"]["diff_ids"]
         .as_array()
         .ok_or_else(|| cerr("has no rootfs.diff_ids".to_string()))?;
-    ids.iter()
+    let ids = ids
+        .iter()
         .map(|d| {
             d.as_str()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| cerr(format!("diff id {d} is not a sha256 digest")))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((bytes, ids))
 }
 
 /// Downloads and unpacks `wanted` layers, [`CONCURRENT_DOWNLOADS`] at a time. On any error
@@ -313,6 +314,12 @@ fn download_all(
     progress: &dyn Progress,
 ) -> Result<Vec<Unpacked>, PullError> {
     let unpacker = store.unpacker();
+    // Blobs this pull writes go again if it fails (their layers are not recorded, so they
+    // would be orphans); blobs that were here before stay.
+    let preexisting: Vec<bool> = wanted
+        .iter()
+        .map(|(d, _)| store.blobs().contains(&d.digest))
+        .collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let slots: Mutex<Vec<Option<Result<Unpacked, PullError>>>> =
@@ -352,7 +359,17 @@ fn download_all(
         }
     }
     match first_err {
-        Some(e) => Err(e),
+        Some(e) => {
+            for u in out {
+                let i = wanted.iter().position(|(d, _)| d.digest == u.blob().digest);
+                if i.is_some_and(|i| !preexisting[i]) {
+                    if let Err(rm) = store.blobs().remove(&u.blob().digest) {
+                        log::warn!("removing {} after a failed pull: {rm}", u.blob().digest);
+                    }
+                }
+            }
+            Err(e)
+        }
         None => Ok(out),
     }
 }

@@ -137,3 +137,91 @@ impl Drop for Registry {
         self.stop();
     }
 }
+
+/// What a [`Proxy`] does to the registry's answers past its first `LIMIT` bytes on a connection.
+pub const PASS: u8 = 0;
+/// Cuts the next connection that goes past the limit (once), then passes again.
+pub const CUT_ONCE: u8 = 1;
+/// Holds every connection that goes past the limit, sending nothing, until the mode changes;
+/// then closes it.
+pub const STALL: u8 = 2;
+const LIMIT: u64 = 256 * 1024;
+
+/// A TCP proxy in front of a registry that can break downloads mid-stream.
+pub struct Proxy {
+    pub addr: String,
+    pub mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    /// Set once a connection is held by [`STALL`].
+    pub stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port, forwarding to `upstream` (threads live as long as the
+    /// test process; each ends with its connection).
+    pub fn start(upstream: &str) -> Proxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (m, s, up) = (mode.clone(), stalled.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut server) = TcpStream::connect(&up) else {
+                    continue; // registry down: the client sees its connection closed
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let (m, s) = (m.clone(), s.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    let mut sent = 0u64;
+                    loop {
+                        let n = match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if sent + n as u64 > LIMIT {
+                            match m.load(Ordering::SeqCst) {
+                                CUT_ONCE => {
+                                    m.store(PASS, Ordering::SeqCst);
+                                    break;
+                                }
+                                STALL => {
+                                    s.store(true, Ordering::SeqCst);
+                                    while m.load(Ordering::SeqCst) == STALL {
+                                        std::thread::sleep(Duration::from_millis(10));
+                                    }
+                                    break;
+                                }
+                                _ => {}
+                            }
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy {
+            addr,
+            mode,
+            stalled,
+        }
+    }
+
+    /// `ADDR/name` through the proxy.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}/{name}", self.addr)
+    }
+}

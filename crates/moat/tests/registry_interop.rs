@@ -1,0 +1,193 @@
+//! Registries misbehaving (connections cut mid-download, the registry killed mid-pull) and
+//! interoperability with skopeo, both directions (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+
+use common::registry::{Auth, Proxy, Registry, CUT_ONCE, PASS, STALL};
+use common::{busybox_rootfs, can_run, eventually, output_of, wait_or_dump, Engine, RunExt, MOAT};
+
+fn moat(e: &Engine, args: &[&str]) -> Output {
+    output_of(
+        Command::new(MOAT)
+            .env("DOCKER_CONFIG", e.dir.path().join("docker"))
+            .arg("--root")
+            .arg(e.dir.path())
+            .args(args),
+    )
+}
+
+fn ok(e: &Engine, args: &[&str]) -> String {
+    let out = moat(e, args);
+    assert!(
+        out.status.success(),
+        "moat {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = output_of(Command::new("skopeo").args(args));
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nothing half-written is left in the store: no temporary blob or snapshot.
+fn assert_no_temporaries(e: &Engine) {
+    let image = e.dir.path().join("image");
+    let tmp_blobs = std::fs::read_dir(image.join("blobs/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(tmp_blobs, 0, "temporary blobs left");
+    let tmp_snaps = std::fs::read_dir(image.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .count();
+    assert_eq!(tmp_snaps, 0, "temporary snapshots left");
+    let out = ok(e, &["system", "check"]);
+    assert!(out.contains("no problems"), "{out}");
+}
+
+/// An engine with `big:v1`: busybox plus 8 MB of random (incompressible) data, pushed to `reg`.
+fn push_big(reg: &Registry) -> Engine {
+    let e = Engine::new();
+    let root = e.dir.path().join("bigroot");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut data = vec![0u8; 8 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut data))
+        .unwrap();
+    std::fs::write(root.join("big"), &data).unwrap();
+    ok(&e, &["import", root.to_str().unwrap(), &reg.name("big:v1")]);
+    ok(&e, &["push", &reg.name("big:v1")]);
+    e
+}
+
+#[test]
+fn a_download_cut_mid_layer_is_retried() {
+    if !can_run() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let _src = push_big(&reg);
+    let proxy = Proxy::start(&reg.addr);
+    proxy.mode.store(CUT_ONCE, Ordering::SeqCst);
+    let dst = Engine::new();
+    let out = ok(&dst, &["pull", &proxy.name("big:v1")]);
+    assert!(out.contains("Pull complete"), "{out}");
+    assert_eq!(
+        proxy.mode.load(Ordering::SeqCst),
+        PASS,
+        "the connection was cut"
+    );
+    let (code, stdout, _) = dst.run(&[&proxy.name("big:v1"), "wc", "-c", "/big"]);
+    assert_eq!((code, stdout.trim()), (0, "8388608 /big"));
+    assert_no_temporaries(&dst);
+}
+
+#[test]
+fn a_registry_killed_mid_pull_leaves_nothing_and_the_next_pull_completes() {
+    if !can_run() {
+        return;
+    }
+    let mut reg = Registry::start(Auth::None);
+    let _src = push_big(&reg);
+    let proxy = Proxy::start(&reg.addr);
+    proxy.mode.store(STALL, Ordering::SeqCst);
+    let dst = Engine::new();
+    let child = Command::new(MOAT)
+        .env("DOCKER_CONFIG", dst.dir.path().join("docker"))
+        .arg("--root")
+        .arg(dst.dir.path())
+        .args(["pull", &proxy.name("big:v1")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the download to be under way", || {
+        proxy.stalled.load(Ordering::SeqCst)
+    });
+    reg.stop();
+    proxy.mode.store(PASS, Ordering::SeqCst); // the held connection closes; retries find no registry
+    let status = wait_or_dump(child, "pull from a dead registry");
+    assert!(!status.success());
+    assert_no_temporaries(&dst);
+    assert_eq!(ok(&dst, &["images", "-q"]), "", "no image is recorded");
+
+    reg.restart();
+    let out = ok(&dst, &["pull", &proxy.name("big:v1")]);
+    assert!(out.contains("Pull complete"), "{out}");
+    let (code, stdout, _) = dst.run(&[&proxy.name("big:v1"), "wc", "-c", "/big"]);
+    assert_eq!((code, stdout.trim()), (0, "8388608 /big"));
+    assert_no_temporaries(&dst);
+}
+
+#[test]
+fn skopeo_reads_what_moat_pushes_and_moat_runs_what_skopeo_copies() {
+    if !can_run() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let e = Engine::with_busybox();
+    // moat → registry → skopeo.
+    ok(&e, &["tag", "busybox", &reg.name("from-moat:v1")]);
+    let out = ok(&e, &["push", &reg.name("from-moat:v1")]);
+    let digest = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap()
+        .to_string();
+    let inspect: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}", reg.name("from-moat:v1")),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str(), "{inspect}");
+    assert_eq!(inspect["Architecture"], "amd64");
+    let layout = e.dir.path().join("oci-layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}", reg.name("from-moat:v1")),
+        &format!("oci:{}:v1", layout.display()),
+    ]);
+    assert!(layout.join("index.json").exists());
+
+    // skopeo → registry → moat: an image moat has never seen (saved, then copied by skopeo).
+    let archive = e.dir.path().join("bb.tar");
+    ok(&e, &["tag", "busybox", "skopeo-src:v1"]);
+    ok(
+        &e,
+        &["save", "-o", archive.to_str().unwrap(), "skopeo-src:v1"],
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress",
+        &format!("docker-archive:{}", archive.display()),
+        &format!("docker://{}", reg.name("from-skopeo:v1")),
+    ]);
+    let dst = Engine::new();
+    let out = ok(&dst, &["pull", &reg.name("from-skopeo:v1")]);
+    assert!(out.contains("Pull complete"), "{out}");
+    let (code, stdout, stderr) = dst.run(&[&reg.name("from-skopeo:v1"), "echo", "via skopeo"]);
+    assert_eq!((code, stdout.as_str()), (0, "via skopeo\n"), "{stderr}");
+    assert_no_temporaries(&dst);
+}
