@@ -446,8 +446,9 @@ impl Client {
         if let Some(s) = service {
             rb = rb.query("service", s);
         }
-        if !scope.is_empty() {
-            rb = rb.query("scope", scope);
+        // Several scopes (a cross-repository mount) go as several parameters, as Docker sends them.
+        for sc in scope.split(' ').filter(|s| !s.is_empty()) {
+            rb = rb.query("scope", sc);
         }
         if let Some(c) = &self.credentials {
             rb = rb.header("Authorization", c.basic());

@@ -205,23 +205,7 @@ fn basic_auth_login_logout_in_dockers_config() {
 
     // Wrong password: refused, nothing stored.
     let login = |user: &str, password: &str| {
-        let mut child = Command::new(MOAT)
-            .env("DOCKER_CONFIG", e.dir.path().join("docker"))
-            .args(["--root", e.dir.path().to_str().unwrap()])
-            .args(["login", "-u", user, "--password-stdin", &reg.addr])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = login(&e, &reg.addr, user, password, &[]);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -264,4 +248,89 @@ fn basic_auth_login_logout_in_dockers_config() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-TTY"));
+}
+
+/// Pipes `password` to `moat login -u USER --password-stdin SERVER [extra]`.
+fn login(e: &Engine, server: &str, user: &str, password: &str, extra: &[&str]) -> Output {
+    let mut child = Command::new(MOAT)
+        .env("DOCKER_CONFIG", e.dir.path().join("docker"))
+        .args(["--root", e.dir.path().to_str().unwrap()])
+        .args(["login", "-u", user, "--password-stdin", server])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn bearer_token_flow_over_verified_https() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let tokens = common::registry::TokenServer::start(e.dir.path(), "bob", "builder");
+    let tls = common::registry::server_cert(e.dir.path());
+    let reg = Registry::start_with(tokens.auth(), Some(&tls));
+    let image = reg.name("team/bb:v1");
+    ok(&e, &["tag", "busybox", &image]);
+
+    // Verified HTTPS needs the registry's CA: without it the certificate is refused; with it
+    // in a per-registry directory (as /etc/docker/certs.d/HOST:PORT/ca.crt) it is trusted.
+    let err = fails(&e, &["push", "--tls-verify=true", &image]);
+    assert!(
+        err.contains("unreachable") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    let certs = e.dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&reg.addr)).unwrap();
+    std::fs::copy(&tls.ca, certs.join(&reg.addr).join("ca.crt")).unwrap();
+    let verified = ["--tls-verify=true", "--cert-dir", certs.to_str().unwrap()];
+
+    // Anonymous: the token server refuses, and the error says so.
+    let err = fails(&e, &[&["push"][..], &verified[..], &[&image]].concat());
+    assert!(err.contains("unauthorized"), "{err}");
+    let out = login(&e, &reg.addr, "bob", "wrong", &verified);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("incorrect username or password"));
+    let out = login(&e, &reg.addr, "bob", "builder", &verified);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = ok(&e, &[&["push"][..], &verified[..], &[&image]].concat());
+    assert!(out.contains("Pushed"), "{out}");
+    // A second repository: the shared layer is mounted (a token for both scopes).
+    let other = reg.name("team/copy:v1");
+    ok(&e, &["tag", "busybox", &other]);
+    let out = ok(&e, &[&["push"][..], &verified[..], &[&other]].concat());
+    assert!(out.contains("Mounted from team/bb"), "{out}");
+
+    // A fresh engine with the same login pulls through the same flow.
+    let dst = Engine::new();
+    std::fs::create_dir_all(dst.dir.path().join("docker")).unwrap();
+    std::fs::copy(
+        e.dir.path().join("docker/config.json"),
+        dst.dir.path().join("docker/config.json"),
+    )
+    .unwrap();
+    let out = ok(&dst, &[&["pull"][..], &verified[..], &[&image]].concat());
+    assert!(out.contains("Pull complete"), "{out}");
+    let (code, stdout, _) = dst.run(&[&image, "echo", "tls+token"]);
+    assert_eq!((code, stdout.as_str()), (0, "tls+token\n"));
+    let (code, stdout, _) = e.run(&[&image, "echo", "tls+token"]);
+    assert_eq!((code, stdout.as_str()), (0, "tls+token\n"));
+    // Loopback registries are insecure by default, as Docker's: no --tls-verify needed.
+    ok(&e, &["pull", &image]);
 }

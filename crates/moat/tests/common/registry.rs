@@ -31,6 +31,100 @@ pub struct Registry {
     child: Option<Child>,
 }
 
+/// A certificate for 127.0.0.1, its key and the CA that signed it (PEM files).
+pub struct Cert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a server certificate for IP 127.0.0.1 that it signed, in `dir` (openssl).
+pub fn server_cert(dir: &Path) -> Cert {
+    let ca = self_signed(dir, "test-ca");
+    let p = |n: &str| dir.join(n).display().to_string();
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("test-ca.crt"),
+        "-CAkey",
+        &p("test-ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("server.ext"),
+        "-out",
+        &p("server.crt"),
+    ]);
+    Cert {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        ca: ca.cert,
+    }
+}
+
+/// Makes a self-signed RSA certificate valid for IP 127.0.0.1 in `dir` (openssl).
+pub fn self_signed(dir: &Path, name: &str) -> Cert {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Cert {
+        ca: cert.clone(),
+        cert,
+        key,
+    }
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -42,6 +136,11 @@ pub fn free_port() -> u16 {
 
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, None)
+    }
+
+    /// A registry serving HTTPS with `tls`'s certificate.
+    pub fn start_with(auth: Auth, tls: Option<&Cert>) -> Registry {
         assert!(
             Path::new("/usr/bin/docker-registry").exists(),
             "docker-registry missing: run scripts/setup.sh"
@@ -76,8 +175,17 @@ impl Registry {
                 cert.display()
             ),
         };
+        let tls_yaml = tls
+            .map(|c| {
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    c.cert.display(),
+                    c.key.display()
+                )
+            })
+            .unwrap_or_default();
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls_yaml}{auth_yaml}",
             dir.path().join("data").display()
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
@@ -223,5 +331,156 @@ impl Proxy {
     /// `ADDR/name` through the proxy.
     pub fn name(&self, name: &str) -> String {
         format!("{}/{name}", self.addr)
+    }
+}
+
+/// A token server for the registry's bearer-token flow (Docker's distribution token spec): it
+/// checks basic credentials and answers with a JWT (RS256, signed by `openssl` with a
+/// self-signed certificate the registry trusts, sent in the `x5c` header) granting the scopes
+/// asked for. Unknown credentials get 401.
+pub struct TokenServer {
+    pub realm: String,
+    pub cert: Cert,
+    pub service: &'static str,
+    pub issuer: &'static str,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?');
+                out.push(h);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenServer {
+    pub fn start(dir: &Path, user: &'static str, password: &'static str) -> TokenServer {
+        use base64::Engine as _;
+        use std::io::{BufRead, BufReader, Write};
+        let cert = self_signed(dir, "token-signer");
+        let pem = std::fs::read_to_string(&cert.cert).unwrap();
+        let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let (service, issuer) = ("moat-test-registry", "moat-test-issuer");
+        let key = cert.key.clone();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        std::thread::spawn(move || {
+            let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut auth = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            auth = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                let target = first.split_whitespace().nth(1).unwrap_or("");
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(k, _)| *k == "scope")
+                    .map(|(_, v)| percent_decode(v))
+                    .collect();
+                if auth.as_deref() != Some(expected.as_str()) {
+                    let body = r#"{"details":"incorrect username or password"}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    continue;
+                }
+                let access: Vec<serde_json::Value> = scopes
+                    .iter()
+                    .flat_map(|s| s.split(' '))
+                    .filter_map(|s| {
+                        let mut p = s.splitn(3, ':');
+                        let (t, n, a) = (p.next()?, p.next()?, p.next()?);
+                        Some(serde_json::json!({"type": t, "name": n, "actions": a.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
+                let claims = serde_json::json!({
+                    "iss": issuer, "sub": user, "aud": service,
+                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("{now}-{}", access.len()), "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    url.encode(header.to_string()),
+                    url.encode(claims.to_string())
+                );
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                sign.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(signing_input.as_bytes())
+                    .unwrap();
+                let sig = sign.wait_with_output().unwrap().stdout;
+                let token = format!("{signing_input}.{}", url.encode(sig));
+                let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            cert,
+            service,
+            issuer,
+        }
+    }
+
+    /// The registry's auth settings for this server.
+    pub fn auth(&self) -> Auth {
+        Auth::Token {
+            realm: self.realm.clone(),
+            service: self.service,
+            issuer: self.issuer,
+            cert: self.cert.cert.clone(),
+        }
     }
 }
