@@ -67,8 +67,8 @@ pub enum EngineError {
     /// runtime failure
     #[error(transparent)]
     Runtime(#[from] moat_runtime::OpsError),
-    /// no such image locally (there is no registry to pull from yet)
-    #[error("Unable to find image '{0}' locally")]
+    /// no such image in the local store
+    #[error("No such image: {0}")]
     NoImage(String),
     /// neither the image nor the command line gives a command
     #[error("no command specified: image {0} has no Cmd or Entrypoint, and none was given")]

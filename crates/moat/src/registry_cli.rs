@@ -135,23 +135,43 @@ fn parse_platform(s: &str) -> Result<Platform, RegistryCliError> {
     }
 }
 
-/// Docker's pull and push output: one bar per layer on a terminal, a line per step elsewhere.
+/// Docker's pull and push output: one bar per layer on a terminal, a line per step elsewhere;
+/// on standard output, or standard error when the pull serves a `run`.
 struct Printer {
     bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+    stderr: bool,
 }
 
 impl Printer {
-    fn boxed(quiet: bool) -> Box<dyn Progress> {
+    fn boxed(quiet: bool, stderr: bool) -> Box<dyn Progress> {
         if quiet {
             return Box::new(Silent);
         }
-        let bars = std::io::stdout().is_terminal().then(|| {
+        let tty = if stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        let bars = tty.then(|| {
+            let target = if stderr {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::stdout()
+            };
             (
-                MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+                MultiProgress::with_draw_target(target),
                 Mutex::new(HashMap::new()),
             )
         });
-        Box::new(Printer { bars })
+        Box::new(Printer { bars, stderr })
+    }
+
+    fn line(&self, text: &str) {
+        if self.stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
     }
 }
 
@@ -161,14 +181,14 @@ impl Progress for Printer {
             Some((m, _)) => {
                 let _ = m.println(text);
             }
-            None => println!("{text}"),
+            None => self.line(text),
         }
     }
 
     fn layer(&self, id: &str, status: &Status) {
         let Some((multi, bars)) = &self.bars else {
             if !matches!(status, Status::Downloading { .. }) {
-                println!("{id}: {status}");
+                self.line(&format!("{id}: {status}"));
             }
             return;
         };
@@ -231,9 +251,23 @@ pub fn pull(root: &Path, a: &PullArgs) -> Result<(), RegistryCliError> {
     };
     let client = connect(r.domain(), &a.tls)?;
     let mut store = ImageStore::open(&root.join("image"))?;
-    let printer = Printer::boxed(a.quiet);
+    let printer = Printer::boxed(a.quiet, false);
     moat_registry::pull::pull(&mut store, &client, &r, &platform, printer.as_ref())?;
     println!("{}", qualified(&r));
+    Ok(())
+}
+
+/// Pulls `image` for `run`/`create` (`--pull`): progress on standard error, default settings.
+pub fn pull_quietly(root: &Path, image: &str) -> Result<(), RegistryCliError> {
+    let r: Reference = image.parse()?;
+    let tls = TlsArgs {
+        tls_verify: None,
+        cert_dir: None,
+    };
+    let client = connect(r.domain(), &tls)?;
+    let mut store = ImageStore::open(&root.join("image"))?;
+    let printer = Printer::boxed(false, true);
+    moat_registry::pull::pull(&mut store, &client, &r, &host_platform(), printer.as_ref())?;
     Ok(())
 }
 
@@ -256,7 +290,7 @@ pub fn push(root: &Path, a: &PushArgs) -> Result<(), RegistryCliError> {
     let r: Reference = a.image.parse()?;
     let client = connect(r.domain(), &a.tls)?;
     let mut store = ImageStore::open(&root.join("image"))?;
-    let printer = Printer::boxed(a.quiet);
+    let printer = Printer::boxed(a.quiet, false);
     let pushed = moat_registry::push::push(&mut store, &client, &r, printer.as_ref())?;
     if a.quiet {
         println!("{}", pushed.digest);

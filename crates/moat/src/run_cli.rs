@@ -8,7 +8,7 @@ use moat_engine::lifecycle::Attach;
 use moat_engine::logs::Rotation;
 use moat_engine::run::CreateExtras;
 use moat_engine::spec::{Network, RunOptions};
-use moat_engine::Paths;
+use moat_engine::{EngineError, Paths};
 
 /// `moat run` and `moat create`.
 #[derive(Debug, Args)]
@@ -106,6 +106,9 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined, no-new-privileges.
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Pull the image before creating: missing (when not in the store), always, never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
     /// Image, then the command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     image_and_command: Vec<String>,
@@ -123,12 +126,14 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
             stdin: a.interactive,
         }
     };
-    // -it on a terminal: ours goes raw (keys, Ctrl-C included, go to the container's terminal)
-    // until the container exits.
-    let _raw = (a.tty && a.interactive && !a.detach)
-        .then(RawMode::enter)
-        .flatten();
-    match moat_engine::run::run(&paths, &opts, &extras, mode) {
+    match with_pull(root, a, &opts.image, || {
+        // -it on a terminal: ours goes raw (keys, Ctrl-C included, go to the container's
+        // terminal) until the container exits; not while a pull prints its progress.
+        let _raw = (a.tty && a.interactive && !a.detach)
+            .then(RawMode::enter)
+            .flatten();
+        moat_engine::run::run(&paths, &opts, &extras, mode)
+    }) {
         Ok((row, code)) => {
             if a.detach {
                 println!("{}", row.id);
@@ -147,7 +152,9 @@ pub fn create(root: &Path, a: &RunArgs) -> i32 {
     let Some((paths, opts, extras)) = prepare(root, a) else {
         return 125;
     };
-    match moat_engine::run::create(&paths, &opts, &extras) {
+    match with_pull(root, a, &opts.image, || {
+        moat_engine::run::create(&paths, &opts, &extras)
+    }) {
         Ok(row) => {
             println!("{}", row.id);
             0
@@ -156,6 +163,50 @@ pub fn create(root: &Path, a: &RunArgs) -> i32 {
             log::error!("{e}");
             125
         }
+    }
+}
+
+/// Why `run`/`create` failed: the engine, or the pull it needed.
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Pull(#[from] crate::registry_cli::RegistryCliError),
+}
+
+impl RunFailure {
+    /// Docker's exit code: the engine's, or 125 for a failed pull.
+    fn exit_code(&self) -> i32 {
+        match self {
+            RunFailure::Engine(e) => e.exit_code(),
+            RunFailure::Pull(_) => 125,
+        }
+    }
+}
+
+/// Runs `f` with the image pulled as `--pull` says: before (`always`), or when `f` finds it
+/// missing (`missing`, Docker's default: "Unable to find image ... locally").
+fn with_pull<T>(
+    root: &Path,
+    a: &RunArgs,
+    image: &str,
+    f: impl Fn() -> Result<T, EngineError>,
+) -> Result<T, RunFailure> {
+    match a.pull.as_str() {
+        "always" => {
+            crate::registry_cli::pull_quietly(root, image)?;
+            Ok(f()?)
+        }
+        "missing" => match f() {
+            Err(EngineError::NoImage(_)) if image.parse::<moat_image::Reference>().is_ok() => {
+                eprintln!("Unable to find image '{image}' locally");
+                crate::registry_cli::pull_quietly(root, image)?;
+                Ok(f()?)
+            }
+            other => Ok(other?),
+        },
+        _ => Ok(f()?),
     }
 }
 

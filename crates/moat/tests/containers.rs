@@ -112,7 +112,7 @@ fn names_create_start_attach_and_bad_input() {
     let out = e.moat(&["run", "--name", "bad/name", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid container name"));
-    let out = e.moat(&["create", "nosuchimage"]);
+    let out = e.moat(&["create", "--pull", "never", "nosuchimage"]);
     assert_eq!(out.status.code(), Some(125));
     for cmd in ["start", "stop", "kill", "rm", "wait", "logs", "inspect"] {
         let out = e.moat(&[cmd, "ghost"]);

@@ -334,3 +334,41 @@ fn bearer_token_flow_over_verified_https() {
     // Loopback registries are insecure by default, as Docker's: no --tls-verify needed.
     ok(&e, &["pull", &image]);
 }
+
+#[test]
+fn run_pulls_a_missing_image_as_docker_does() {
+    if !can_run() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let src = Engine::with_busybox();
+    let image = reg.name("bb:v1");
+    ok(&src, &["tag", "busybox", &image]);
+    ok(&src, &["push", &image]);
+
+    let e = Engine::new();
+    let out = moat(&e, &["run", "--rm", "--pull", "never", &image, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image"));
+    let out = moat(&e, &["run", "--rm", &image, "echo", "pulled for run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pulled for run\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Unable to find image '{image}' locally")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Pull complete"), "{stderr}");
+    // Present now: no pull; --pull always asks the registry again (up to date).
+    let out = moat(&e, &["run", "--rm", &image, "true"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let out = moat(&e, &["create", "--pull", "always", &image, "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Image is up to date"));
+    // A reference no registry has: the pull's error, and Docker's 125.
+    let out = moat(&e, &["run", "--rm", &reg.name("nope:v1"), "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
