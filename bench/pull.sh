@@ -326,7 +326,7 @@ for f in "$L"/L*.tar.gz; do
   echo "   $(basename "$f" .tar.gz): $(mb "$(stat -c %s "$f")") MB gz, $(mb "$(sum_tar_bytes "$f")") MB tar, $(count_entries "$f") entries" >> "$R/layers.txt"
 done
 for size in large busybox; do
-  echo "== $size: ${REF[$size]} (${MANIFEST[$size]}), ${NL[$size]} gzip layers, $(mb "${CBYTES[$size]}") MB compressed," \
+  echo "== $size: ${REF[$size]} (${MANIFEST[$size]}), gzip layers: ${NL[$size]}, $(mb "${CBYTES[$size]}") MB compressed," \
        "$(mb "${UBYTES[$size]}") MB uncompressed, ${ENTRIES[$size]} entries; config ${CFG[$size]}" >&2
   [ "$size" = large ] && cat "$R/layers.txt" >&2
 done
@@ -401,7 +401,7 @@ check() {
   [ "$id" = "$want_id" ] || die "$size/$tool: image id $id, expected $want_id"
   [ "$n" = "$want_n" ] || die "$size/$tool: $n layers, expected $want_n"
   [ "$got" = "$want_e" ] || die "$size/$tool: $got entries in the unpacked layers, expected $want_e"
-  [ "${3:-}" = quiet ] || echo "   check $size/$tool: id ${id:7:12}, $n layers$( [ "$tool" = skopeo ] && echo ", every blob" || echo ", $got entries unpacked"): as expected" >&2
+  [ "${3:-}" = quiet ] || echo "   check $size/$tool: id ${id:7:12}, layers $n$( [ "$tool" = skopeo ] && echo ", every blob" || echo ", $got entries unpacked"): as expected" >&2
 }
 
 # bench SIZE TOOL: one checked pull, then hyperfine; appends to $R/rows.tsv:

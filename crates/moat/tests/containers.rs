@@ -425,12 +425,25 @@ fn stop_signal_timeout_and_labels_are_kept() {
 
 /// `moat ... ` run under `script` (a real pty as moat's terminal), with `input` typed after
 /// `delay`: (exit code, what the terminal showed).
-fn on_a_terminal(e: &Engine, args: &str, input: &str, delay_ms: u64) -> (i32, String) {
+/// Runs `moat ARGS` under `script` (a real terminal) typing `input` after `delay_ms`; with
+/// `repeat`, typing it again every half second until the command ends (a key whose effect
+/// depends on the container being ready, as Ctrl-C to a shell that must first set its trap:
+/// pid 1 ignores a SIGINT it has no handler for, so one early Ctrl-C would be lost on a slow
+/// machine).
+fn on_a_terminal(
+    e: &Engine,
+    args: &str,
+    input: &str,
+    delay_ms: u64,
+    repeat: bool,
+) -> (i32, String) {
     let cmd = format!("{MOAT} --root {} {args}", e.dir.path().display());
-    let feeder = format!(
-        "sleep {}; printf '{input}'; sleep 2",
-        delay_ms as f64 / 1000.0
-    );
+    let delay = delay_ms as f64 / 1000.0;
+    let feeder = if repeat {
+        format!("sleep {delay}; for i in $(seq 1 200); do printf '{input}'; sleep 0.5; done")
+    } else {
+        format!("sleep {delay}; printf '{input}'; sleep 2")
+    };
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("({feeder}) | script -qefc \"$0\" /dev/null"))
@@ -474,6 +487,7 @@ fn terminals_with_t_and_it() {
         "run --rm -it busybox sh -c 'read x; echo got:$x; exit 4'",
         "abc\\n",
         300,
+        false,
     );
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("got:abc"), "{out}");
@@ -484,6 +498,7 @@ fn terminals_with_t_and_it() {
          while true; do sleep 0.1; done'",
         "\\003",
         1500,
+        true,
     );
     assert_eq!(code, 7, "{out}");
     assert!(out.contains("interrupted"), "{out}");
