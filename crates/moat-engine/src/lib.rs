@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
+pub mod present;
 pub mod run;
 pub mod seccomp;
 pub mod spec;

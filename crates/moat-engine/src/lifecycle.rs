@@ -39,8 +39,30 @@ fn container_id(row: &Row) -> Result<ContainerId, EngineError> {
 }
 
 /// Starts a created or exited container: mounts its rootfs and forks its monitor, which starts
-/// it. Returns the monitor's handle and the init's pid. The caller must be single-threaded.
+/// it. Returns the monitor's handle and the init's pid. The caller must be single-threaded
+/// when attached (the container's output goes to its standard output and error).
 pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), EngineError> {
+    start_with(paths, row, mode, None)
+}
+
+/// Starts a container attached to `stdio` (its input, output and error: an API server's pipes
+/// to a hijacked connection) instead of the caller's own; any thread may call it. The handle
+/// reports the exit (`Event::Exited`) and ends when the monitor has cleaned up.
+pub fn start_streams(
+    paths: &Paths,
+    row: &Row,
+    stdin: bool,
+    stdio: [std::os::fd::RawFd; 3],
+) -> Result<(Handle, i32), EngineError> {
+    start_with(paths, row, Attach::Attached { stdin }, Some(stdio))
+}
+
+fn start_with(
+    paths: &Paths,
+    row: &Row,
+    mode: Attach,
+    stdio: Option<[std::os::fd::RawFd; 3]>,
+) -> Result<(Handle, i32), EngineError> {
     if row.effective().0 == State::Running {
         return Err(EngineError::Conflict(format!(
             "container {} is already running",
@@ -91,12 +113,12 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
     // An attached caller blocks the signals it forwards before the container can run: one sent
     // as soon as the container's output shows must be forwarded by `wait_attached`, not kill us
     // (seen in CI: SIGTERM right after the container's first line). The monitor unblocks them.
-    if mode != Attach::Detached {
+    if mode != Attach::Detached && stdio.is_none() {
         let _ = forwarded().thread_block();
     }
     // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
     // path on disk.
-    let mut handle = match crate::monitor::spawn(Path::new("/proc/self/exe"), &args) {
+    let mut handle = match crate::monitor::spawn(Path::new("/proc/self/exe"), &args, stdio) {
         Ok(h) => h,
         Err(e) => {
             let _ = moat_image::mount::unmount(&rootfs);

@@ -8,6 +8,7 @@ pub mod check;
 pub mod commit;
 pub mod db;
 pub mod digest;
+pub mod docker;
 pub mod layer_stream;
 pub mod mount;
 pub mod reference;

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use moat_engine::present::human_ago;
 use moat_image::store::{ImageSummary, ImportConfig};
 use moat_image::{ImageStore, Reference, StoreError};
 
@@ -320,45 +321,6 @@ pub fn human_size(n: u64) -> String {
     format!("{s}{}", units[i])
 }
 
-/// Docker's "N units ago".
-pub fn human_ago(rfc3339: &str) -> String {
-    let Some(then) = parse_rfc3339(rfc3339) else {
-        return "N/A".into();
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let s = (now - then).max(0);
-    let (n, unit) = match s {
-        0..=59 => {
-            return if s < 2 {
-                "Less than a second ago".into()
-            } else {
-                format!("{s} seconds ago")
-            }
-        }
-        60..=3599 => (s / 60, "minute"),
-        3600..=86_399 => (s / 3600, "hour"),
-        86_400..=1_209_599 => (s / 86_400, "day"),
-        1_209_600..=5_183_999 => (s / 604_800, "week"),
-        5_184_000..=63_071_999 => (s / 2_592_000, "month"),
-        _ => (s / 31_536_000, "year"),
-    };
-    match n {
-        1 if unit == "hour" => "About an hour ago".into(),
-        1 => format!("About a {unit} ago"),
-        _ => format!("{n} {unit}s ago"),
-    }
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs() as i64)
-}
-
 fn rows<'a>(
     list: &'a [ImageSummary],
     filter: Option<&Reference>,
@@ -445,30 +407,7 @@ pub fn inspect(root: &Path, names: &[String]) -> Result<(), CliError> {
     let mut out = vec![];
     for n in names {
         let id = store.resolve(n)?;
-        let (row, config, _manifest) = store.inspect(&id)?;
-        let size: u64 = store
-            .images()?
-            .iter()
-            .find(|s| s.row.id == id)
-            .map(|s| s.size)
-            .unwrap_or(0);
-        out.push(serde_json::json!({
-            "Id": id.as_str(),
-            "RepoTags": row.tags.iter().filter(|t| !t.contains('@')).collect::<Vec<_>>(),
-            "RepoDigests": row.tags.iter().filter(|t| t.contains('@')).collect::<Vec<_>>(),
-            "Parent": "",
-            "Comment": config["history"].as_array().and_then(|h| h.last()).and_then(|h| h["comment"].as_str()).unwrap_or(""),
-            "Created": row.created,
-            "DockerVersion": "",
-            "Author": "",
-            "Config": config["config"],
-            "Architecture": config["architecture"],
-            "Os": config["os"],
-            "Size": size,
-            "GraphDriver": {"Name": "overlay2", "Data": null},
-            "RootFS": {"Type": "layers", "Layers": row.layers.iter().map(|l| l.as_str()).collect::<Vec<_>>()},
-            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-        }));
+        out.push(moat_image::docker::inspect(&store, &id)?);
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     Ok(())
@@ -681,14 +620,5 @@ mod tests {
         assert_eq!(cfg.env, vec!["A=1".to_string(), "B=two".to_string()]);
         assert_eq!(cfg.working_dir.as_deref(), Some("/w"));
         assert!(changes(&["RUN x".into()], None).is_err());
-    }
-
-    #[test]
-    fn rfc3339_round_trips_through_ago() {
-        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
-        assert_eq!(
-            human_ago(&moat_image::store::now_rfc3339()),
-            "Less than a second ago"
-        );
     }
 }

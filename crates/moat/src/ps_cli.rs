@@ -7,7 +7,7 @@ use clap::Args;
 use moat_engine::containers::{Records, Row, State};
 use moat_engine::{lifecycle, Paths};
 
-use crate::image_cli::human_ago;
+use moat_engine::present::{human_ago, status};
 
 /// `moat ps`.
 #[derive(Debug, Args)]
@@ -29,23 +29,6 @@ pub struct PsArgs {
     /// {{.Status}} {{.State}} {{.Ports}} {{.Names}} {{.Labels}}; a "table " prefix adds a header.
     #[arg(long)]
     format: Option<String>,
-}
-
-/// Docker's STATUS column.
-fn status(paths: &Paths, row: &Row) -> String {
-    match row.effective().0 {
-        State::Created => "Created".into(),
-        State::Running => format!(
-            "Up {}{}",
-            human_ago(&row.started_at).replace(" ago", ""),
-            if lifecycle::is_paused(paths, row) {
-                " (Paused)"
-            } else {
-                ""
-            }
-        ),
-        State::Exited => format!("Exited ({}) {}", row.exit_code, human_ago(&row.finished_at)),
-    }
 }
 
 /// `moat ps`.

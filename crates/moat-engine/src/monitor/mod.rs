@@ -128,7 +128,11 @@ pub const REPORT_FD: i32 = 3;
 /// The monitor is exec'd rather than only forked: the caller may hold SQLite connections, and
 /// SQLite's state must not cross a fork (the child would share the parent's file locks and
 /// journal bookkeeping); a fresh image also keeps the monitor's private memory small.
-pub fn spawn(exe: &Path, args: &[String]) -> Result<Handle, EngineError> {
+pub fn spawn(
+    exe: &Path,
+    args: &[String],
+    stdio: Option<[RawFd; 3]>,
+) -> Result<Handle, EngineError> {
     let sys = |what: &'static str| move |source| EngineError::Sys { what, source };
     let c = |s: &str| CString::new(s).map_err(|_| EngineError::Spec(format!("NUL in {s:?}")));
     let exe_c = c(&exe.to_string_lossy())?;
@@ -141,7 +145,7 @@ pub fn spawn(exe: &Path, args: &[String]) -> Result<Handle, EngineError> {
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             // SAFETY: as above.
-            unsafe { exec_monitor(report_w.as_raw_fd(), &exe_c, &argv) }
+            unsafe { exec_monitor(report_w.as_raw_fd(), &exe_c, &argv, stdio) }
         }
         ForkResult::Parent { child } => {
             drop(report_w);
@@ -154,17 +158,32 @@ pub fn spawn(exe: &Path, args: &[String]) -> Result<Handle, EngineError> {
 }
 
 /// In the forked child: a new session, a second fork (so the monitor is reparented away from
-/// the caller and no terminal's signals reach it), the report pipe on [`REPORT_FD`], every
-/// other inherited descriptor above it closed at exec, and the exec. Never returns.
+/// the caller and no terminal's signals reach it), `stdio` (when given: an API server's attach
+/// pipes) on 0, 1 and 2, the report pipe on [`REPORT_FD`], every other inherited descriptor
+/// above it closed at exec, and the exec. Never returns.
 ///
 /// # Safety
 /// Must be called in a freshly forked child of a process that may have been multi-threaded:
 /// only async-signal-safe calls are made.
-/// `argv` is NULL-terminated and points into C strings that outlive the call.
-unsafe fn exec_monitor(report: RawFd, exe: &CString, argv: &[*const libc::c_char]) -> ! {
+/// `argv` is NULL-terminated and points into C strings that outlive the call; `stdio` and
+/// `report` are open descriptors, none of them 0, 1, 2 or [`REPORT_FD`] when `stdio` is given
+/// (the caller's own descriptors are above those, as an API server's pipes are).
+unsafe fn exec_monitor(
+    report: RawFd,
+    exe: &CString,
+    argv: &[*const libc::c_char],
+    stdio: Option<[RawFd; 3]>,
+) -> ! {
     // SAFETY: plain system calls on integers and on C strings that outlive them; nothing here
     // allocates or takes a lock.
     unsafe {
+        if let Some(fds) = stdio {
+            for (target, fd) in fds.into_iter().enumerate() {
+                if libc::dup2(fd, target as RawFd) != target as RawFd {
+                    libc::_exit(1);
+                }
+            }
+        }
         // The caller's blocked signals are its own business: the monitor starts with none.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);

@@ -1,0 +1,109 @@
+//! What containers and images look like to Docker's clients: "N units ago", the STATUS text,
+//! the summaries of `GET /containers/json` (shared by `moat ps` and the API).
+
+use serde_json::{json, Value};
+
+use crate::containers::{Row, State};
+use crate::{lifecycle, Paths};
+
+/// Docker's "N units ago".
+pub fn human_ago(rfc3339: &str) -> String {
+    let Some(then) = parse_rfc3339(rfc3339) else {
+        return "N/A".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let s = (now - then).max(0);
+    let (n, unit) = match s {
+        0..=59 => {
+            return if s < 2 {
+                "Less than a second ago".into()
+            } else {
+                format!("{s} seconds ago")
+            }
+        }
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        86_400..=1_209_599 => (s / 86_400, "day"),
+        1_209_600..=5_183_999 => (s / 604_800, "week"),
+        5_184_000..=63_071_999 => (s / 2_592_000, "month"),
+        _ => (s / 31_536_000, "year"),
+    };
+    match n {
+        1 if unit == "hour" => "About an hour ago".into(),
+        1 => format!("About a {unit} ago"),
+        _ => format!("{n} {unit}s ago"),
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+/// Docker's STATUS column: `Created`, `Up 5 seconds (Paused)`, `Exited (0) 2 minutes ago`.
+pub fn status(paths: &Paths, row: &Row) -> String {
+    match row.effective().0 {
+        State::Created => "Created".into(),
+        State::Running => format!(
+            "Up {}{}",
+            human_ago(&row.started_at).replace(" ago", ""),
+            if lifecycle::is_paused(paths, row) {
+                " (Paused)"
+            } else {
+                ""
+            }
+        ),
+        State::Exited => format!("Exited ({}) {}", row.exit_code, human_ago(&row.finished_at)),
+    }
+}
+
+/// Docker's `State` word: created, running, paused, exited.
+pub fn state_word(paths: &Paths, row: &Row) -> &'static str {
+    match row.effective().0 {
+        State::Created => "created",
+        State::Running if lifecycle::is_paused(paths, row) => "paused",
+        State::Running => "running",
+        State::Exited => "exited",
+    }
+}
+
+/// One entry of `GET /containers/json`.
+pub fn summary(paths: &Paths, row: &Row) -> Value {
+    let inspect = crate::inspect::container(paths, row);
+    json!({
+        "Id": row.id,
+        "Names": [format!("/{}", row.name)],
+        "Image": row.image_ref,
+        "ImageID": row.image,
+        "Command": row.command.join(" "),
+        "Created": parse_rfc3339(&row.created).unwrap_or(0),
+        "Ports": [],
+        "Labels": inspect["Config"]["Labels"],
+        "State": state_word(paths, row),
+        "Status": status(paths, row),
+        "HostConfig": {"NetworkMode": inspect["HostConfig"]["NetworkMode"]},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": inspect["Mounts"],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_dockers() {
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86_401));
+        assert_eq!(
+            human_ago(&moat_image::store::now_rfc3339()),
+            "Less than a second ago"
+        );
+        assert_eq!(human_ago("garbage"), "N/A");
+    }
+}
