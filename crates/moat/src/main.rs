@@ -162,6 +162,16 @@ enum Command {
         /// Registry (default: Docker Hub).
         server: Option<String>,
     },
+    /// Serve the Docker Engine API (for the docker CLI, docker-py, compose).
+    Serve {
+        /// Where to listen: unix:///PATH or tcp://ADDR:PORT (repeatable).
+        #[arg(
+            short = 'H',
+            long = "host",
+            default_value = "unix:///run/moat/moat.sock"
+        )]
+        hosts: Vec<String>,
+    },
     /// Manage moat itself.
     #[command(subcommand)]
     System(image_cli::SystemCommand),
@@ -254,6 +264,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Push(a) => return report(registry_cli::push(root, a)),
         Command::Login(a) => return report(registry_cli::login(a)),
         Command::Logout { server } => return report(registry_cli::logout(server.as_deref())),
+        Command::Serve { hosts } => return serve(root, hosts),
         Command::Save(a) => image_cli::save(root, a),
         Command::Load(a) => image_cli::load(root, a),
         Command::System(image_cli::SystemCommand::Check { repair }) => {
@@ -271,6 +282,29 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             1
         }
     }
+}
+
+/// `moat serve`: the Docker API until SIGINT/SIGTERM.
+fn serve(root: &std::path::Path, hosts: &[String]) -> i32 {
+    let hosts: Vec<moat_api::Host> = match hosts.iter().map(|h| h.parse()).collect() {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let paths = moat_engine::Paths::new(root);
+    if let Err(e) = std::fs::create_dir_all(&paths.runtime_root) {
+        log::error!("create {}: {e}", paths.runtime_root.display());
+        return 1;
+    }
+    // The server starts monitors from /proc/self/exe: it must run from a sealed copy
+    // (CVE-2019-5736), before it has threads.
+    if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
+        log::error!("{e}");
+        return 1;
+    }
+    report(moat_api::serve(paths, &hosts))
 }
 
 /// Prints a command's error once and turns it into the exit code.

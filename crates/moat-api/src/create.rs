@@ -1,0 +1,307 @@
+//! `POST /containers/create`: Docker's container config (`Config` + `HostConfig`, as the
+//! docker CLI, docker-py and compose send it) turned into the engine's run options.
+
+use std::collections::HashMap;
+
+use moat_engine::hostconfig::{self as h, HostConfig, RestartPolicy};
+use moat_engine::logs::Rotation;
+use moat_engine::run::CreateExtras;
+use moat_engine::spec::{Network, RunOptions};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// The body of `POST /containers/create` (the fields moat acts on; others are ignored, as
+/// dockerd ignores what does not apply).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    image: String,
+    cmd: Option<StringOrList>,
+    entrypoint: Option<StringOrList>,
+    env: Option<Vec<String>>,
+    working_dir: String,
+    user: String,
+    hostname: String,
+    tty: bool,
+    open_stdin: bool,
+    labels: Option<HashMap<String, String>>,
+    stop_signal: Option<String>,
+    stop_timeout: Option<i64>,
+    host_config: Option<HostConfigBody>,
+}
+
+/// `Cmd` and `Entrypoint` come as a list, or (older clients) as one string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    List(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) if s.is_empty() => vec![],
+            StringOrList::One(s) => vec![s],
+            StringOrList::List(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfigBody {
+    auto_remove: bool,
+    binds: Option<Vec<String>>,
+    memory: i64,
+    memory_swap: i64,
+    nano_cpus: i64,
+    cpu_shares: i64,
+    cpuset_cpus: String,
+    pids_limit: Option<i64>,
+    ulimits: Option<Vec<UlimitBody>>,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    privileged: bool,
+    tmpfs: Option<HashMap<String, String>>,
+    network_mode: String,
+    readonly_rootfs: bool,
+    security_opt: Option<Vec<String>>,
+    restart_policy: Option<RestartBody>,
+    isolation: String,
+    log_config: Option<LogConfigBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct UlimitBody {
+    name: String,
+    soft: i64,
+    hard: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartBody {
+    name: String,
+    maximum_retry_count: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct LogConfigBody {
+    #[serde(rename = "Type")]
+    kind: String,
+    config: Option<HashMap<String, String>>,
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadParameter(e.to_string())
+}
+
+/// Parses a create body: the run options, the extras, and Docker's warnings.
+pub fn options(
+    body: &[u8],
+    name: Option<String>,
+) -> Result<(RunOptions, CreateExtras, Vec<String>), ApiError> {
+    let b: CreateBody = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("invalid JSON in the request body: {e}")))?;
+    if b.image.is_empty() {
+        return Err(bad("no image was given (Config.Image is empty)"));
+    }
+    let hc = b.host_config.unwrap_or_default();
+    let mut warnings = vec![];
+    match hc.isolation.as_str() {
+        "" | "default" | "process" => {}
+        "vm" | "hyperv" => {
+            return Err(bad(
+                "isolation \"vm\" is not available yet: only process containers run today",
+            ))
+        }
+        other => return Err(bad(format!("invalid isolation {other:?}"))),
+    }
+    let network = match hc.network_mode.as_str() {
+        "host" => Network::Host,
+        "none" => Network::None,
+        // Docker's default network: loopback only until bridge networks land (said in the
+        // docs, not on every run).
+        "" | "default" => Network::None,
+        "bridge" => {
+            warnings.push(
+                "bridge networks are not available yet: the container has only a loopback interface"
+                    .to_string(),
+            );
+            Network::None
+        }
+        other => return Err(bad(format!("network {other} not found"))),
+    };
+    let mut seccomp_unconfined = false;
+    let mut no_new_privileges = false;
+    for o in hc.security_opt.iter().flatten() {
+        match o.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                no_new_privileges = true
+            }
+            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            other => return Err(bad(format!("security option {other:?} is not supported"))),
+        }
+    }
+    let restart = match hc.restart_policy {
+        Some(r) if r.name == "on-failure" => RestartPolicy::OnFailure(r.maximum_retry_count),
+        Some(r) => RestartPolicy::parse(&r.name).map_err(bad)?,
+        None => RestartPolicy::No,
+    };
+    if hc.auto_remove && restart != RestartPolicy::No {
+        return Err(bad(
+            "conflicting options: cannot combine a restart policy with AutoRemove",
+        ));
+    }
+    let rotation = match hc.log_config {
+        Some(l) if !(l.kind.is_empty() || l.kind == "json-file") => {
+            return Err(bad(format!(
+                "log driver {:?} is not supported (json-file only)",
+                l.kind
+            )))
+        }
+        Some(l) => {
+            let opts: Vec<String> = l
+                .config
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            Rotation::parse(&opts).map_err(bad)?
+        }
+        None => Rotation::default(),
+    };
+    let cap = |v: Option<Vec<String>>| -> Result<Vec<String>, ApiError> {
+        v.unwrap_or_default()
+            .iter()
+            .map(|c| h::parse_capability(c).map_err(bad))
+            .collect()
+    };
+    let stop_signal = b.stop_signal.filter(|s| !s.is_empty());
+    let host = HostConfig {
+        memory: (hc.memory > 0).then_some(hc.memory),
+        memory_swap: (hc.memory_swap != 0).then_some(hc.memory_swap),
+        cpus: (hc.nano_cpus > 0).then(|| hc.nano_cpus as f64 / 1e9),
+        cpu_shares: (hc.cpu_shares > 0).then_some(hc.cpu_shares as u64),
+        cpuset_cpus: (!hc.cpuset_cpus.is_empty()).then_some(hc.cpuset_cpus),
+        pids_limit: hc.pids_limit.filter(|p| *p != 0),
+        ulimits: hc
+            .ulimits
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| h::parse_ulimit(&format!("{}={}:{}", u.name, u.soft, u.hard)).map_err(bad))
+            .collect::<Result<_, _>>()?,
+        cap_add: cap(hc.cap_add)?,
+        cap_drop: cap(hc.cap_drop)?,
+        privileged: hc.privileged,
+        binds: hc
+            .binds
+            .unwrap_or_default()
+            .iter()
+            .map(|s| h::parse_bind(s).map_err(bad))
+            .collect::<Result<_, _>>()?,
+        tmpfs: hc
+            .tmpfs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(p, o)| {
+                h::parse_tmpfs(&if o.is_empty() {
+                    p.clone()
+                } else {
+                    format!("{p}:{o}")
+                })
+                .map_err(bad)
+            })
+            .collect::<Result<_, _>>()?,
+        labels: b.labels.unwrap_or_default().into_iter().collect(),
+        stop_signal,
+        stop_timeout: b.stop_timeout.and_then(|t| u64::try_from(t).ok()),
+    };
+    let nonempty = |s: String| (!s.is_empty()).then_some(s);
+    let opts = RunOptions {
+        image: b.image,
+        cmd: b.cmd.map(StringOrList::into_vec).unwrap_or_default(),
+        entrypoint: b.entrypoint.map(StringOrList::into_vec),
+        env: b.env.unwrap_or_default(),
+        workdir: nonempty(b.working_dir),
+        user: nonempty(b.user),
+        hostname: nonempty(b.hostname),
+        rm: hc.auto_remove,
+        network,
+        read_only: hc.readonly_rootfs,
+        seccomp_unconfined,
+        no_new_privileges,
+        host,
+        tty: b.tty,
+        tty_size: None,
+        restart,
+    };
+    let _ = b.open_stdin;
+    Ok((opts, CreateExtras { name, rotation }, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_what_the_docker_cli_sends() {
+        let body = br#"{"Image":"busybox","Cmd":["echo","hi"],"Env":["A=1"],"Tty":false,
+            "Labels":{"k":"v"},"StopSignal":"SIGUSR1",
+            "HostConfig":{"AutoRemove":true,"Memory":67108864,"NanoCpus":500000000,
+            "NetworkMode":"none","Binds":["/tmp:/data:ro"],"CapDrop":["NET_RAW"],
+            "Ulimits":[{"Name":"nofile","Soft":100,"Hard":200}],"Tmpfs":{"/run":""},
+            "LogConfig":{"Type":"json-file","Config":{"max-size":"1m","max-file":"2"}}}}"#;
+        let (o, extras, warnings) = options(body, Some("web".into())).unwrap();
+        assert_eq!(o.image, "busybox");
+        assert_eq!(o.cmd, ["echo", "hi"]);
+        assert!(o.rm);
+        assert_eq!(o.host.memory, Some(64 << 20));
+        assert_eq!(o.host.cpus, Some(0.5));
+        assert_eq!(o.host.binds[0].destination, "/data");
+        assert_eq!(o.host.cap_drop, ["CAP_NET_RAW"]);
+        assert_eq!(o.host.labels, [("k".to_string(), "v".to_string())]);
+        assert_eq!(o.host.stop_signal.as_deref(), Some("SIGUSR1"));
+        assert_eq!(extras.name.as_deref(), Some("web"));
+        assert_eq!(extras.rotation.max_file, 2);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do_with_a_reason() {
+        for (body, needle) in [
+            (r#"{"Cmd":["x"]}"#, "no image"),
+            (
+                r#"{"Image":"b","HostConfig":{"Isolation":"hyperv"}}"#,
+                "not available yet",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"NetworkMode":"mynet"}}"#,
+                "not found",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"LogConfig":{"Type":"syslog"}}}"#,
+                "json-file",
+            ),
+            (
+                r#"{"Image":"b","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#,
+                "conflicting",
+            ),
+            ("{", "invalid JSON"),
+        ] {
+            let err = options(body.as_bytes(), None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+        let (_, _, w) = options(
+            br#"{"Image":"b","HostConfig":{"NetworkMode":"bridge"}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.len(), 1);
+    }
+}

@@ -1,0 +1,276 @@
+//! `moat serve` driven by the real docker CLI (`DOCKER_HOST=unix://...`), unchanged (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::registry::{Auth, Registry};
+use common::{can_run, output_of, Engine, MOAT};
+
+/// `moat serve` on a unix socket in the engine's directory; stopped (SIGTERM) when dropped.
+struct Server {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Server {
+    fn start(e: &Engine) -> Server {
+        let sock = e.dir.path().join("moat.sock");
+        let child = Command::new(MOAT)
+            .arg("--root")
+            .arg(e.dir.path())
+            .arg("serve")
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(e.dir.path().join("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < until, "moat serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, sock }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// The docker CLI against the server, with its own (empty) config directory.
+fn docker(e: &Engine, s: &Server, args: &[&str]) -> Output {
+    output_of(
+        Command::new("/usr/local/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+            .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+            .args(args)
+            .stdin(Stdio::null()),
+    )
+}
+
+fn ok(e: &Engine, s: &Server, args: &[&str]) -> String {
+    let out = docker(e, s, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn docker_present() -> bool {
+    let ok = std::path::Path::new("/usr/local/bin/docker").exists();
+    assert!(ok, "the docker CLI is missing at /usr/local/bin/docker");
+    ok
+}
+
+#[test]
+fn docker_cli_runs_lists_logs_stops_and_removes() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let v = ok(
+        &e,
+        &s,
+        &[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.MinAPIVersion}}",
+        ],
+    );
+    assert_eq!(v.trim(), "1.50 1.24");
+    let info = ok(
+        &e,
+        &s,
+        &["info", "--format", "{{.Images}} {{.Driver}} {{.OSType}}"],
+    );
+    assert_eq!(info.trim(), "1 overlay2 linux");
+    assert!(ok(&e, &s, &["images"]).contains("busybox"));
+
+    // Attached: stdout and stderr apart, the exit code back, the container removed (--rm).
+    let out = docker(
+        &e,
+        &s,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // Standard input with -i.
+    let mut child = Command::new("/usr/local/bin/docker")
+        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+        .args(["run", "-i", "--rm", "busybox", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"shout\n").unwrap();
+    }
+    let out = common::read_within(child.stdout.take().unwrap(), "docker run -i");
+    assert!(common::wait_or_dump(child, "docker run -i").success());
+    assert_eq!(out, "SHOUT\n");
+
+    // Detached, then logs, logs -f, inspect, ps, stop, rm.
+    let id = ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    assert_eq!(id.trim().len(), 64, "{id}");
+    common::eventually("the container's first line", || {
+        ok(&e, &s, &["logs", "web"]).contains("ready")
+    });
+    let ps = ok(&e, &s, &["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("web Up"), "{ps}");
+    assert_eq!(
+        ok(
+            &e,
+            &s,
+            &["inspect", "-f", "{{.State.Status}} {{.Name}}", "web"]
+        )
+        .trim(),
+        "running /web"
+    );
+    let follower = Command::new("/usr/local/bin/docker")
+        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+        .args(["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(&e, &s, &["stop", "web"]);
+    let mut follower = follower;
+    let followed = common::read_within(follower.stdout.take().unwrap(), "docker logs -f");
+    assert!(common::wait_or_dump(follower, "docker logs -f").success());
+    assert_eq!(
+        followed, "ready\nbye\n",
+        "logs -f ends when the container does"
+    );
+    let ps = ok(&e, &s, &["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("web Exited (0)"), "{ps}");
+    ok(&e, &s, &["rm", "web"]);
+    assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
+
+    // Errors as dockerd's.
+    let out = docker(&e, &s, &["rm", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such container: nope"));
+    let out = docker(
+        &e,
+        &s,
+        &["run", "--pull", "never", "--rm", "no-such-image", "true"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such image"),
+        "{out:?}"
+    );
+    let out = docker(&e, &s, &["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    let out = docker(
+        &e,
+        &s,
+        &["run", "--rm", "--isolation", "hyperv", "busybox", "true"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    ok(
+        &e,
+        &s,
+        &["run", "-d", "--name", "killme", "busybox", "sleep", "60"],
+    );
+    ok(&e, &s, &["rm", "-f", "killme"]);
+    assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
+    drop(s);
+    common::RunExt::assert_clean(&e);
+}
+
+#[test]
+fn docker_cli_pulls_pushes_tags_and_removes_images() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let image = reg.name("api/bb:v1");
+    ok(&e, &s, &["tag", "busybox", &image]);
+    let out = ok(&e, &s, &["push", &image]);
+    assert!(
+        out.contains("Pushed") && out.contains("digest: sha256:"),
+        "{out}"
+    );
+    ok(&e, &s, &["rmi", &image]);
+
+    let other = Engine::new();
+    let s2 = Server::start(&other);
+    let out = ok(&other, &s2, &["pull", &image]);
+    assert!(
+        out.contains("Pull complete") && out.contains("Downloaded newer image"),
+        "{out}"
+    );
+    let out = ok(
+        &other,
+        &s2,
+        &["run", "--rm", &image, "echo", "pulled through the API"],
+    );
+    assert_eq!(out, "pulled through the API\n");
+    let out = ok(
+        &other,
+        &s2,
+        &["image", "inspect", "-f", "{{index .RepoTags 0}}", &image],
+    );
+    assert_eq!(out.trim(), image);
+    // docker run pulls a missing image itself (create answers 404, the CLI pulls, retries).
+    let third = Engine::new();
+    let s3 = Server::start(&third);
+    let out = docker(&third, &s3, &["run", "--rm", &image, "echo", "auto-pulled"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "auto-pulled\n",
+        "{out:?}"
+    );
+    let out = ok(&other, &s2, &["rmi", &image]);
+    assert!(out.contains("Untagged") && out.contains("Deleted"), "{out}");
+    let out = docker(&other, &s2, &["pull", &reg.name("api/none:v1")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{out:?}"
+    );
+}
