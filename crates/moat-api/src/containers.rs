@@ -476,7 +476,7 @@ pub struct AttachQuery {
     stream: Option<String>,
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), ApiError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), ApiError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| ApiError::Sys {
         what: "pipe",
         source,
@@ -541,22 +541,30 @@ pub async fn attach(
     let tty = row.tty;
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(up) => stream::pump(hyper_util::rt::TokioIo::new(up), out_r, err_r, in_w, tty).await,
+            Ok(up) => {
+                let io = hyper_util::rt::TokioIo::new(up);
+                stream::pump(io, out_r, err_r, in_w, tty, std::future::ready(())).await
+            }
             Err(e) => log::debug!("attach {}: upgrade failed: {e}", row.id),
         }
     });
+    Ok(upgraded(tty))
+}
+
+/// The `101 UPGRADED` answer of a hijacked attach or exec.
+pub(crate) fn upgraded(tty: bool) -> Response {
     let ct = if tty {
         stream::RAW
     } else {
         stream::MULTIPLEXED
     };
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONTENT_TYPE, ct)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "tcp")
         .body(Body::empty())
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// `POST /containers/{id}/resize`: accepted (the terminal size is set at start).

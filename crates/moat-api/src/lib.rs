@@ -14,6 +14,7 @@
 pub mod containers;
 mod create;
 pub mod error;
+pub mod exec;
 pub mod images;
 pub mod state;
 mod stream;
@@ -158,6 +159,10 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/containers/{id}/attach", post(c::attach))
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}", delete(c::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route(

@@ -47,6 +47,8 @@ pub struct State {
     pub paths: Paths,
     parked: Mutex<HashMap<String, Parked>>,
     phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
+    /// Exec instances.
+    pub execs: crate::exec::Execs,
 }
 
 impl State {
@@ -56,6 +58,7 @@ impl State {
             paths,
             parked: Mutex::default(),
             phases: Mutex::default(),
+            execs: Default::default(),
         }
     }
 

@@ -22,9 +22,16 @@ pub fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
 }
 
 /// Moves a container's output (`out`, and `err` unless it is a terminal) to the connection,
-/// and the connection's input to `stdin`, until the output ends (the monitor exited).
-pub async fn pump<IO>(io: IO, out: OwnedFd, err: Option<OwnedFd>, stdin: Option<OwnedFd>, tty: bool)
-where
+/// and the connection's input to `stdin`, until the output ends (the monitor exited); then
+/// awaits `finish` (an exec's exit, recorded before the client asks for it) and closes.
+pub async fn pump<IO>(
+    io: IO,
+    out: OwnedFd,
+    err: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    tty: bool,
+    finish: impl std::future::Future<Output = ()>,
+) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -75,6 +82,7 @@ where
         }
         let _ = wr.flush().await;
     }
+    finish.await;
     let _ = wr.shutdown().await;
 }
 

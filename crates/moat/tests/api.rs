@@ -166,6 +166,30 @@ fn docker_cli_runs_lists_logs_stops_and_removes() {
         .trim(),
         "running /web"
     );
+    // exec: output, exit code, standard input, detached.
+    assert_eq!(
+        ok(&e, &s, &["exec", "web", "echo", "in", "web"]),
+        "in web\n"
+    );
+    let out = docker(&e, &s, &["exec", "web", "sh", "-c", "echo e >&2; exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "e\n");
+    assert_eq!(
+        docker(&e, &s, &["exec", "web", "no-such-cmd"])
+            .status
+            .code(),
+        Some(127)
+    );
+    ok(
+        &e,
+        &s,
+        &["exec", "-d", "web", "sh", "-c", "echo bg > /tmp/bg"],
+    );
+    common::eventually("the detached exec's file", || {
+        docker(&e, &s, &["exec", "web", "cat", "/tmp/bg"]).stdout == b"bg\n"
+    });
+    let out = docker(&e, &s, &["exec", "-t", "web", "true"]);
+    assert_ne!(out.status.code(), Some(0), "exec -t is refused, not faked");
     let follower = Command::new("/usr/local/bin/docker")
         .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
         .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
