@@ -19,6 +19,7 @@ pub mod images;
 pub mod state;
 mod stream;
 pub mod system;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -168,6 +169,13 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route(
             "/images/{*rest}",
             get(images::get).post(images::post).delete(images::delete),
+        )
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
         )
         .fallback(fallback)
         .with_state(state)

@@ -298,3 +298,80 @@ fn docker_cli_pulls_pushes_tags_and_removes_images() {
         "{out:?}"
     );
 }
+
+#[test]
+fn docker_cli_volume_commands() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    assert_eq!(
+        ok(&e, &s, &["volume", "create", "--label", "k=v", "data"]).trim(),
+        "data"
+    );
+    let ls = ok(
+        &e,
+        &s,
+        &["volume", "ls", "--format", "{{.Driver}} {{.Name}}"],
+    );
+    assert_eq!(ls.trim(), "local data");
+    ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "--name",
+            "writer",
+            "-v",
+            "data:/d",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /d/f",
+        ],
+    );
+    let out = ok(
+        &e,
+        &s,
+        &["run", "--rm", "-v", "data:/d", "busybox", "cat", "/d/f"],
+    );
+    assert_eq!(out, "kept\n");
+    let label = ok(
+        &e,
+        &s,
+        &[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.Labels.k}} {{.Scope}}",
+            "data",
+        ],
+    );
+    assert_eq!(label.trim(), "v local");
+    let out = docker(&e, &s, &["volume", "rm", "data"]);
+    assert_eq!(out.status.code(), Some(1), "in use by writer");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+    ok(&e, &s, &["rm", "writer"]);
+    ok(&e, &s, &["volume", "rm", "data"]);
+    let out = docker(&e, &s, &["volume", "rm", "data"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such volume"),
+        "{out:?}"
+    );
+    // An anonymous volume (-v /path) goes with prune once unused.
+    ok(
+        &e,
+        &s,
+        &["run", "--name", "anon", "-v", "/scratch", "busybox", "true"],
+    );
+    ok(&e, &s, &["rm", "anon"]);
+    ok(&e, &s, &["volume", "create", "named"]);
+    let out = ok(&e, &s, &["volume", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    let ls = ok(&e, &s, &["volume", "ls", "-q"]);
+    assert_eq!(ls.trim(), "named", "named volumes stay, as Docker 23+");
+}
