@@ -16,7 +16,8 @@ APT="apt-get -o DPkg::Lock::Timeout=300"
 # a real terminal for -it tests);
 # benchmarks: crun, runc, hyperfine (the peers moat is measured against);
 # engine tests: podman (runs containers with moat as its OCI runtime);
-# image interoperability tests: skopeo and umoci (they write and read the archives moat does).
+# image interoperability tests: skopeo and umoci (they write and read the archives moat does);
+# registry tests: Debian's docker-registry, and htpasswd (apache2-utils) for basic auth.
 PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils"
 missing=""
 for p in $PKGS; do
@@ -27,6 +28,11 @@ if [ -n "$missing" ]; then
   $APT update -qq
   # shellcheck disable=SC2086
   $APT install -y -qq --no-install-recommends $missing
+fi
+# API tests: docker-py and pytest drive `moat serve` (tests/dockerpy), from PyPI.
+if ! python3 -c 'import docker, pytest' 2>/dev/null; then
+  echo "setup.sh: installing docker-py and pytest"
+  python3 -m pip install --quiet --disable-pip-version-check 'docker>=7,<8' 'pytest>=8'
 fi
 if ! command -v cargo >/dev/null; then
   echo "setup.sh: cargo not found: install a Rust toolchain >= 1.87 (rustup), then run this again" >&2

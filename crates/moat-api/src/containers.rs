@@ -328,7 +328,10 @@ async fn wait_for(
     rx: &mut tokio::sync::watch::Receiver<Phase>,
 ) -> i32 {
     let first_finish = row.finished_at.clone();
-    if condition == "not-running" && row.effective().0 != CState::Running {
+    // A container this server just started may still read `created` in the database (its
+    // monitor records `running` a moment later): the phase says it runs.
+    if condition == "not-running" && row.effective().0 != CState::Running && seen != Phase::Running
+    {
         return row.exit_code;
     }
     loop {
@@ -336,7 +339,11 @@ async fn wait_for(
         match (condition, now) {
             ("removed", Phase::Removed(c)) => return c,
             ("removed", _) => {}
-            (_, Phase::Exited(c) | Phase::Removed(c)) if now != seen => return c,
+            (_, Phase::Exited(c) | Phase::Removed(c))
+                if now != seen || condition == "not-running" =>
+            {
+                return c
+            }
             _ => {}
         }
         let root2 = root.to_path_buf();
@@ -401,6 +408,9 @@ pub async fn logs(
     let root = st.paths.root.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let tty = row.tty;
+    // A container this server just started may still read `created` in the database: its
+    // phase says it runs, and following must not stop before its first line.
+    let phase = st.phase(&row.id);
     tokio::task::spawn_blocking(move || {
         let frame = |e: &moat_engine::logs::Entry| -> Option<Bytes> {
             let is_err = e.stream == "stderr";
@@ -422,7 +432,13 @@ pub async fn logs(
                 stream::frame(if is_err { 2 } else { 1 }, &text)
             }))
         };
-        let (mut entries, mut offset) = moat_engine::logs::read_from(&path, 0).unwrap_or_default();
+        // Opened once and kept: the follower reads to the end even if the log is removed.
+        let mut file = std::fs::File::open(&path).ok();
+        let read = |f: &Option<std::fs::File>, off: u64| match f {
+            Some(f) => moat_engine::logs::read_open(f, &path, off).unwrap_or((vec![], off)),
+            None => (vec![], off),
+        };
+        let (mut entries, mut offset) = read(&file, 0);
         if let Some(n) = tail {
             let skip = entries.len().saturating_sub(n);
             entries.drain(..skip);
@@ -438,11 +454,15 @@ pub async fn logs(
             return;
         }
         loop {
-            let running = Records::open(&root)
-                .ok()
-                .and_then(|r| r.get(&row.id).ok().flatten())
-                .is_some_and(|r| r.effective().0 == CState::Running);
-            let (more, next) = moat_engine::logs::read_from(&path, offset).unwrap_or_default();
+            let running = *phase.borrow() == Phase::Running
+                || Records::open(&root)
+                    .ok()
+                    .and_then(|r| r.get(&row.id).ok().flatten())
+                    .is_some_and(|r| r.effective().0 == CState::Running);
+            if file.is_none() {
+                file = std::fs::File::open(&path).ok();
+            }
+            let (more, next) = read(&file, offset);
             offset = next;
             for e in &more {
                 if let Some(b) = frame(e) {
@@ -454,7 +474,7 @@ pub async fn logs(
             if !running && more.is_empty() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     });
     let ct = if tty {

@@ -48,6 +48,12 @@ impl From<moat_engine::containers::RecordError> for ApiError {
     }
 }
 
+impl From<moat_image::db::DbError> for ApiError {
+    fn from(e: moat_image::db::DbError) -> Self {
+        ApiError::Store(e.into())
+    }
+}
+
 impl ApiError {
     /// The HTTP status Docker answers with.
     pub fn status(&self) -> StatusCode {

@@ -113,7 +113,17 @@ pub async fn delete(
         let id = store
             .resolve(&name)
             .map_err(|_| ApiError::NoSuchImage(name.clone()))?;
-        let users = moat_engine::run::containers_using(&st.paths.root, &id);
+        // Untagging one of several tags leaves the image: allowed even while it is in use.
+        let tags = store.db().image(&id)?.map(|r| r.tags).unwrap_or_default();
+        let untag_only = tags.iter().filter(|t| !t.contains('@')).count() > 1
+            && name
+                .parse::<Reference>()
+                .is_ok_and(|r| tags.contains(&r.to_string()));
+        let users = if untag_only {
+            vec![]
+        } else {
+            moat_engine::run::containers_using(&st.paths.root, &id)
+        };
         if let Some(c) = users.first() {
             return Err(ApiError::Conflict(format!(
                 "conflict: unable to remove repository reference {name:?} (must force) - container {} is using its referenced image {}",

@@ -232,6 +232,13 @@ pub fn read_from(path: &Path, offset: u64) -> Result<(Vec<Entry>, u64), LogError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], offset)),
         Err(e) => return Err(io("open", path)(e)),
     };
+    read_open(&file, path, offset)
+}
+
+/// As [`read_from`], from a file already open: a follower keeps the log open, so it reads to
+/// the end even when the container (and its log) is removed meanwhile (a client that waits,
+/// removes, and only then reads its `logs -f` stream, as docker-py's `run` does).
+pub fn read_open(file: &File, path: &Path, offset: u64) -> Result<(Vec<Entry>, u64), LogError> {
     let mut r = BufReader::new(file);
     std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(offset)).map_err(io("seek", path))?;
     let mut pos = offset;

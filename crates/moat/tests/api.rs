@@ -375,3 +375,32 @@ fn docker_cli_volume_commands() {
     let ls = ok(&e, &s, &["volume", "ls", "-q"]);
     assert_eq!(ls.trim(), "named", "named volumes stay, as Docker 23+");
 }
+
+#[test]
+fn docker_py_suite() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let py = output_of(Command::new("python3").args(["-c", "import docker, pytest"]));
+    assert!(
+        py.status.success(),
+        "docker-py and pytest are missing: scripts/setup.sh installs them ({})",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let suite = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dockerpy");
+    let out = output_of(
+        Command::new("python3")
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
+            .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    assert!(
+        out.status.success(),
+        "docker-py suite failed:\n{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(e.dir.path().join("serve.log")).unwrap_or_default()
+    );
+}
