@@ -404,3 +404,41 @@ fn docker_py_suite() {
         std::fs::read_to_string(e.dir.path().join("serve.log")).unwrap_or_default()
     );
 }
+
+#[test]
+fn fifty_concurrent_docker_runs_succeed_and_leave_nothing() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let children: Vec<(usize, Child)> = (0..50)
+        .map(|i| {
+            let child = Command::new("/usr/local/bin/docker")
+                .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+                .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+                .args([
+                    "run",
+                    "--rm",
+                    "busybox",
+                    "sh",
+                    "-c",
+                    &format!("echo run {i}"),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (i, child)
+        })
+        .collect();
+    for (i, mut child) in children {
+        let out = common::read_within(child.stdout.take().unwrap(), "docker run");
+        let status = common::wait_or_dump(child, "docker run");
+        assert!(status.success(), "run {i}: {status:?}");
+        assert_eq!(out, format!("run {i}\n"));
+    }
+    assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
+    drop(s);
+    common::RunExt::assert_clean(&e);
+}
