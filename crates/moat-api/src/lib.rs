@@ -16,6 +16,7 @@ mod create;
 pub mod error;
 pub mod exec;
 pub mod images;
+pub mod ops;
 pub mod state;
 mod stream;
 pub mod system;
@@ -161,6 +162,15 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}", delete(c::remove))
         .route("/containers/{id}/exec", post(exec::create))
+        .route("/containers/{id}/top", get(ops::top))
+        .route("/containers/{id}/stats", get(ops::stats))
+        .route("/containers/{id}/pause", post(ops::pause))
+        .route("/containers/{id}/unpause", post(ops::unpause))
+        .route("/containers/{id}/rename", post(ops::rename))
+        .route("/containers/prune", post(ops::prune))
+        .route("/commit", post(ops::commit))
+        .route("/images/prune", post(ops::prune_images))
+        .route("/system/df", get(ops::df))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod changes;
 pub mod check;
 pub mod commit;
 pub mod db;

@@ -442,3 +442,103 @@ fn fifty_concurrent_docker_runs_succeed_and_leave_nothing() {
     drop(s);
     common::RunExt::assert_clean(&e);
 }
+
+#[test]
+fn docker_cli_top_pause_rename_stats_commit_prune_df() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    ok(
+        &e,
+        &s,
+        &["run", "-d", "--name", "box", "busybox", "sleep", "100"],
+    );
+    let top = ok(&e, &s, &["top", "box"]);
+    assert!(top.contains("PID") && top.contains("sleep 100"), "{top}");
+    ok(&e, &s, &["pause", "box"]);
+    let st = ok(&e, &s, &["ps", "--format", "{{.Status}}"]);
+    assert!(st.contains("(Paused)"), "{st}");
+    assert_eq!(
+        ok(&e, &s, &["inspect", "-f", "{{.State.Paused}}", "box"]).trim(),
+        "true"
+    );
+    ok(&e, &s, &["unpause", "box"]);
+    ok(&e, &s, &["rename", "box", "box2"]);
+    assert_eq!(ok(&e, &s, &["ps", "--format", "{{.Names}}"]).trim(), "box2");
+    let stats = ok(
+        &e,
+        &s,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "box2",
+        ],
+    );
+    assert_eq!(stats.trim(), "box2 1");
+    let mem = ok(
+        &e,
+        &s,
+        &["stats", "--no-stream", "--format", "{{.MemUsage}}", "box2"],
+    );
+    assert!(
+        !mem.contains("EiB"),
+        "no limit shows the host's memory: {mem}"
+    );
+
+    ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "--name",
+            "writer",
+            "busybox",
+            "sh",
+            "-c",
+            "echo committed > /new",
+        ],
+    );
+    let id = ok(
+        &e,
+        &s,
+        &[
+            "commit",
+            "-c",
+            r#"CMD ["cat", "/new"]"#,
+            "-m",
+            "a note",
+            "writer",
+            "made:v1",
+        ],
+    );
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(ok(&e, &s, &["run", "--rm", "made:v1"]), "committed\n");
+    let hist = ok(&e, &s, &["history", "--format", "{{.Comment}}", "made:v1"]);
+    assert!(hist.contains("a note"), "{hist}");
+
+    let df = ok(
+        &e,
+        &s,
+        &[
+            "system",
+            "df",
+            "--format",
+            "{{.Type}} {{.TotalCount}} {{.Active}}",
+        ],
+    );
+    assert!(df.contains("Images 2 1"), "{df}");
+    assert!(df.contains("Containers 2 1"), "{df}");
+    let out = ok(&e, &s, &["container", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers"), "{out}");
+    assert_eq!(
+        ok(&e, &s, &["ps", "-a", "--format", "{{.Names}}"]).trim(),
+        "box2"
+    );
+    ok(&e, &s, &["rmi", "made:v1"]);
+    ok(&e, &s, &["image", "prune", "-f"]);
+    ok(&e, &s, &["rm", "-f", "box2"]);
+}

@@ -1,0 +1,87 @@
+//! Dockerfile instructions applied to an image config, as `docker import --change`,
+//! `docker commit --change` and the API's `changes` parameter take them: CMD, ENTRYPOINT, ENV,
+//! WORKDIR, USER, LABEL.
+
+use crate::store::ImportConfig;
+
+/// Why an instruction is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChangeError {
+    /// not one of the supported instructions, or malformed
+    #[error("invalid change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER or LABEL")]
+    Unsupported(String),
+}
+
+/// Parses `docker import --change` instructions.
+pub fn parse(list: &[String], message: Option<String>) -> Result<ImportConfig, ChangeError> {
+    let mut cfg = ImportConfig {
+        message,
+        ..Default::default()
+    };
+    for c in list {
+        let (instr, rest) = c
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((c.trim(), ""));
+        let rest = rest.trim();
+        let words = || -> Vec<String> {
+            serde_json::from_str::<Vec<String>>(rest)
+                .unwrap_or_else(|_| vec!["/bin/sh".into(), "-c".into(), rest.to_string()])
+        };
+        match instr.to_ascii_uppercase().as_str() {
+            "CMD" => cfg.cmd = Some(words()),
+            "ENTRYPOINT" => cfg.entrypoint = Some(words()),
+            "ENV" => {
+                let kv = match rest.split_once('=') {
+                    Some((k, v)) if !k.contains(char::is_whitespace) => format!("{k}={v}"),
+                    _ => match rest.split_once(char::is_whitespace) {
+                        Some((k, v)) => format!("{k}={}", v.trim()),
+                        None => return Err(ChangeError::Unsupported(c.clone())),
+                    },
+                };
+                cfg.env.push(kv);
+            }
+            "WORKDIR" if !rest.is_empty() => cfg.working_dir = Some(rest.to_string()),
+            "USER" if !rest.is_empty() => cfg.user = Some(rest.to_string()),
+            "LABEL" => {
+                let (k, v) = rest
+                    .split_once('=')
+                    .ok_or_else(|| ChangeError::Unsupported(c.clone()))?;
+                cfg.labels
+                    .push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
+            }
+            _ => return Err(ChangeError::Unsupported(c.clone())),
+        }
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dockers_instructions() {
+        let cfg = parse(
+            &[
+                r#"CMD ["cat", "/x"]"#.into(),
+                "ENTRYPOINT echo hi".into(),
+                "ENV A=1".into(),
+                "ENV B two".into(),
+                "WORKDIR /w".into(),
+                r#"LABEL k="v""#.into(),
+            ],
+            Some("m".into()),
+        )
+        .unwrap();
+        assert_eq!(cfg.cmd, Some(vec!["cat".to_string(), "/x".to_string()]));
+        assert_eq!(
+            cfg.entrypoint,
+            Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(cfg.env, ["A=1", "B=two"]);
+        assert_eq!(cfg.labels, [("k".to_string(), "v".to_string())]);
+        assert_eq!(cfg.message.as_deref(), Some("m"));
+        assert!(parse(&["RUN x".into()], None).is_err());
+    }
+}
