@@ -20,8 +20,8 @@ pub enum ApiError {
     /// the request conflicts with the object's state
     #[error("{0}")]
     Conflict(String),
-    /// no such endpoint
-    #[error("page not found: {0}")]
+    /// no such endpoint or object (the message says which)
+    #[error("{0}")]
     NotFound(String),
     /// the engine failed
     #[error(transparent)]

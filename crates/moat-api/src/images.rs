@@ -98,7 +98,9 @@ pub async fn get(Ext(st): St, Path(rest): Path<String>) -> Result<Json<Value>, A
         })
         .await;
     }
-    Err(ApiError::NotFound(format!("/images/{rest}")))
+    Err(ApiError::NotFound(format!(
+        "page not found: /images/{rest}"
+    )))
 }
 
 /// `DELETE /images/{name}`.
@@ -315,5 +317,7 @@ pub async fn post(
             Ok(())
         }));
     }
-    Err(ApiError::NotFound(format!("/images/{rest}")))
+    Err(ApiError::NotFound(format!(
+        "page not found: /images/{rest}"
+    )))
 }

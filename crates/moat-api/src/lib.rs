@@ -11,6 +11,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod archive;
 pub mod containers;
 mod create;
 pub mod error;
@@ -139,7 +140,7 @@ async fn versioned(mut req: Request, next: Next) -> Response {
 }
 
 async fn fallback(req: Request) -> ApiError {
-    ApiError::NotFound(req.uri().path().to_string())
+    ApiError::NotFound(format!("page not found: {}", req.uri().path()))
 }
 
 /// The API's routes over `state`.
@@ -162,6 +163,10 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}", delete(c::remove))
         .route("/containers/{id}/exec", post(exec::create))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
         .route("/containers/{id}/top", get(ops::top))
         .route("/containers/{id}/stats", get(ops::stats))
         .route("/containers/{id}/pause", post(ops::pause))

@@ -45,6 +45,19 @@ fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error
 /// Copies as asked; the container is paused (if running) and its rootfs mounted (if not) for
 /// the time of the copy.
 pub fn copy(paths: &Paths, row: &Row, what: &Copy) -> Result<(), EngineError> {
+    with_root(paths, row, |root| match what {
+        Copy::Out { src, dest } => copy_out(root, src, dest),
+        Copy::In { src, dest } => copy_in(root, src, dest),
+    })
+}
+
+/// Runs `f` on the container's root directory, the container paused (if running) and its
+/// rootfs mounted (if not) meanwhile.
+fn with_root<T>(
+    paths: &Paths,
+    row: &Row,
+    f: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
     let mounted_now = crate::lifecycle::mount_rootfs(paths, row)?;
     let rt = Runtime::new(&paths.runtime_root);
     let cid = row
@@ -57,10 +70,7 @@ pub fn copy(paths: &Paths, row: &Row, what: &Copy) -> Result<(), EngineError> {
     let rootfs = paths.container_dir(&row.id).join("rootfs");
     let result = File::open(&rootfs)
         .map_err(io_err("open", &rootfs))
-        .and_then(|root| match what {
-            Copy::Out { src, dest } => copy_out(root.as_fd(), src, dest),
-            Copy::In { src, dest } => copy_in(root.as_fd(), src, dest),
-        });
+        .and_then(|root| f(root.as_fd()));
     if paused {
         let _ = moat_runtime::ops::pause::resume(&rt, &cid);
     }
@@ -68,6 +78,113 @@ pub fn copy(paths: &Paths, row: &Row, what: &Copy) -> Result<(), EngineError> {
         let _ = moat_image::mount::unmount(&rootfs);
     }
     result
+}
+
+/// What Docker's `X-Docker-Container-Path-Stat` tells of a path in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStat {
+    /// The last component.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Go's `os.FileMode` bits (type bits high, permissions low), as Docker sends them.
+    pub mode: u32,
+    /// Modification time, RFC 3339.
+    pub mtime: String,
+    /// A symlink's target (empty otherwise).
+    pub link_target: String,
+}
+
+fn go_mode(md: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let ft = md.file_type();
+    let perm = md.permissions().mode();
+    let mut m = perm & 0o777;
+    if ft.is_dir() {
+        m |= 1 << 31;
+    }
+    if ft.is_symlink() {
+        m |= 1 << 27;
+    }
+    if ft.is_block_device() {
+        m |= 1 << 26;
+    }
+    if ft.is_char_device() {
+        m |= (1 << 26) | (1 << 21);
+    }
+    if ft.is_fifo() {
+        m |= 1 << 25;
+    }
+    if ft.is_socket() {
+        m |= 1 << 24;
+    }
+    if perm & 0o4000 != 0 {
+        m |= 1 << 23;
+    }
+    if perm & 0o2000 != 0 {
+        m |= 1 << 22;
+    }
+    if perm & 0o1000 != 0 {
+        m |= 1 << 20;
+    }
+    m
+}
+
+/// The stat of `path` in the container (resolved inside it, as `copy` does).
+pub fn stat(paths: &Paths, row: &Row, path: &str) -> Result<PathStat, EngineError> {
+    with_root(paths, row, |root| {
+        let fd =
+            open_in_root(root, Path::new(path)).map_err(io_err("find in the container", path))?;
+        let md = std::fs::metadata(fd_path(&fd)).map_err(io_err("stat", path))?;
+        let mtime = md
+            .modified()
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default();
+        Ok(PathStat {
+            name: base_name(path).to_string_lossy().into_owned(),
+            size: md.len(),
+            mode: go_mode(&md),
+            mtime,
+            link_target: String::new(),
+        })
+    })
+}
+
+/// Writes `path` of the container as a tar (its top entry named after the path's last
+/// component) into `out`: `GET /containers/{id}/archive`.
+pub fn archive_out(
+    paths: &Paths,
+    row: &Row,
+    path: &str,
+    out: impl io::Write,
+) -> Result<(), EngineError> {
+    with_root(paths, row, |root| {
+        let fd =
+            open_in_root(root, Path::new(path)).map_err(io_err("find in the container", path))?;
+        archive(&fd_path(&fd), &base_name(path), out).map_err(io_err("archive", path))
+    })
+}
+
+/// Extracts a tar stream into the container's directory `dir` (resolved inside it; the
+/// entries through the layer unpacker's refusals): `PUT /containers/{id}/archive`.
+pub fn extract_in(
+    paths: &Paths,
+    row: &Row,
+    dir: &str,
+    tar: impl io::Read,
+) -> Result<(), EngineError> {
+    with_root(paths, row, |root| {
+        let fd =
+            open_in_root(root, Path::new(dir)).map_err(io_err("find in the container", dir))?;
+        let into = fd_path(&fd);
+        if !std::fs::metadata(&into).is_ok_and(|m| m.is_dir()) {
+            return Err(io_err("copy into", dir)(
+                io::ErrorKind::NotADirectory.into(),
+            ));
+        }
+        moat_image::unpack::unpack_plain(tar, &into)
+            .map_err(|e| EngineError::Conflict(format!("copy into {dir}: {e}")))
+    })
 }
 
 /// A descriptor's path through /proc (reopening an `O_PATH` descriptor, no path walk).

@@ -542,3 +542,58 @@ fn docker_cli_top_pause_rename_stats_commit_prune_df() {
     ok(&e, &s, &["image", "prune", "-f"]);
     ok(&e, &s, &["rm", "-f", "box2"]);
 }
+
+#[test]
+fn docker_cli_cp_both_ways() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    ok(&e, &s, &["run", "-d", "--name", "box", "busybox", "sh", "-c",
+        "echo inside > /tmp/f; mkdir -p /tmp/d/sub; echo deep > /tmp/d/sub/x; mkdir /data; echo mine > /data/secret; ln -s /data /tmp/escape; touch /tmp/ready; sleep 100"]);
+    common::eventually("the container's files", || {
+        docker(&e, &s, &["exec", "box", "test", "-e", "/tmp/ready"])
+            .status
+            .success()
+    });
+    let host = e.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let h = |p: &str| host.join(p).display().to_string();
+    ok(&e, &s, &["cp", "box:/tmp/f", &h("f")]);
+    assert_eq!(std::fs::read_to_string(host.join("f")).unwrap(), "inside\n");
+    ok(&e, &s, &["cp", "box:/tmp/d", &h("d")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("d/sub/x")).unwrap(),
+        "deep\n"
+    );
+    std::fs::write(host.join("up"), "from host\n").unwrap();
+    ok(&e, &s, &["cp", &h("up"), "box:/tmp/"]);
+    assert_eq!(
+        ok(&e, &s, &["exec", "box", "cat", "/tmp/up"]),
+        "from host\n"
+    );
+    ok(&e, &s, &["cp", &h("up"), "box:/tmp/renamed"]);
+    assert_eq!(
+        ok(&e, &s, &["exec", "box", "cat", "/tmp/renamed"]),
+        "from host\n"
+    );
+    ok(&e, &s, &["cp", &h("d"), "box:/tmp/d2"]);
+    assert_eq!(
+        ok(&e, &s, &["exec", "box", "cat", "/tmp/d2/sub/x"]),
+        "deep\n"
+    );
+    // An absolute symlink in the container resolves inside it (/data is the container's).
+    ok(&e, &s, &["cp", "box:/tmp/escape/secret", &h("secret")]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("secret")).unwrap(),
+        "mine\n"
+    );
+    let out = docker(&e, &s, &["cp", "box:/nope", &h("x")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Could not find the file /nope"),
+        "{out:?}"
+    );
+    ok(&e, &s, &["rm", "-f", "box"]);
+}
