@@ -134,6 +134,13 @@ pub async fn delete(
             )));
         }
         let lines = store.remove(&name, force)?;
+        for l in &lines {
+            match l.split_once(": ") {
+                Some(("Untagged", t)) => st.events.emit("image", "untag", id.as_str(), &[("name", t)]),
+                Some(("Deleted", d)) => st.events.emit("image", "delete", d, &[("name", &name)]),
+                _ => {}
+            }
+        }
         Ok(Json(Value::Array(
             lines
                 .iter()
@@ -256,6 +263,8 @@ pub async fn create(
         let platform = moat_registry::manifest::host_platform();
         moat_registry::pull::pull(&mut store, &client, &r, &platform, p)
             .map_err(|e| e.to_string())?;
+        st.events
+            .emit("image", "pull", &r.to_string(), &[("name", &r.to_string())]);
         Ok(())
     }))
 }
@@ -280,14 +289,23 @@ pub async fn post(
                 .map_err(|e: moat_image::reference::ReferenceError| {
                     ApiError::BadParameter(e.to_string())
                 })?;
-        blocking(move || {
-            let store = open(&st)?;
-            store
+        let st2 = st.clone();
+        let t = target.clone();
+        let id = blocking(move || {
+            let store = open(&st2)?;
+            let id = store
                 .resolve(&name)
                 .map_err(|_| ApiError::NoSuchImage(name.clone()))?;
-            Ok(store.tag(&name, &target)?)
+            store.tag(&name, &t)?;
+            Ok(id)
         })
         .await?;
+        st.events.emit(
+            "image",
+            "tag",
+            id.as_str(),
+            &[("name", &target.to_string())],
+        );
         return Ok(StatusCode::CREATED.into_response());
     }
     if let Some(name) = split(&rest, "/push") {
@@ -314,6 +332,8 @@ pub async fn post(
             let client = connect(r.domain(), &headers)?;
             let mut store = open(&st).map_err(|e| e.to_string())?;
             moat_registry::push::push(&mut store, &client, &r, p).map_err(|e| e.to_string())?;
+            st.events
+                .emit("image", "push", &r.to_string(), &[("name", &r.to_string())]);
             Ok(())
         }));
     }

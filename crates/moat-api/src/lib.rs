@@ -15,6 +15,7 @@ pub mod archive;
 pub mod containers;
 mod create;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod ops;
@@ -150,6 +151,7 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/events", get(events::events))
         .route("/containers/json", get(c::list))
         .route("/containers/create", post(c::create))
         .route("/containers/{id}/json", get(c::inspect))
@@ -207,7 +209,10 @@ pub fn serve(paths: Paths, hosts: &[Host]) -> Result<(), ServeError> {
             target: "runtime".into(),
             source,
         })?;
-    rt.block_on(serve_async(paths, hosts))
+    let r = rt.block_on(serve_async(paths, hosts));
+    // Streams still open (logs -f, events, attach) do not hold the exit up for long.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    r
 }
 
 fn io_err(
@@ -308,7 +313,14 @@ async fn serve_async(paths: Paths, hosts: &[Host]) -> Result<(), ServeError> {
         }
     }
     let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    // Graceful: requests in flight finish; endless streams are cut after a grace period.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), drain).await;
+    for h in hosts {
+        if let Host::Unix(p) = h {
+            let _ = std::fs::remove_file(p);
+        }
+    }
     Ok(())
 }
 

@@ -71,14 +71,20 @@ pub async fn top(Ext(st): St, Path(id): Path<String>) -> Result<Json<Value>, Api
 pub async fn pause(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let row = find(&st, &id).await?;
     running_or_conflict(&row)?;
-    blocking(move || Ok(lifecycle::pause(&st.paths, &row)?)).await?;
+    let st2 = st.clone();
+    let r = row.clone();
+    blocking(move || Ok(lifecycle::pause(&st2.paths, &r)?)).await?;
+    st.container_event("pause", &row, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /containers/{id}/unpause`.
 pub async fn unpause(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let row = find(&st, &id).await?;
-    blocking(move || Ok(lifecycle::unpause(&st.paths, &row)?)).await?;
+    let st2 = st.clone();
+    let r = row.clone();
+    blocking(move || Ok(lifecycle::unpause(&st2.paths, &r)?)).await?;
+    st.container_event("unpause", &row, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -95,11 +101,19 @@ pub async fn rename(
     Query(q): Query<RenameQuery>,
 ) -> Result<StatusCode, ApiError> {
     let row = find(&st, &id).await?;
+    let st2 = st.clone();
+    let (r, name) = (row.clone(), q.name.clone());
     blocking(move || {
-        moat_engine::containers::check_name(&q.name)?;
-        Ok(Records::open(&st.paths.root)?.rename(&row.id, &q.name)?)
+        moat_engine::containers::check_name(&name)?;
+        Ok(Records::open(&st2.paths.root)?.rename(&r.id, &name)?)
     })
     .await?;
+    let old_name = format!("/{}", row.name);
+    let renamed = moat_engine::containers::Row {
+        name: q.name,
+        ..row
+    };
+    st.container_event("rename", &renamed, &[("oldName", &old_name)]);
     Ok(StatusCode::NO_CONTENT)
 }
 

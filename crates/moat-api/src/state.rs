@@ -49,6 +49,8 @@ pub struct State {
     phases: Mutex<HashMap<String, watch::Sender<Phase>>>,
     /// Exec instances.
     pub execs: crate::exec::Execs,
+    /// Events for `GET /events`.
+    pub events: crate::events::Events,
 }
 
 impl State {
@@ -59,6 +61,7 @@ impl State {
             parked: Mutex::default(),
             phases: Mutex::default(),
             execs: Default::default(),
+            events: Default::default(),
         }
     }
 
@@ -91,6 +94,21 @@ impl State {
                 .or_insert_with(|| watch::channel(Phase::Unknown).0)
                 .send_replace(phase);
         }
+    }
+
+    /// Emits a container event with Docker's attributes (image, name) and `extra`.
+    pub fn container_event(
+        &self,
+        action: &str,
+        row: &moat_engine::containers::Row,
+        extra: &[(&str, &str)],
+    ) {
+        let mut attrs = vec![
+            ("image", row.image_ref.as_str()),
+            ("name", row.name.as_str()),
+        ];
+        attrs.extend_from_slice(extra);
+        self.events.emit("container", action, &row.id, &attrs);
     }
 
     /// Forgets a container's phase once nobody waits for it any more.

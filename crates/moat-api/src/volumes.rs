@@ -61,6 +61,8 @@ pub async fn create(Ext(st): St, body: Bytes) -> Result<(StatusCode, Json<Value>
         let vol = v
             .get(&name)?
             .ok_or_else(|| ApiError::Task(format!("volume {name} vanished")))?;
+        st.events
+            .emit("volume", "create", &name, &[("driver", "local")]);
         Ok((StatusCode::CREATED, Json(v.inspect(&vol))))
     })
     .await
@@ -104,6 +106,8 @@ pub async fn remove(
             moat_engine::EngineError::Conflict(m) => ApiError::Conflict(m),
             e => e.into(),
         })?;
+        st.events
+            .emit("volume", "destroy", &name, &[("driver", "local")]);
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -597,3 +597,111 @@ fn docker_cli_cp_both_ways() {
     );
     ok(&e, &s, &["rm", "-f", "box"]);
 }
+
+#[test]
+fn docker_cli_events() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    // A live follower sees what happens after it started.
+    let mut follower = Command::new("/usr/local/bin/docker")
+        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+        .args([
+            "events",
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        docker(
+            &e,
+            &s,
+            &["run", "--name", "evt", "busybox", "sh", "-c", "exit 2"]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    ok(&e, &s, &["rm", "evt"]);
+    ok(&e, &s, &["volume", "create", "evv"]);
+    ok(&e, &s, &["tag", "busybox", "evimg:v1"]);
+    let out = ok(
+        &e,
+        &s,
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1)
+            .to_string(),
+            "--format",
+            "{{.Type}} {{.Action}}",
+        ],
+    );
+    for want in [
+        "container create",
+        "container start",
+        "container die",
+        "container destroy",
+        "volume create",
+        "image tag",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let live = common::read_within(follower.stdout.take().unwrap(), "docker events");
+    let _ = follower.wait();
+    assert!(
+        live.contains("create evt") && live.contains("die evt") && live.contains("destroy evt"),
+        "{live}"
+    );
+    assert!(!live.contains("volume"), "filtered to containers: {live}");
+
+    // SIGTERM stops the server promptly even with an endless stream open.
+    let mut held = Command::new("/usr/local/bin/docker")
+        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+        .arg("events")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = s;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let until = Instant::now() + Duration::from_secs(15);
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < until,
+            "moat serve did not stop within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!s.sock.exists(), "the socket goes with the server");
+    let _ = held.kill();
+    let _ = held.wait();
+}
