@@ -102,7 +102,7 @@ impl Ctx {
         let mut cur = rustix::io::dup(&self.root).map_err(|e| create_err(shown, "dup", e))?;
         for c in comps {
             let open = |dir: &OwnedFd| {
-                rustix::fs::openat2(
+                moat_openat2(
                     dir,
                     c.as_os_str(),
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -445,4 +445,22 @@ fn set_xattrs(
             .map_err(|e| create_err(shown, "set xattr", e))?;
     }
     Ok(())
+}
+
+/// `openat2`, retried while the kernel answers `EAGAIN` (a confined walk it gave up because a
+/// rename or mount happened on the system meanwhile).
+fn moat_openat2(
+    dir: &OwnedFd,
+    path: &std::ffi::OsStr,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, mode, resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 1000 => tries += 1,
+            other => return other,
+        }
+    }
 }

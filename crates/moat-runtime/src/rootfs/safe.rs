@@ -11,7 +11,27 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{mkdirat, openat2, Mode, OFlags, ResolveFlags};
+use rustix::fs::{mkdirat, Mode, OFlags, ResolveFlags};
+
+/// `openat2`, retried while it fails with `EAGAIN`: with `RESOLVE_IN_ROOT` the kernel gives up
+/// a walk through `..` when any rename or mount happened on the system meanwhile (seen on a
+/// busy host: "resolve /up/sub inside the rootfs: Resource temporarily unavailable").
+pub fn openat2<P: rustix::path::Arg + Copy>(
+    dir: impl AsFd,
+    path: P,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    let dir = dir.as_fd();
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(dir, path, flags, mode, resolve) {
+            Err(rustix::io::Errno::AGAIN) if tries < 1000 => tries += 1,
+            other => return other,
+        }
+    }
+}
 
 fn resolve_flags() -> ResolveFlags {
     // NO_MAGICLINKS: a /proc/self/fd/N link in the image must not lead out of the root either.
