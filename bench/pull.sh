@@ -49,7 +49,7 @@
 # Machine quirks (see bench/unpack.sh and bench/RESULTS.md): on this ext4 without a journal,
 # deleting a big tree slows every file creation for the next minutes, so nothing is deleted while
 # benchmarks run: --prepare moves the previous store into $X/trash, deleted at the end (needs
-# ~40 GB of disk; with less, or KEEP_OUTPUTS=0, the trash is deleted between tools and SETTLE_S
+# ~50 GB of disk; with less, or KEEP_OUTPUTS=0, the trash is deleted between tools and SETTLE_S
 # seconds are waited). podman needs no --ulimit here (no container runs). Files idle for 30 s
 # are paged out (DAMON): --prepare reads the registry's blobs. The 2 cores may be shared: the load
 # and the CPU busy % before each benchmark are printed; trust the ratios more than the seconds.
@@ -298,7 +298,7 @@ storage:
 http:
   addr: 127.0.0.1:$PORT
 EOF
-setsid docker-registry serve "$X/registry.yml" > "$R/registry.log" 2>&1 < /dev/null & echo $! > "$X/registry.pid"
+docker-registry serve "$X/registry.yml" > "$R/registry.log" 2>&1 < /dev/null & echo $! > "$X/registry.pid"
 for i in $(seq 1 40); do curl -sf "http://127.0.0.1:$PORT/v2/" > /dev/null && break; sleep 0.25; done
 curl -sf "http://127.0.0.1:$PORT/v2/" > /dev/null || { cat "$R/registry.log" >&2; die "the registry did not start"; }
 ACCEPT='application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json'
