@@ -705,3 +705,63 @@ fn docker_cli_events() {
     let _ = held.kill();
     let _ = held.wait();
 }
+
+#[test]
+fn docker_compose_up_ps_logs_down() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    assert!(
+        std::path::Path::new("/usr/bin/docker-compose").exists(),
+        "docker-compose missing: scripts/setup.sh installs Debian's"
+    );
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let proj = e.dir.path().join("shop");
+    std::fs::create_dir(&proj).unwrap();
+    // network_mode none: bridge networks (and name resolution between services) come with the
+    // networks issue.
+    std::fs::write(
+        proj.join("docker-compose.yml"),
+        r#"version: "3"
+services:
+  web:
+    image: busybox
+    network_mode: none
+    command: sh -c 'trap "exit 0" TERM; echo web up; while true; do sleep 0.2; done'
+  worker:
+    image: busybox
+    network_mode: none
+    environment:
+      ROLE: worker
+    command: sh -c 'trap "exit 0" TERM; echo $$ROLE up; while true; do sleep 0.2; done'
+"#,
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        output_of(
+            Command::new("/usr/bin/docker-compose")
+                .current_dir(&proj)
+                .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+                .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+                .args(args)
+                .stdin(Stdio::null()),
+        )
+    };
+    let out = compose(&["up", "-d"]);
+    assert!(out.status.success(), "{out:?}");
+    let ps = compose(&["ps"]);
+    let table = String::from_utf8_lossy(&ps.stdout).into_owned();
+    assert!(
+        table.contains("shop_web_1") && table.contains("shop_worker_1"),
+        "{table}"
+    );
+    assert_eq!(table.matches(" Up ").count(), 2, "{table}");
+    common::eventually("both services' first lines", || {
+        let logs = String::from_utf8_lossy(&compose(&["logs", "--no-color"]).stdout).into_owned();
+        logs.contains("web up") && logs.contains("worker up")
+    });
+    let out = compose(&["down"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
+}
