@@ -91,11 +91,6 @@ pub async fn create(
     if b.cmd.is_empty() {
         return Err(ApiError::BadParameter("no exec command specified".into()));
     }
-    if b.tty {
-        return Err(ApiError::BadParameter(
-            "exec with a terminal (-t) is not supported yet: run without -t".into(),
-        ));
-    }
     if b.privileged {
         return Err(ApiError::BadParameter(
             "privileged exec is not supported yet".into(),
@@ -134,6 +129,9 @@ fn command(st: &State, e: &Exec, detach: bool) -> tokio::process::Command {
     c.arg("--root").arg(&st.paths.root).arg("exec");
     if e.stdin && !detach {
         c.arg("-i");
+    }
+    if e.tty && !detach {
+        c.arg("-t");
     }
     for v in &e.env {
         c.arg("-e").arg(v);
@@ -192,7 +190,17 @@ pub async fn start(
     }
     let upgrade = hyper::upgrade::on(&mut req);
     let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    // With a terminal everything comes through the pty (one raw stream); moat's own errors
+    // join it.
+    let (err_r, err_w) = if e.tty {
+        let w = out_w
+            .try_clone()
+            .map_err(|err| ApiError::Task(err.to_string()))?;
+        (None, w)
+    } else {
+        let (r, w) = pipe()?;
+        (Some(r), w)
+    };
     let (in_r, in_w) = if e.stdin {
         let (r, w) = pipe()?;
         (Some(r), Some(w))
@@ -205,6 +213,7 @@ pub async fn start(
         Some(r) => c.stdin(Stdio::from(r)),
         None => c.stdin(Stdio::null()),
     };
+    let tty = e.tty;
     let mut child = c.spawn().map_err(|err| ApiError::Task(err.to_string()))?;
     // `c` holds the parent's copies of the child's ends: dropped here, so the output ends
     // when the process (and whatever it left holding them) does.
@@ -225,7 +234,7 @@ pub async fn start(
         match upgrade.await {
             Ok(up) => {
                 let io = hyper_util::rt::TokioIo::new(up);
-                stream::pump(io, out_r, Some(err_r), in_w, false, finish).await
+                stream::pump(io, out_r, err_r, in_w, tty, finish).await
             }
             Err(err) => {
                 log::debug!("exec: upgrade failed: {err}");
@@ -233,7 +242,7 @@ pub async fn start(
             }
         }
     });
-    Ok(upgraded(false))
+    Ok(upgraded(tty))
 }
 
 /// `GET /exec/{id}/json`.
@@ -260,7 +269,7 @@ pub async fn inspect(Ext(st): St, Path(id): Path<String>) -> Result<Json<Value>,
     })))
 }
 
-/// `POST /exec/{id}/resize`: accepted (no terminal exec yet).
+/// `POST /exec/{id}/resize`: accepted; the terminal keeps its start size (24x80) for now.
 pub async fn resize(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     st.execs.get(&id)?;
     Ok(StatusCode::OK)

@@ -22,6 +22,8 @@ pub struct ExecRequest {
     pub workdir: Option<String>,
     /// `-d`: return once it started.
     pub detach: bool,
+    /// `-t`: a terminal (a pty in the container), copied to and from our stdio.
+    pub tty: bool,
 }
 
 /// Runs the request in container `row`; its exit code (0 when detached).
@@ -72,6 +74,20 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
         ..Default::default()
     };
     let mut process = process_for(&spec, &overrides)?;
+    if req.tty {
+        if req.detach {
+            return Err(EngineError::Conflict(
+                "exec -d with -t is not supported: a detached exec has nobody at its terminal"
+                    .to_string(),
+            ));
+        }
+        process.set_terminal(Some(true));
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+            process.set_env(Some(env));
+        }
+    }
     // A non-root user holds no capabilities (only the bounding set stays), as in `run`.
     if process.user().uid() != 0 {
         if let Some(mut caps) = process.capabilities().clone() {
@@ -87,16 +103,78 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
         .parse()
         .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?;
     let rt = Runtime::new(&paths.runtime_root);
+    // A terminal: the process's pty master comes over a console socket (runc's protocol) and
+    // is copied to and from our stdio by a thread while the runtime waits for the exit.
+    let console = if req.tty {
+        let path = std::env::temp_dir().join(format!("moat-exec-{}.sock", std::process::id()));
+        Some(crate::monitor::console::Console::bind_path(&path)?)
+    } else {
+        None
+    };
     let opts = ExecOptions {
         process,
         pid_file: None,
-        console_socket: None,
+        console_socket: console.as_ref().map(|c| c.path.clone()),
         preserve_fds: 0,
         detach: req.detach,
     };
-    match moat_runtime::ops::exec::exec(&rt, &cid, &opts) {
+    let relay = console.map(|c| std::thread::spawn(move || relay_terminal(&c)));
+    let result = match moat_runtime::ops::exec::exec(&rt, &cid, &opts) {
         Ok(code) => Ok(code),
         Err(OpsError::Command { message, code }) => Err(EngineError::Command { message, code }),
         Err(e) => Err(e.into()),
+    };
+    if let Some(r) = relay {
+        // The output ends (EIO) once the process and everything holding its pty are gone; a
+        // failed start never connects, and then the relay is not waited for.
+        if result.is_ok() {
+            let _ = r.join();
+        }
+    }
+    result
+}
+
+/// Copies our stdin to the exec's pty master and the master to our stdout, until the master
+/// reports the other side closed. The pty gets our terminal's size, when we have one.
+fn relay_terminal(console: &crate::monitor::console::Console) {
+    use std::io::{Read, Write};
+    let Ok(master) = console.wait_master() else {
+        return;
+    };
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize struct we own, on descriptors we
+    // hold open for the duration of the calls.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) != 0 || ws.ws_row == 0 {
+            // No terminal of ours (an API server's pipes): a conventional 24x80.
+            ws.ws_row = 24;
+            ws.ws_col = 80;
+        }
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::TIOCSWINSZ,
+            &ws,
+        );
+    }
+    let mut out = std::fs::File::from(master);
+    if let Ok(mut to) = out.try_clone() {
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 8192];
+    // EIO: the process side of the pty is closed (it exited).
+    while let Ok(n) = out.read(&mut buf) {
+        if n == 0 || stdout.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        let _ = stdout.flush();
     }
 }

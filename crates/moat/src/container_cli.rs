@@ -488,7 +488,7 @@ pub struct ExecArgs {
     /// Keep standard input open.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (not supported yet).
+    /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
     /// Set an environment variable; repeatable.
@@ -507,10 +507,6 @@ pub struct ExecArgs {
 
 /// `moat exec`: the process's exit code; 126/127 when it cannot run, 1 for other errors.
 pub fn exec(root: &Path, a: &ExecArgs) -> i32 {
-    if a.tty {
-        log::error!("-t/--tty is not supported yet: run without it");
-        return 1;
-    }
     let (container, cmd) = match a.container_and_command.split_first() {
         Some((c, rest)) => (c, rest.to_vec()),
         None => return 1,
@@ -540,7 +536,12 @@ pub fn exec(root: &Path, a: &ExecArgs) -> i32 {
         user: a.user.clone(),
         workdir: a.workdir.clone(),
         detach: a.detach,
+        tty: a.tty,
     };
+    // -it on a terminal: ours goes raw (keys, Ctrl-C included, go to the exec's terminal).
+    let _raw = (a.tty && a.interactive && !a.detach)
+        .then(crate::run_cli::RawMode::enter)
+        .flatten();
     let result = Records::open(root)
         .map_err(EngineError::from)
         .and_then(|r| find(&r, container))

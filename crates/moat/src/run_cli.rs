@@ -421,10 +421,11 @@ fn terminal_size() -> Option<(u16, u16)> {
 }
 
 /// The caller's terminal in raw mode; restored when dropped.
-struct RawMode(nix::sys::termios::Termios);
+pub struct RawMode(nix::sys::termios::Termios);
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
+    /// Puts standard input's terminal in raw mode until dropped (None: not a terminal).
+    pub fn enter() -> Option<RawMode> {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;

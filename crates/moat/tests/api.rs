@@ -188,8 +188,33 @@ fn docker_cli_runs_lists_logs_stops_and_removes() {
     common::eventually("the detached exec's file", || {
         docker(&e, &s, &["exec", "web", "cat", "/tmp/bg"]).stdout == b"bg\n"
     });
-    let out = docker(&e, &s, &["exec", "-t", "web", "true"]);
-    assert_ne!(out.status.code(), Some(0), "exec -t is refused, not faked");
+    // exec -t: a pty in the container, one raw stream.
+    let out = ok(
+        &e,
+        &s,
+        &["exec", "-t", "web", "sh", "-c", "tty; echo $TERM"],
+    );
+    assert_eq!(out, "/dev/pts/0\r\nxterm\r\n");
+    // exec -it from a real terminal (script): typed input reaches the shell, its code returns.
+    let cmd = format!(
+        "DOCKER_HOST=unix://{} DOCKER_CONFIG={} /usr/local/bin/docker exec -it web sh",
+        s.sock.display(),
+        e.dir.path().join("docker-cli").display()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("(sleep 1; printf 'echo typed $((2+3))\\nexit 6\\n'; sleep 2) | script -qefc \"$0\" /dev/null")
+        .arg(&cmd)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::read_within(child.stdout.take().unwrap(), "docker exec -it");
+    assert_eq!(
+        common::wait_or_dump(child, "docker exec -it").code(),
+        Some(6),
+        "{out}"
+    );
+    assert!(out.contains("typed 5"), "{out}");
     let follower = Command::new("/usr/local/bin/docker")
         .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
         .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))

@@ -502,6 +502,23 @@ fn terminals_with_t_and_it() {
     );
     assert_eq!(code, 7, "{out}");
     assert!(out.contains("interrupted"), "{out}");
+    // exec -t and -it: a pty of its own in the running container.
+    e.ok(&["run", "-d", "--name", "shell", "busybox", "sleep", "100"]);
+    assert_eq!(
+        e.ok(&["exec", "-t", "shell", "sh", "-c", "tty; stty size"]),
+        "/dev/pts/0\r\n24 80\r\n",
+        "no terminal of ours: 24x80"
+    );
+    let (code, out) = on_a_terminal(
+        &e,
+        "exec -it shell sh",
+        "echo typed $((2+3))\\nexit 6\\n",
+        500,
+        false,
+    );
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("typed 5"), "{out}");
+    e.ok(&["rm", "-f", "shell"]);
     e.assert_clean();
 }
 

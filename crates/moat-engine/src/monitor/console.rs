@@ -13,7 +13,7 @@ use crate::EngineError;
 
 /// A console socket waiting for the pty master.
 #[derive(Debug)]
-pub(super) struct Console {
+pub(crate) struct Console {
     listener: UnixListener,
     /// The socket's path (removed when dropped).
     pub path: PathBuf,
@@ -41,12 +41,36 @@ impl Console {
         Ok(Console { listener, path })
     }
 
+    /// Listens on `path` (an exec's socket: a short path, since the caller keeps its working
+    /// directory).
+    pub fn bind_path(path: &Path) -> Result<Console, EngineError> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(|source| EngineError::Io {
+            what: "listen on",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Console {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The master, once the container started (its init sent it before reporting `Created`,
     /// so it is already queued: the accept does not wait).
     pub fn master(&self) -> Result<OwnedFd, EngineError> {
+        self.receive(true)
+    }
+
+    /// The master of an exec's terminal: waits for the process to connect.
+    pub fn wait_master(&self) -> Result<OwnedFd, EngineError> {
+        self.receive(false)
+    }
+
+    fn receive(&self, queued: bool) -> Result<OwnedFd, EngineError> {
         let err = |what: &str| EngineError::StartFailed(format!("terminal: {what}"));
         self.listener
-            .set_nonblocking(true)
+            .set_nonblocking(queued)
             .map_err(|_| err("set non-blocking"))?;
         let (conn, _) = self
             .listener
