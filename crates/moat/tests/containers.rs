@@ -444,16 +444,17 @@ fn on_a_terminal(
     } else {
         format!("sleep {delay}; printf '{input}'; sleep 2")
     };
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("({feeder}) | script -qefc \"$0\" /dev/null"))
-        .arg(&cmd)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = common::read_within(child.stdout.take().unwrap(), "moat's output");
-    let code = common::wait_or_dump(child, "script").code().unwrap_or(-1);
-    (code, out)
+    // Output through a file and the wait watched: a hang fails with every process's state.
+    let out = common::output_of(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("({feeder}) | script -qefc \"$0\" /dev/null"))
+            .arg(&cmd),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
