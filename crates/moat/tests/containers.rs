@@ -425,36 +425,50 @@ fn stop_signal_timeout_and_labels_are_kept() {
 
 /// `moat ... ` run under `script` (a real pty as moat's terminal), with `input` typed after
 /// `delay`: (exit code, what the terminal showed).
-/// Runs `moat ARGS` under `script` (a real terminal) typing `input` after `delay_ms`; with
-/// `repeat`, typing it again every half second until the command ends (a key whose effect
-/// depends on the container being ready, as Ctrl-C to a shell that must first set its trap:
-/// pid 1 ignores a SIGINT it has no handler for, so one early Ctrl-C would be lost on a slow
-/// machine).
-fn on_a_terminal(
-    e: &Engine,
-    args: &str,
-    input: &str,
-    delay_ms: u64,
-    repeat: bool,
-) -> (i32, String) {
+/// Runs `moat ARGS` under `script` (a real terminal) and types `input` once `ready` has shown
+/// in its output: a key whose effect depends on the container being ready (Ctrl-C to a shell
+/// that must first set its trap: pid 1 ignores a SIGINT it has no handler for) is never typed
+/// early, however slow the machine. Our end of the terminal's input stays open until the
+/// command ends (closing it would make script send an end-of-file).
+fn on_a_terminal(e: &Engine, args: &str, ready: &str, input: &[u8]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
     let cmd = format!("{MOAT} --root {} {args}", e.dir.path().display());
-    let delay = delay_ms as f64 / 1000.0;
-    let feeder = if repeat {
-        format!("sleep {delay}; for i in $(seq 1 200); do printf '{input}'; sleep 0.5; done")
-    } else {
-        format!("sleep {delay}; printf '{input}'; sleep 2")
+    let mut child = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let collector = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
     };
-    // Output through a file and the wait watched: a hang fails with every process's state.
-    let out = common::output_of(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("({feeder}) | script -qefc \"$0\" /dev/null"))
-            .arg(&cmd),
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let text =
+        |seen: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let until = std::time::Instant::now() + common::HANG;
+    while !text(&seen).contains(ready) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let code = common::wait_or_dump(child, &format!("moat {args}"))
+        .code()
+        .unwrap_or(-1);
+    drop(stdin);
+    let _ = collector.join();
+    (code, text(&seen))
 }
 
 #[test]
@@ -485,10 +499,9 @@ fn terminals_with_t_and_it() {
     // -it on a real terminal: typed input reaches the container, its exit code comes back.
     let (code, out) = on_a_terminal(
         &e,
-        "run --rm -it busybox sh -c 'read x; echo got:$x; exit 4'",
-        "abc\\n",
-        300,
-        false,
+        "run --rm -it busybox sh -c 'echo ask; read x; echo got:$x; exit 4'",
+        "ask",
+        b"abc\n",
     );
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("got:abc"), "{out}");
@@ -497,9 +510,8 @@ fn terminals_with_t_and_it() {
         &e,
         "run --rm -it busybox sh -c 'trap \"echo interrupted; exit 7\" INT; echo ready; \
          while true; do sleep 0.1; done'",
-        "\\003",
-        1500,
-        true,
+        "ready",
+        b"\x03",
     );
     assert_eq!(code, 7, "{out}");
     assert!(out.contains("interrupted"), "{out}");
@@ -513,9 +525,8 @@ fn terminals_with_t_and_it() {
     let (code, out) = on_a_terminal(
         &e,
         "exec -it shell sh",
-        "echo typed $((2+3))\\nexit 6\\n",
-        500,
-        false,
+        "# ",
+        b"echo typed $((2+3))\nexit 6\n",
     );
     assert_eq!(code, 6, "{out}");
     assert!(out.contains("typed 5"), "{out}");
