@@ -201,19 +201,8 @@ fn docker_cli_runs_lists_logs_stops_and_removes() {
         s.sock.display(),
         e.dir.path().join("docker-cli").display()
     );
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("(sleep 1; printf 'echo typed $((2+3))\\nexit 6\\n'; sleep 2) | script -qefc \"$0\" /dev/null")
-        .arg(&cmd)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = common::read_within(child.stdout.take().unwrap(), "docker exec -it");
-    assert_eq!(
-        common::wait_or_dump(child, "docker exec -it").code(),
-        Some(6),
-        "{out}"
-    );
+    let (code, out) = common::on_a_terminal(&cmd, "# ", b"echo typed $((2+3))\nexit 6\n");
+    assert_eq!(code, 6, "{out}");
     assert!(out.contains("typed 5"), "{out}");
     let follower = Command::new("/usr/local/bin/docker")
         .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))

@@ -425,50 +425,10 @@ fn stop_signal_timeout_and_labels_are_kept() {
 
 /// `moat ... ` run under `script` (a real pty as moat's terminal), with `input` typed after
 /// `delay`: (exit code, what the terminal showed).
-/// Runs `moat ARGS` under `script` (a real terminal) and types `input` once `ready` has shown
-/// in its output: a key whose effect depends on the container being ready (Ctrl-C to a shell
-/// that must first set its trap: pid 1 ignores a SIGINT it has no handler for) is never typed
-/// early, however slow the machine. Our end of the terminal's input stays open until the
-/// command ends (closing it would make script send an end-of-file).
+/// `moat ARGS` on a real terminal ([`common::on_a_terminal`]).
 fn on_a_terminal(e: &Engine, args: &str, ready: &str, input: &[u8]) -> (i32, String) {
-    use std::io::{Read, Write};
-    use std::sync::{Arc, Mutex};
     let cmd = format!("{MOAT} --root {} {args}", e.dir.path().display());
-    let mut child = Command::new("script")
-        .args(["-qefc", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let collector = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let text =
-        |seen: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    let until = std::time::Instant::now() + common::HANG;
-    while !text(&seen).contains(ready) && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).unwrap();
-    let code = common::wait_or_dump(child, &format!("moat {args}"))
-        .code()
-        .unwrap_or(-1);
-    drop(stdin);
-    let _ = collector.join();
-    (code, text(&seen))
+    common::on_a_terminal(&cmd, ready, input)
 }
 
 #[test]
