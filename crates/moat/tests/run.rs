@@ -286,3 +286,28 @@ fn resources_capabilities_mounts_and_privileged() {
     }
     e.assert_clean();
 }
+
+/// A container starts with a fresh signal state, whatever its starter ignored: `moat run` from a
+/// background job of a script (SIGINT, SIGQUIT ignored) or from nohup (SIGHUP) must not hand
+/// that on, or a shell in the container could not even trap SIGINT (POSIX).
+#[test]
+fn ignored_signals_are_not_inherited() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let out = common::output_of(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap '' INT QUIT HUP TERM; exec {} --root {} run --rm busybox grep -E '^Sig(Ign|Blk)' /proc/self/status",
+                common::MOAT,
+                e.dir.path().display()
+            )),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+    e.assert_clean();
+}

@@ -5,7 +5,6 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::sched::setns;
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::{stage1::clone_flag, Failure, InitError};
@@ -58,7 +57,7 @@ pub fn run(cfg: &ExecConfig, chan: &Channel) -> ! {
 
 fn stage1(cfg: &ExecConfig, chan: &Channel) -> Result<(), Failure> {
     let f = |e: InitError| (e, 125);
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    super::reset_signals();
     match chan.recv("Go").map_err(|e| f(e.into()))? {
         Msg::Go => {}
         got => {

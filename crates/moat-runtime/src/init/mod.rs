@@ -103,6 +103,50 @@ pub enum InitError {
 }
 
 /// Wraps an I/O error of the set-up step `what`.
+/// Gives the container's process (and a process exec'd into it) the signal state of a fresh
+/// process: nothing blocked, every disposition the default. An `exec` keeps ignored signals
+/// ignored, so a runtime started from `nohup` or as a background job of a script (SIGINT, SIGQUIT
+/// and SIGHUP ignored) would otherwise hand that on, and a shell started with SIGINT ignored
+/// cannot even `trap` it (POSIX): Ctrl-C would do nothing in the container (seen in a test run
+/// from a background job).
+pub(crate) fn reset_signals() {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 layout): the raw system call is
+    /// used because glibc refuses its own reserved signals (32, 33), which a parent may have
+    /// left ignored all the same.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a struct we own for the duration of the call and writes
+        // nothing (no old action asked for); SIG_DFL installs no handler. Async-signal-safe,
+        // fine in this forked child; an error (none expected) leaves the disposition as it was.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
 pub(crate) fn ioerr(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
     let what = what.into();
     move |source| InitError::Io { what, source }

@@ -4,7 +4,6 @@
 use std::os::fd::AsFd;
 
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::LinuxNamespaceType;
 
@@ -40,8 +39,9 @@ pub fn run(cfg: &InitConfig, chan: &Channel) -> ! {
 }
 
 fn stage1(cfg: &InitConfig, chan: &Channel) -> Result<(), InitError> {
-    // The parent of `run` blocks signals to forward them; the container must not inherit that.
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // The parent of `run` blocks signals to forward them, and may have been started with some
+    // ignored: the container inherits neither.
+    super::reset_signals();
     match chan.recv("Go")? {
         Msg::Go => {}
         got => {
