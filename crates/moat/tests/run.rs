@@ -311,3 +311,21 @@ fn ignored_signals_are_not_inherited() {
     assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
     e.assert_clean();
 }
+
+/// A container's own network namespace has `lo` up, as Docker's: services on localhost work
+/// even with `--network none`.
+#[test]
+fn loopback_is_up() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let (code, out, err) = e.run(&[
+        "busybox",
+        "sh",
+        "-c",
+        "cat /sys/class/net/lo/flags; ping -c1 -W2 127.0.0.1 >/dev/null && echo reached",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "0x9\nreached\n", "IFF_UP|IFF_LOOPBACK");
+}

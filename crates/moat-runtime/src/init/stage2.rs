@@ -74,6 +74,20 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(|e| f(perr(format!("hostname {h:?}"))(e)))?;
     }
+    // A network namespace of its own starts with `lo` down; Docker's containers have it up
+    // (services on localhost work even with --network none).
+    let own_netns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Network && n.path().is_none()
+            })
+        });
+    if own_netns {
+        loopback_up().map_err(|e| f(perr("bring up lo")(e)))?;
+    }
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         let c = CString::new(d).unwrap_or_default();
         // SAFETY: `c` is a valid NUL-terminated string whose length is passed along.
@@ -122,4 +136,32 @@ fn init(cfg: &InitConfig, chan: &Channel) -> Result<std::convert::Infallible, Fa
         crate::hooks::run("startContainer", h, &state).map_err(|e| f(e.into()))?;
     }
     Err(super::process::exec(&prepared, process, cfg.preserve_fds))
+}
+
+/// Sets the loopback interface up (`SIOCSIFFLAGS` with `IFF_UP`), in the current network
+/// namespace.
+fn loopback_up() -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: an all-zero ifreq is a valid value; the name is copied within its 16 bytes.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own, on a socket we hold.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(nix::Error::last());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
 }
