@@ -21,8 +21,24 @@ impl Logger {
                 .append(true)
                 .open(p)
                 .ok()
-                .map(Mutex::new)
         });
+        Self::install_to(file, json, debug);
+    }
+
+    /// Installs the logger on a copy (close-on-exec) of the stderr this process started with,
+    /// so that later redirections of descriptor 2 do not take the log lines along.
+    pub fn install_on_stderr_copy(debug: bool) {
+        use std::os::fd::AsFd;
+        let copy = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::fs::File::from);
+        Self::install_to(copy, false, debug);
+    }
+
+    fn install_to(file: Option<std::fs::File>, json: bool, debug: bool) {
+        let file = file.map(Mutex::new);
         let level = if debug {
             log::LevelFilter::Debug
         } else {

@@ -179,7 +179,13 @@ enum Command {
 
 /// Runs an engine command; errors are printed once, here, and exit with 1.
 fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
-    logger::Logger::install(None, false, debug);
+    if matches!(command, Command::Monitor { .. }) {
+        // The monitor's starter puts the container's stdio on 0-2 before the runtime logs: its
+        // lines must keep going to the monitor's own stderr, not into the container's output.
+        logger::Logger::install_on_stderr_copy(debug);
+    } else {
+        logger::Logger::install(None, false, debug);
+    }
     use container_cli::ContainerCommand as C;
     use image_cli::ImageCommand as I;
     let result = match command {

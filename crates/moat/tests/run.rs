@@ -329,3 +329,35 @@ fn loopback_is_up() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "0x9\nreached\n", "IFF_UP|IFF_LOOPBACK");
 }
+
+/// `--debug` lines of the monitor and the runtime go to moat's stderr, never into the
+/// container's output or its log.
+#[test]
+fn debug_lines_stay_out_of_the_container_output() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let out = e.moat(&[
+        "--debug",
+        "run",
+        "--name",
+        "dbg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("err\n"), "{stderr}");
+    let logs = e.moat(&["logs", "dbg"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "out\n");
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stderr),
+        "err\n",
+        "no debug line in the log"
+    );
+    e.ok(&["rm", "dbg"]);
+}
