@@ -156,7 +156,16 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         restart: opts.restart.encode(),
         ..Default::default()
     };
-    records.insert(&row)?;
+    let mut row = row;
+    match records.insert(&row) {
+        // A generated name another create took meanwhile (concurrent creates, as an API server
+        // sees them): the id-suffixed form is unique.
+        Err(crate::containers::RecordError::NameInUse { .. }) if extras.name.is_none() => {
+            row.name = format!("{}_{}", row.name, &row.id[..8]);
+            records.insert(&row)?;
+        }
+        other => other?,
+    }
     dir.armed = false;
     Ok(row)
 }

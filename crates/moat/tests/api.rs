@@ -448,8 +448,9 @@ fn fifty_concurrent_docker_runs_succeed_and_leave_nothing() {
         .collect();
     for (i, mut child) in children {
         let out = common::read_within(child.stdout.take().unwrap(), "docker run");
+        let err = common::read_within(child.stderr.take().unwrap(), "docker run");
         let status = common::wait_or_dump(child, "docker run");
-        assert!(status.success(), "run {i}: {status:?}");
+        assert!(status.success(), "run {i}: {status:?}: {err}");
         assert_eq!(out, format!("run {i}\n"));
     }
     assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
