@@ -48,17 +48,52 @@ pub struct Unpacker<'a> {
 impl Unpacker<'_> {
     /// Reads a layer (gzip, zstd or plain tar, told by its first bytes) to its end: stores it
     /// as given as a blob, verified against `expected` when given, and unpacks it.
+    ///
+    /// Three stages run at once, handing 256 KiB chunks on through small bounded queues: this
+    /// thread reads the source and writes the blob (hashing it); a second decompresses; a third
+    /// hashes the tar (the diff id) and unpacks it. A large gzip layer is bound by its
+    /// single-threaded inflate; the rest now overlaps with it instead of adding to it.
     pub fn stream(
         &self,
         src: impl Read,
         expected: Option<&Digest>,
     ) -> Result<Unpacked, StoreError> {
-        let writer = self.blobs.writer()?;
-        let mut tee = Tee { r: src, w: writer };
-        let (diff_id, size, tmp, media_type) = unpack_into_temp(&self.snaps, &mut tee)?;
-        // Whatever follows the compressed stream's end (padding) belongs to the blob too.
-        io::copy(&mut tee, &mut io::sink()).map_err(UnpackError::Read)?;
-        let (digest, blob_size) = tee.w.commit(expected)?;
+        use std::sync::mpsc::sync_channel;
+        let mut writer = self.blobs.writer()?;
+        let (to_inflate, compressed) = sync_channel::<Vec<u8>>(QUEUE);
+        let snaps = &self.snaps;
+        let (read, unpacked) = std::thread::scope(|s| {
+            let consumer = s.spawn(move || inflate_and_unpack(snaps, ChanReader::new(compressed)));
+            let mut src = src;
+            let read = (|| -> io::Result<()> {
+                loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    let n = match src.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    buf.truncate(n);
+                    writer.write_all(&buf)?;
+                    // The unpacking stopped (it failed): its error is the one to report.
+                    if to_inflate.send(buf).is_err() {
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(to_inflate);
+            let unpacked = consumer.join().unwrap_or_else(|_| {
+                Err(StoreError::Unpack(UnpackError::Read(io::Error::other(
+                    "unpack thread panicked",
+                ))))
+            });
+            (read, unpacked)
+        });
+        // A failed read explains a truncated stream best (and a pull retries on it).
+        read.map_err(UnpackError::Read)?;
+        let (diff_id, size, tmp, media_type) = unpacked?;
+        let (digest, blob_size) = writer.commit(expected)?;
         Ok(Unpacked {
             diff_id,
             size,
@@ -92,6 +127,92 @@ impl Unpacker<'_> {
             },
         })
     }
+}
+
+/// Bytes per chunk handed between the stages of [`Unpacker::stream`].
+const CHUNK: usize = 256 * 1024;
+/// Chunks queued between two stages.
+const QUEUE: usize = 8;
+
+/// A reader of the chunks a channel delivers (end of file when the sender is gone).
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl ChanReader {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChanReader {
+        ChanReader {
+            rx,
+            cur: vec![],
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Stages two and three of [`Unpacker::stream`]: a thread decompresses `compressed` into
+/// chunks, this one hashes and unpacks them. A decompression error is reported over the
+/// unpacker's (which would only see the stream end early).
+fn inflate_and_unpack(
+    snaps: &Path,
+    compressed: ChanReader,
+) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
+    use std::sync::mpsc::sync_channel;
+    let (to_unpack, tar) = sync_channel::<Vec<u8>>(QUEUE);
+    std::thread::scope(|s| {
+        let inflater = s.spawn(move || -> Result<&'static str, UnpackError> {
+            let (mut r, media_type) = decompress(compressed)?;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match r.read(&mut buf) {
+                    Ok(0) => return Ok(media_type),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(UnpackError::Read(e)),
+                };
+                buf.truncate(n);
+                if to_unpack.send(buf).is_err() {
+                    return Ok(media_type);
+                }
+            }
+        });
+        let unpacked = (|| {
+            let tmp = TempDir(Some(temp_snapshot(snaps)?));
+            let mut hashing = HashingReader::new(ChanReader::new(tar));
+            unpack(&mut hashing, tmp.path())?;
+            // A tar's end-of-archive blocks may not all have been read by the unpacker: they
+            // are part of the diff id.
+            io::copy(&mut hashing, &mut io::sink()).map_err(UnpackError::Read)?;
+            let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
+            Ok::<_, StoreError>((diff_id, size, tmp))
+        })();
+        let media_type = inflater.join().unwrap_or_else(|_| {
+            Err(UnpackError::Read(io::Error::other(
+                "decompression thread panicked",
+            )))
+        })?;
+        let (diff_id, size, tmp) = unpacked?;
+        Ok((diff_id, size, tmp, media_type))
+    })
 }
 
 /// Unpacks a (possibly compressed) layer stream into a new temporary directory under `snaps`.
@@ -170,20 +291,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes everything read through it to `w` as well.
-struct Tee<R, W> {
-    r: R,
-    w: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.r.read(buf)?;
-        self.w.write_all(&buf[..n])?;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +332,58 @@ mod tests {
             fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
             0
         );
+    }
+
+    /// Each stage's failure is the one reported, and nothing is left: a source that breaks
+    /// (a dropped download), a corrupt gzip stream, a tar the unpacker refuses.
+    #[test]
+    fn a_failing_stage_reports_its_own_error_and_leaves_nothing() {
+        struct Breaks(usize);
+        impl Read for Breaks {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "peer went away",
+                    ));
+                }
+                self.0 -= 1;
+                buf[..2].copy_from_slice(&[0x1f, 0x8b]);
+                Ok(2)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        fs::create_dir(dir.path().join("snapshots")).unwrap();
+        let u = Unpacker {
+            blobs: &blobs,
+            snaps: dir.path().join("snapshots"),
+        };
+        let err = u.stream(Breaks(1), None).unwrap_err().to_string();
+        assert!(err.contains("peer went away"), "the source's error: {err}");
+        let mut bad_gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        bad_gzip.extend_from_slice(&[0xff; 64]);
+        assert!(u.stream(&bad_gzip[..], None).is_err());
+        let mut b = tar::Builder::new(vec![]);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        // Written by hand: the tar crate itself refuses to build such a path.
+        h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let evil = b.into_inner().unwrap();
+        assert!(
+            u.stream(&evil[..], None).is_err(),
+            "a path leaving the layer is refused"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("snapshots")).unwrap().count(),
+            0
+        );
+        assert_eq!(blobs.temporaries().len(), 0);
     }
 }
