@@ -26,12 +26,58 @@ fn open(st: &State) -> Result<ImageStore, ApiError> {
     Ok(ImageStore::open(&st.paths.images())?)
 }
 
-/// `GET /images/json`.
-pub async fn list(Ext(st): St) -> Result<Json<Value>, ApiError> {
+/// `?filters=` of the image list.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    filters: Option<String>,
+}
+
+/// Whether tag `t` (`repo:tag`) matches a `reference` filter (`repo`, `repo:tag`, with `*`).
+fn reference_matches(pattern: &str, t: &str) -> bool {
+    let (repo, _) = t.rsplit_once(':').unwrap_or((t, ""));
+    let glob = |p: &str, s: &str| match p.split_once('*') {
+        Some((a, b)) => s.starts_with(a) && s.ends_with(b) && s.len() >= a.len() + b.len(),
+        None => p == s,
+    };
+    glob(pattern, t) || glob(pattern, repo)
+}
+
+/// `GET /images/json` (filters: `reference`, `dangling`).
+pub async fn list(Ext(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let filters: std::collections::HashMap<String, Value> = match q.filters.as_deref() {
+        Some(f) if !f.is_empty() => serde_json::from_str(f)
+            .map_err(|e| ApiError::BadParameter(format!("invalid filters {f:?}: {e}")))?,
+        _ => Default::default(),
+    };
+    let values = |k: &str| -> Vec<String> {
+        match filters.get(k) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            Some(Value::Object(o)) => o.keys().cloned().collect(),
+            _ => vec![],
+        }
+    };
+    let references = values("reference");
+    let dangling = values("dangling").first().map(|d| d == "true" || d == "1");
     blocking(move || {
         let store = open(&st)?;
         let mut out = vec![];
-        for s in store.images()? {
+        for mut s in store.images()? {
+            let tagged = s.row.tags.iter().any(|t| !t.contains('@'));
+            if dangling.is_some_and(|d| d == tagged) {
+                continue;
+            }
+            if !references.is_empty() {
+                // As dockerd: only the matching tags are listed, and images with none are not.
+                s.row.tags.retain(|t| {
+                    !t.contains('@') && references.iter().any(|p| reference_matches(p, t))
+                });
+                if s.row.tags.is_empty() {
+                    continue;
+                }
+            }
             let (_, config, _) = store.inspect(&s.row.id)?;
             let created = moat_engine::present::parse_rfc3339(&s.row.created).unwrap_or(0);
             out.push(moat_image::docker::summary(
@@ -58,7 +104,7 @@ fn split<'a>(rest: &'a str, suffix: &str) -> Option<&'a str> {
 }
 
 /// `GET /images/{name}/json` and `/images/{name}/history`.
-pub async fn get(Ext(st): St, Path(rest): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(Ext(st): St, Path(rest): Path<String>) -> Result<Response, ApiError> {
     if let Some(name) = split(&rest, "/json") {
         let name = name.to_string();
         return blocking(move || {
@@ -66,9 +112,12 @@ pub async fn get(Ext(st): St, Path(rest): Path<String>) -> Result<Json<Value>, A
             let id = store
                 .resolve(&name)
                 .map_err(|_| ApiError::NoSuchImage(name.clone()))?;
-            Ok(Json(moat_image::docker::inspect(&store, &id)?))
+            Ok(Json(moat_image::docker::inspect(&store, &id)?).into_response())
         })
         .await;
+    }
+    if let Some(name) = split(&rest, "/get") {
+        return save_one(st, name).await;
     }
     if let Some(name) = split(&rest, "/history") {
         let name = name.to_string();
@@ -94,7 +143,7 @@ pub async fn get(Ext(st): St, Path(rest): Path<String>) -> Result<Json<Value>, A
                     })
                 })
                 .collect();
-            Ok(Json(Value::Array(out)))
+            Ok(Json(Value::Array(out)).into_response())
         })
         .await;
     }
@@ -340,4 +389,161 @@ pub async fn post(
     Err(ApiError::NotFound(format!(
         "page not found: /images/{rest}"
     )))
+}
+
+/// Writes into a response body from a blocking thread.
+struct BodyWriter(mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A tar of `names` (docker-archive and OCI layout in one), streamed.
+async fn save_response(st: Arc<State>, names: Vec<String>) -> Result<Response, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::BadParameter("no image names given".into()));
+    }
+    {
+        let (st, names) = (st.clone(), names.clone());
+        blocking(move || {
+            let store = open(&st)?;
+            for n in &names {
+                store
+                    .resolve(n)
+                    .map_err(|_| ApiError::NoSuchImage(n.clone()))?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let w = std::io::BufWriter::with_capacity(256 * 1024, BodyWriter(tx.clone()));
+        let saved = open(&st).map_err(|e| e.to_string()).and_then(|store| {
+            moat_image::archive::save(&store, &names, w).map_err(|e| e.to_string())
+        });
+        if let Err(e) = saved {
+            // The headers are gone: the client sees a truncated archive.
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+/// `GET /images/get?names=A&names=B` (`docker save`).
+pub async fn save(Ext(st): St, uri: axum::http::Uri) -> Result<Response, ApiError> {
+    let names: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "names")
+        .map(|(_, v)| percent_decode(v))
+        .collect();
+    save_response(st, names).await
+}
+
+/// `GET /images/{name}/get`: one image's archive.
+pub async fn save_one(st: Arc<State>, name: &str) -> Result<Response, ApiError> {
+    save_response(st, vec![name.to_string()]).await
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `?quiet=1` of load.
+#[derive(Debug, Deserialize)]
+pub struct LoadQuery {
+    quiet: Option<String>,
+}
+
+/// `POST /images/load` (`docker load`): the body is a docker-archive or OCI layout tar.
+pub async fn load(
+    Ext(st): St,
+    Query(q): Query<LoadQuery>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let quiet = flag(&q.quiet);
+    let stream = tokio_stream::StreamExt::map(req.into_body().into_data_stream(), |r| {
+        r.map_err(std::io::Error::other)
+    });
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let loaded = blocking(move || {
+        let mut store = open(&st)?;
+        moat_image::archive::load_tar(&mut store, reader)
+            .map_err(|e| ApiError::BadParameter(e.to_string()))
+    })
+    .await?;
+    let mut lines = String::new();
+    for (id, tags) in loaded {
+        if tags.is_empty() {
+            lines += &json!({"stream": format!("Loaded image ID: {id}\n")}).to_string();
+            lines.push('\n');
+        }
+        for t in tags {
+            lines += &json!({"stream": format!("Loaded image: {t}\n")}).to_string();
+            lines.push('\n');
+        }
+    }
+    let _ = quiet;
+    Ok(([(header::CONTENT_TYPE, "application/json")], lines).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filters_match_as_dockerd() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busybox:latest", "busybox:latest"));
+        assert!(!reference_matches("busybox:v2", "busybox:latest"));
+        assert!(reference_matches(
+            "127.0.0.1:5000/*",
+            "127.0.0.1:5000/app:v1"
+        ));
+        assert!(!reference_matches("other", "busybox:latest"));
+    }
 }

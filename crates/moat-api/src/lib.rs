@@ -177,6 +177,8 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/containers/prune", post(ops::prune))
         .route("/commit", post(ops::commit))
         .route("/images/prune", post(ops::prune_images))
+        .route("/images/get", get(images::save))
+        .route("/images/load", post(images::load))
         .route("/system/df", get(ops::df))
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))

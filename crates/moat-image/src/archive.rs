@@ -84,10 +84,24 @@ pub fn load(store: &mut ImageStore, src: Option<&Path>) -> Result<Loaded, Archiv
     if let Some(dir) = src.filter(|p| p.is_dir()) {
         return load_dir(store, dir);
     }
-    // A tar: extracted (safely) into a private directory of the store, then read as a directory.
-    let tmp = store
-        .root()
-        .join(format!("load-tmp-{}", std::process::id()));
+    let reader: Box<dyn Read> = match src {
+        Some(p) => Box::new(fs::File::open(p).map_err(io_err("open", p))?),
+        None => Box::new(io::stdin().lock()),
+    };
+    load_tar(store, reader)
+}
+
+/// Loads a docker-archive or OCI layout tar read from `reader` (an API request's body): it is
+/// extracted (safely) into a private directory of the store, then read as a directory.
+pub fn load_tar(store: &mut ImageStore, reader: impl Read) -> Result<Loaded, ArchiveError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Unique per call too: a server loads several archives at once in one process.
+    let tmp = store.root().join(format!(
+        "load-tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
     struct Cleanup(PathBuf);
@@ -97,10 +111,6 @@ pub fn load(store: &mut ImageStore, src: Option<&Path>) -> Result<Loaded, Archiv
         }
     }
     let _cleanup = Cleanup(tmp.clone());
-    let reader: Box<dyn Read> = match src {
-        Some(p) => Box::new(fs::File::open(p).map_err(io_err("open", p))?),
-        None => Box::new(io::stdin().lock()),
-    };
     crate::unpack::unpack(io::BufReader::new(reader), &tmp).map_err(StoreError::from)?;
     load_dir(store, &tmp)
 }

@@ -780,3 +780,44 @@ services:
     assert!(out.status.success(), "{out:?}");
     assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
 }
+
+#[test]
+fn docker_cli_save_and_load() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    ok(&e, &s, &["tag", "busybox", "keep:v1"]);
+    let archive = e.dir.path().join("saved.tar");
+    ok(
+        &e,
+        &s,
+        &["save", "-o", archive.to_str().unwrap(), "keep:v1"],
+    );
+    assert!(std::fs::metadata(&archive).unwrap().len() > 1_000_000);
+    let id = ok(&e, &s, &["images", "-q", "--no-trunc", "keep:v1"]);
+    ok(&e, &s, &["rmi", "keep:v1", "busybox"]);
+    assert_eq!(ok(&e, &s, &["images", "-q"]), "");
+    let out = ok(&e, &s, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: keep:v1"), "{out}");
+    assert_eq!(
+        ok(&e, &s, &["images", "-q", "--no-trunc", "keep:v1"]),
+        id,
+        "same image id"
+    );
+    assert_eq!(
+        ok(&e, &s, &["run", "--rm", "keep:v1", "echo", "loaded"]),
+        "loaded\n"
+    );
+    // Unknown names and garbage archives are refused clearly.
+    let out = docker(
+        &e,
+        &s,
+        &["save", "-o", archive.to_str().unwrap(), "nope:v1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::write(&archive, b"not a tar at all").unwrap();
+    let out = docker(&e, &s, &["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
