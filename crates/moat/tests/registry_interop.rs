@@ -191,3 +191,37 @@ fn skopeo_reads_what_moat_pushes_and_moat_runs_what_skopeo_copies() {
     assert_eq!((code, stdout.as_str()), (0, "via skopeo\n"), "{stderr}");
     assert_no_temporaries(&dst);
 }
+
+#[test]
+fn a_corrupted_blob_is_refused_naming_it() {
+    if !can_run() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let _src = push_big(&reg);
+    let dst = Engine::new();
+    // The layer's digest, from the registry's manifest (through moat: pull, inspect, remove).
+    ok(&dst, &["pull", &reg.name("big:v1")]);
+    let layer = {
+        let m = std::fs::read_dir(dst.dir.path().join("image/blobs/sha256"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        format!("sha256:{}", m.file_name().unwrap().to_string_lossy())
+    };
+    ok(&dst, &["rmi", &reg.name("big:v1")]);
+    // The registry now serves other bytes under that digest.
+    let file = reg.blob_file(&layer);
+    let mut data = std::fs::read(&file).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&file, data).unwrap();
+    let out = moat(&dst, &["pull", &reg.name("big:v1")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&layer), "the error names the blob: {err}");
+    assert_no_temporaries(&dst);
+    assert_eq!(ok(&dst, &["images", "-q"]), "");
+}

@@ -238,6 +238,18 @@ impl Registry {
     pub fn name(&self, name: &str) -> String {
         format!("{}/{name}", self.addr)
     }
+
+    /// The file holding blob `digest` (`sha256:<hex>`) in the registry's storage (the
+    /// reference implementation's filesystem layout).
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
 }
 
 impl Drop for Registry {
