@@ -2,10 +2,9 @@
 //! resolved inside the container (symlinks cannot lead out), the container paused meanwhile;
 //! GET streams a tar of the path, PUT extracts a tar into the directory the path names.
 
-use std::io::Write;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, Request, State as Ext};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -78,22 +77,6 @@ pub async fn head(
     Ok(r)
 }
 
-/// Writes into the response body from a blocking thread.
-struct ChanWriter(mpsc::Sender<Result<Bytes, std::io::Error>>);
-
-impl Write for ChanWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /containers/{id}/archive`: a tar of the path.
 pub async fn get(
     Ext(st): St,
@@ -104,7 +87,7 @@ pub async fn get(
     let (tx, rx) = mpsc::channel(8);
     let path = q.path.clone();
     tokio::task::spawn_blocking(move || {
-        let w = std::io::BufWriter::with_capacity(64 * 1024, ChanWriter(tx.clone()));
+        let w = std::io::BufWriter::with_capacity(64 * 1024, crate::stream::BodyWriter(tx.clone()));
         if let Err(e) = cp::archive_out(&st.paths, &row, &path, w) {
             // The headers are gone: the client sees a truncated tar.
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));

@@ -17,15 +17,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{blocking, ApiError};
+pub use crate::query::flag;
 use crate::state::{Parked, Phase, State};
 use crate::stream;
 
 type St = Ext<Arc<State>>;
-
-/// Docker's query booleans: `1`, `true`, `True`.
-pub fn flag(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
-}
 
 /// The container named `what` (id, name or unique id prefix).
 pub async fn find(st: &Arc<State>, what: &str) -> Result<Row, ApiError> {
@@ -42,22 +38,8 @@ pub struct ListQuery {
 }
 
 pub async fn list(Ext(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let filters: std::collections::HashMap<String, Value> = match &q.filters {
-        Some(f) if !f.is_empty() => serde_json::from_str(f)
-            .map_err(|e| ApiError::BadParameter(format!("invalid filters {f:?}: {e}")))?,
-        _ => Default::default(),
-    };
-    // Filters come as {"key": ["v"]} or (older clients) {"key": {"v": true}}.
-    let values = |k: &str| -> Vec<String> {
-        match filters.get(k) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect(),
-            Some(Value::Object(o)) => o.keys().cloned().collect(),
-            _ => vec![],
-        }
-    };
+    let filters = crate::query::filters(q.filters.as_deref())?;
+    let values = |k: &str| filters.get(k).cloned().unwrap_or_default();
     let (status, names, ids, labels) = (
         values("status"),
         values("name"),

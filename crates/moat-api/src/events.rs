@@ -106,26 +106,7 @@ pub async fn events(
     Ext(st): Ext<Arc<State>>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let filters: HashMap<String, Vec<String>> = match q.filters.as_deref() {
-        Some(f) if !f.is_empty() => {
-            let v: HashMap<String, Value> = serde_json::from_str(f)
-                .map_err(|e| ApiError::BadParameter(format!("invalid filters {f:?}: {e}")))?;
-            v.into_iter()
-                .map(|(k, v)| {
-                    let list = match v {
-                        Value::Array(a) => a
-                            .iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect(),
-                        Value::Object(o) => o.keys().cloned().collect(),
-                        _ => vec![],
-                    };
-                    (k, list)
-                })
-                .collect()
-        }
-        _ => HashMap::new(),
-    };
+    let filters = crate::query::filters(q.filters.as_deref())?;
     let (since, until) = (seconds(&q.since), seconds(&q.until));
     let mut live = st.events.live.subscribe();
     let past: Vec<Value> = match since {

@@ -44,21 +44,8 @@ fn reference_matches(pattern: &str, t: &str) -> bool {
 
 /// `GET /images/json` (filters: `reference`, `dangling`).
 pub async fn list(Ext(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let filters: std::collections::HashMap<String, Value> = match q.filters.as_deref() {
-        Some(f) if !f.is_empty() => serde_json::from_str(f)
-            .map_err(|e| ApiError::BadParameter(format!("invalid filters {f:?}: {e}")))?,
-        _ => Default::default(),
-    };
-    let values = |k: &str| -> Vec<String> {
-        match filters.get(k) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect(),
-            Some(Value::Object(o)) => o.keys().cloned().collect(),
-            _ => vec![],
-        }
-    };
+    let filters = crate::query::filters(q.filters.as_deref())?;
+    let values = |k: &str| filters.get(k).cloned().unwrap_or_default();
     let references = values("reference");
     let dangling = values("dangling").first().map(|d| d == "true" || d == "1");
     blocking(move || {
@@ -391,22 +378,6 @@ pub async fn post(
     )))
 }
 
-/// Writes into a response body from a blocking thread.
-struct BodyWriter(mpsc::Sender<Result<Bytes, std::io::Error>>);
-
-impl std::io::Write for BodyWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A tar of `names` (docker-archive and OCI layout in one), streamed.
 async fn save_response(st: Arc<State>, names: Vec<String>) -> Result<Response, ApiError> {
     if names.is_empty() {
@@ -427,7 +398,8 @@ async fn save_response(st: Arc<State>, names: Vec<String>) -> Result<Response, A
     }
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
-        let w = std::io::BufWriter::with_capacity(256 * 1024, BodyWriter(tx.clone()));
+        let w =
+            std::io::BufWriter::with_capacity(256 * 1024, crate::stream::BodyWriter(tx.clone()));
         let saved = open(&st).map_err(|e| e.to_string()).and_then(|store| {
             moat_image::archive::save(&store, &names, w).map_err(|e| e.to_string())
         });

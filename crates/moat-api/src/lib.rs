@@ -19,6 +19,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod ops;
+pub mod query;
 pub mod state;
 mod stream;
 pub mod system;

@@ -153,7 +153,7 @@ fn sample(
         .map(|n| n.get())
         .unwrap_or(1);
     // No limit (cgroup v1 says 2^63 rounded to a page): the host's memory, as Docker shows.
-    let limit = usage.memory_limit.min(system_memory());
+    let limit = usage.memory_limit.min(moat_engine::present::host_memory());
     json!({
         "read": moat_image::store::now_rfc3339(),
         "preread": "0001-01-01T00:00:00Z",
@@ -176,18 +176,6 @@ fn sample(
         "blkio_stats": {},
         "networks": {},
     })
-}
-
-fn system_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
 }
 
 /// The host's total CPU time in nanoseconds (`/proc/stat`), as Docker's `system_cpu_usage`.

@@ -79,18 +79,6 @@ pub async fn version() -> Json<Value> {
     }))
 }
 
-fn meminfo_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
 fn os_name() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
@@ -158,7 +146,7 @@ pub async fn info(Ext(st): Ext<Arc<State>>) -> Result<Json<Value>, ApiError> {
         "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
         "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "MemTotal": meminfo_total(),
+        "MemTotal": moat_engine::present::host_memory(),
         "DockerRootDir": st.paths.root,
         "Name": host,
         "Labels": [],

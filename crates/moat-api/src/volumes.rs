@@ -122,15 +122,9 @@ pub struct PruneQuery {
 /// `POST /volumes/prune`: unused anonymous volumes (all unused ones with `all=true`), as
 /// Docker 23+.
 pub async fn prune(Ext(st): St, Query(q): Query<PruneQuery>) -> Result<Json<Value>, ApiError> {
-    let all = q
-        .filters
-        .as_deref()
-        .and_then(|f| serde_json::from_str::<Value>(f).ok())
-        .is_some_and(|f| {
-            f["all"] == json!(["true"])
-                || f["all"] == json!(["1"])
-                || f["all"]["true"] == json!(true)
-        });
+    let all = crate::query::filters(q.filters.as_deref())?
+        .get("all")
+        .is_some_and(|v| v.iter().any(|x| x == "true" || x == "1"));
     blocking(move || {
         let v = Volumes::open(&st.paths)?;
         let mut deleted = vec![];

@@ -46,6 +46,18 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|d| d.as_secs() as i64)
 }
 
+/// Total memory of the host, in bytes (the limit of a container without one).
+pub fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Docker's STATUS column: `Created`, `Up 5 seconds (Paused)`, `Exited (0) 2 minutes ago`.
 pub fn status(paths: &Paths, row: &Row) -> String {
     match row.effective().0 {

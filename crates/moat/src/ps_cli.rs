@@ -7,7 +7,7 @@ use clap::Args;
 use moat_engine::containers::{Records, Row, State};
 use moat_engine::{lifecycle, Paths};
 
-use moat_engine::present::{human_ago, status};
+use moat_engine::present::{host_memory, human_ago, status};
 
 /// `moat ps`.
 #[derive(Debug, Args)]
@@ -375,18 +375,6 @@ pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
         }
         std::thread::sleep(std::time::Duration::from_millis(800));
     }
-}
-
-/// Total memory of the host (the limit of a container without one).
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Docker's binary sizes for stats (`1.5MiB`).

@@ -49,15 +49,17 @@ impl Drop for Server {
     }
 }
 
-/// The docker CLI against the server, with its own (empty) config directory.
+/// The docker CLI set up for the server, with its own (empty) config directory.
+fn docker_cmd(e: &Engine, s: &Server) -> Command {
+    let mut c = Command::new("/usr/local/bin/docker");
+    c.env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"));
+    c
+}
+
+/// `docker ARGS` against the server.
 fn docker(e: &Engine, s: &Server, args: &[&str]) -> Output {
-    output_of(
-        Command::new("/usr/local/bin/docker")
-            .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-            .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
-            .args(args)
-            .stdin(Stdio::null()),
-    )
+    output_of(docker_cmd(e, s).args(args).stdin(Stdio::null()))
 }
 
 fn ok(e: &Engine, s: &Server, args: &[&str]) -> String {
@@ -119,9 +121,7 @@ fn docker_cli_runs_lists_logs_stops_and_removes() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     // Standard input with -i.
-    let mut child = Command::new("/usr/local/bin/docker")
-        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+    let mut child = docker_cmd(&e, &s)
         .args(["run", "-i", "--rm", "busybox", "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -204,9 +204,7 @@ fn docker_cli_runs_lists_logs_stops_and_removes() {
     let (code, out) = common::on_a_terminal(&cmd, "# ", b"echo typed $((2+3))\nexit 6\n");
     assert_eq!(code, 6, "{out}");
     assert!(out.contains("typed 5"), "{out}");
-    let follower = Command::new("/usr/local/bin/docker")
-        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+    let follower = docker_cmd(&e, &s)
         .args(["logs", "-f", "web"])
         .stdout(Stdio::piped())
         .spawn()
@@ -428,9 +426,7 @@ fn fifty_concurrent_docker_runs_succeed_and_leave_nothing() {
     let s = Server::start(&e);
     let children: Vec<(usize, Child)> = (0..50)
         .map(|i| {
-            let child = Command::new("/usr/local/bin/docker")
-                .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-                .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+            let child = docker_cmd(&e, &s)
                 .args([
                     "run",
                     "--rm",
@@ -626,9 +622,7 @@ fn docker_cli_events() {
         .as_secs()
         - 1;
     // A live follower sees what happens after it started.
-    let mut follower = Command::new("/usr/local/bin/docker")
-        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+    let mut follower = docker_cmd(&e, &s)
         .args([
             "events",
             "--filter",
@@ -694,9 +688,7 @@ fn docker_cli_events() {
     assert!(!live.contains("volume"), "filtered to containers: {live}");
 
     // SIGTERM stops the server promptly even with an endless stream open.
-    let mut held = Command::new("/usr/local/bin/docker")
-        .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"))
+    let mut held = docker_cmd(&e, &s)
         .arg("events")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -6,30 +6,8 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::registry::{Auth, Registry};
+use common::registry::{moat, ok, Auth, Registry};
 use common::{can_run, output_of, Engine, RunExt, MOAT};
-
-/// `moat --root ROOT ARGS` with the engine's own Docker config directory (never the user's).
-fn moat(e: &Engine, args: &[&str]) -> Output {
-    output_of(
-        Command::new(MOAT)
-            .env("DOCKER_CONFIG", e.dir.path().join("docker"))
-            .arg("--root")
-            .arg(e.dir.path())
-            .args(args),
-    )
-}
-
-fn ok(e: &Engine, args: &[&str]) -> String {
-    let out = moat(e, args);
-    assert!(
-        out.status.success(),
-        "moat {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn fails(e: &Engine, args: &[&str]) -> String {
     let out = moat(e, args);

@@ -4,32 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use common::registry::{Auth, Proxy, Registry, CUT_ONCE, PASS, STALL};
+use common::registry::{moat, ok, Auth, Proxy, Registry, CUT_ONCE, PASS, STALL};
 use common::{busybox_rootfs, can_run, eventually, output_of, wait_or_dump, Engine, RunExt, MOAT};
-
-fn moat(e: &Engine, args: &[&str]) -> Output {
-    output_of(
-        Command::new(MOAT)
-            .env("DOCKER_CONFIG", e.dir.path().join("docker"))
-            .arg("--root")
-            .arg(e.dir.path())
-            .args(args),
-    )
-}
-
-fn ok(e: &Engine, args: &[&str]) -> String {
-    let out = moat(e, args);
-    assert!(
-        out.status.success(),
-        "moat {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn skopeo(args: &[&str]) -> String {
     let out = output_of(Command::new("skopeo").args(args));

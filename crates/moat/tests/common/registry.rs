@@ -6,6 +6,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `moat --root ROOT ARGS` with the engine's own Docker config directory (never the user's
+/// credentials).
+pub fn moat(e: &super::Engine, args: &[&str]) -> std::process::Output {
+    super::output_of(
+        Command::new(super::MOAT)
+            .env("DOCKER_CONFIG", e.dir.path().join("docker"))
+            .arg("--root")
+            .arg(e.dir.path())
+            .args(args),
+    )
+}
+
+/// [`moat`] that must succeed; its standard output.
+pub fn ok(e: &super::Engine, args: &[&str]) -> String {
+    let out = moat(e, args);
+    assert!(
+        out.status.success(),
+        "moat {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// How the registry authenticates.
 pub enum Auth {
     /// Anyone may pull and push.
