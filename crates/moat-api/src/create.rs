@@ -54,6 +54,7 @@ impl StringOrList {
 struct HostConfigBody {
     auto_remove: bool,
     binds: Option<Vec<String>>,
+    mounts: Option<Vec<MountBody>>,
     memory: i64,
     memory_swap: i64,
     nano_cpus: i64,
@@ -71,6 +72,46 @@ struct HostConfigBody {
     restart_policy: Option<RestartBody>,
     isolation: String,
     log_config: Option<LogConfigBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct MountBody {
+    #[serde(rename = "Type")]
+    kind: String,
+    source: String,
+    target: String,
+    read_only: bool,
+    tmpfs_options: Option<TmpfsBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct TmpfsBody {
+    size_bytes: i64,
+    mode: u32,
+}
+
+impl MountBody {
+    /// As the `--mount` it stands for (one validation for both).
+    fn to_flag(&self) -> String {
+        let mut f = format!("type={},target={}", self.kind, self.target);
+        if !self.source.is_empty() {
+            f += &format!(",source={}", self.source);
+        }
+        if self.read_only {
+            f += ",readonly";
+        }
+        if let Some(t) = &self.tmpfs_options {
+            if t.size_bytes > 0 {
+                f += &format!(",tmpfs-size={}", t.size_bytes);
+            }
+            if t.mode != 0 {
+                f += &format!(",tmpfs-mode={:o}", t.mode);
+            }
+        }
+        f
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,6 +263,13 @@ pub fn options(
         stop_signal,
         stop_timeout: b.stop_timeout.and_then(|t| u64::try_from(t).ok()),
     };
+    let mut host = host;
+    for m in hc.mounts.unwrap_or_default() {
+        match h::parse_mount(&m.to_flag()).map_err(bad)? {
+            h::Mount::Bind(b) => host.binds.push(b),
+            h::Mount::Tmpfs(path, opts) => host.tmpfs.push((path, opts)),
+        }
+    }
     let nonempty = |s: String| (!s.is_empty()).then_some(s);
     let opts = RunOptions {
         image: b.image,

@@ -34,6 +34,14 @@ pub enum FlagError {
     /// a bind source that does not exist
     #[error("invalid volume: bind source path does not exist: {0}")]
     NoSource(String),
+    /// `--mount`
+    #[error("invalid --mount {mount:?}: {reason}")]
+    Mount {
+        /// The text given.
+        mount: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 /// The rlimits `--ulimit` knows (Docker's names).
@@ -261,6 +269,84 @@ impl RestartPolicy {
             RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
             RestartPolicy::OnFailure(max) => code != 0 && (*max == 0 || restarts < *max),
         }
+    }
+}
+
+/// What one `--mount` (or an API `HostConfig.Mounts` entry) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A bind mount or a volume (as `-v`).
+    Bind(Bind),
+    /// A tmpfs (as `--tmpfs`): the container path and the mount options.
+    Tmpfs(String, String),
+}
+
+/// Parses Docker's `--mount type=bind|volume|tmpfs,source=...,target=...[,readonly]
+/// [,tmpfs-size=...][,tmpfs-mode=...]` (`src`, `dst`, `destination`, `ro` too; `type` defaults
+/// to volume, as Docker's).
+pub fn parse_mount(s: &str) -> Result<Mount, FlagError> {
+    let bad = |reason| FlagError::Mount {
+        mount: s.to_string(),
+        reason,
+    };
+    let (mut kind, mut source, mut target, mut readonly) = ("volume", "", "", false);
+    let mut tmpfs_opts = vec![];
+    for field in s.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => source = v,
+            "target" | "destination" | "dst" => target = v,
+            "readonly" | "ro" => {
+                readonly = match v {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad("readonly takes true or false")),
+                }
+            }
+            "tmpfs-size" => tmpfs_opts.push(format!("size={}", parse_size(v)?)),
+            "tmpfs-mode" => tmpfs_opts.push(format!("mode={v}")),
+            // Accepted as Docker does, with no effect here.
+            "consistency" | "bind-propagation" | "volume-nocopy" => {}
+            _ => {
+                return Err(bad(
+                    "unknown option (type, source, target, readonly, tmpfs-size, tmpfs-mode)",
+                ))
+            }
+        }
+    }
+    if !target.starts_with('/') || target == "/" {
+        return Err(bad("target must be an absolute path other than /"));
+    }
+    match kind {
+        "bind" => {
+            if !source.starts_with('/') {
+                return Err(bad("a bind mount's source must be an absolute host path"));
+            }
+            if !std::path::Path::new(source).exists() {
+                return Err(FlagError::NoSource(source.to_string()));
+            }
+            Ok(Mount::Bind(Bind {
+                source: source.into(),
+                volume: false,
+                destination: target.into(),
+                readonly,
+            }))
+        }
+        "volume" => {
+            if !source.is_empty() && crate::containers::check_name(source).is_err() {
+                return Err(bad("a volume's source is a volume name"));
+            }
+            Ok(Mount::Bind(Bind {
+                source: source.into(),
+                volume: true,
+                destination: target.into(),
+                readonly,
+            }))
+        }
+        "tmpfs" if source.is_empty() => Ok(Mount::Tmpfs(target.into(), tmpfs_opts.join(","))),
+        "tmpfs" => Err(bad("a tmpfs has no source")),
+        _ => Err(bad("type must be bind, volume or tmpfs")),
     }
 }
 
@@ -497,6 +583,42 @@ fn host_devices() -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_parse_as_dockers() {
+        assert_eq!(
+            parse_mount("type=bind,source=/tmp,target=/data,readonly").unwrap(),
+            Mount::Bind(Bind {
+                source: "/tmp".into(),
+                volume: false,
+                destination: "/data".into(),
+                readonly: true
+            })
+        );
+        assert_eq!(
+            parse_mount("src=vol1,dst=/v").unwrap(),
+            Mount::Bind(Bind {
+                source: "vol1".into(),
+                volume: true,
+                destination: "/v".into(),
+                readonly: false
+            })
+        );
+        assert_eq!(
+            parse_mount("type=tmpfs,target=/run,tmpfs-size=1m,tmpfs-mode=1770").unwrap(),
+            Mount::Tmpfs("/run".into(), "size=1048576,mode=1770".into())
+        );
+        for bad in [
+            "type=bind,source=relative,target=/x",
+            "type=bind,source=/no/such/dir/here,target=/x",
+            "type=nfs,target=/x",
+            "type=volume,target=relative",
+            "type=tmpfs,source=x,target=/t",
+            "type=bind,source=/tmp,target=/x,bogus=1",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_cpus_ulimits() {

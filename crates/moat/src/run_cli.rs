@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Mount a tmpfs at PATH[:OPTIONS]; repeatable.
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Attach a mount: type=bind|volume|tmpfs,source=...,target=...[,readonly]; repeatable.
+    #[arg(long)]
+    mount: Vec<String>,
     /// Set a label KEY=VALUE; repeatable.
     #[arg(short = 'l', long)]
     label: Vec<String>,
@@ -400,6 +403,15 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
             .map_err(e)?,
         stop_signal,
         stop_timeout: a.stop_timeout,
+    })
+    .and_then(|mut hc| {
+        for m in &a.mount {
+            match h::parse_mount(m).map_err(e)? {
+                h::Mount::Bind(b) => hc.binds.push(b),
+                h::Mount::Tmpfs(path, opts) => hc.tmpfs.push((path, opts)),
+            }
+        }
+        Ok(hc)
     })
 }
 

@@ -349,6 +349,37 @@ fn docker_cli_volume_commands() {
         &["run", "--rm", "-v", "data:/d", "busybox", "cat", "/d/f"],
     );
     assert_eq!(out, "kept\n");
+    // --mount arrives as HostConfig.Mounts.
+    let out = ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "type=volume,source=data,target=/m,readonly",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /m/f; touch /m/x 2>/dev/null || echo ro",
+        ],
+    );
+    assert_eq!(out, "kept\nro\n");
+    let out = ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "type=tmpfs,target=/t",
+            "busybox",
+            "sh",
+            "-c",
+            "grep -c ' /t tmpfs' /proc/mounts",
+        ],
+    );
+    assert_eq!(out, "1\n");
     let label = ok(
         &e,
         &s,

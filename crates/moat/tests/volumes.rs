@@ -104,3 +104,59 @@ data
     );
     e.assert_clean();
 }
+
+#[test]
+fn mount_flag_binds_volumes_and_tmpfs() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let host = e.dir.path().join("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in"), "from host\n").unwrap();
+    let bind = format!("type=bind,source={},target=/b,readonly", host.display());
+    let (code, out, err) = e.run(&[
+        "--mount",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /b/in; touch /b/x 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "from host\nread-only\n"), "{err}");
+    let (code, _, err) = e.run(&[
+        "--mount",
+        "type=volume,source=mv,target=/m",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /m/f",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = e.run(&["--mount", "src=mv,dst=/m", "busybox", "cat", "/m/f"]);
+    assert_eq!(out, "kept\n");
+    let (code, out, err) = e.run(&[
+        "--mount",
+        "type=tmpfs,target=/t,tmpfs-size=1m",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /t ' /proc/mounts",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tmpfs /t tmpfs") && out.contains("size=1024k"),
+        "{out}"
+    );
+    let out = e.moat(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=nfs,target=/x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --mount"));
+    e.assert_clean();
+}
