@@ -29,6 +29,9 @@ pub enum Attach {
     Attached {
         /// `-i`.
         stdin: bool,
+        /// `--sig-proxy` (Docker's default): the caller forwards the signals it receives to
+        /// the container instead of dying of them.
+        sig_proxy: bool,
     },
 }
 
@@ -54,7 +57,15 @@ pub fn start_streams(
     stdin: bool,
     stdio: [std::os::fd::RawFd; 3],
 ) -> Result<(Handle, i32), EngineError> {
-    start_with(paths, row, Attach::Attached { stdin }, Some(stdio))
+    start_with(
+        paths,
+        row,
+        Attach::Attached {
+            stdin,
+            sig_proxy: false,
+        },
+        Some(stdio),
+    )
 }
 
 fn start_with(
@@ -91,7 +102,7 @@ fn start_with(
     if mode != Attach::Detached {
         args.push("--attach".into());
     }
-    if mode == (Attach::Attached { stdin: true }) {
+    if matches!(mode, Attach::Attached { stdin: true, .. }) {
         args.push("--stdin".into());
     }
     if row.auto_remove {
@@ -113,7 +124,14 @@ fn start_with(
     // An attached caller blocks the signals it forwards before the container can run: one sent
     // as soon as the container's output shows must be forwarded by `wait_attached`, not kill us
     // (seen in CI: SIGTERM right after the container's first line). The monitor unblocks them.
-    if mode != Attach::Detached && stdio.is_none() {
+    if matches!(
+        mode,
+        Attach::Attached {
+            sig_proxy: true,
+            ..
+        }
+    ) && stdio.is_none()
+    {
         let _ = forwarded().thread_block();
     }
     // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its

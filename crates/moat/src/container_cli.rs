@@ -253,6 +253,7 @@ pub fn start(root: &Path, a: &StartArgs) -> i32 {
         .and_then(|row| {
             let mode = Attach::Attached {
                 stdin: a.interactive,
+                sig_proxy: true,
             };
             let (handle, pid) = lifecycle::start(&paths, &row, mode)?;
             lifecycle::wait_attached(&paths, &row, handle, pid)

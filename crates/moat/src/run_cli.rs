@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Mount a tmpfs at PATH[:OPTIONS]; repeatable.
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Forward the signals moat receives to the container (attached runs); with false, a
+    /// signal stops moat and the container runs on.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    sig_proxy: bool,
     /// Attach a mount: type=bind|volume|tmpfs,source=...,target=...[,readonly]; repeatable.
     #[arg(long)]
     mount: Vec<String>,
@@ -127,6 +131,7 @@ pub fn run(root: &Path, a: &RunArgs) -> i32 {
     } else {
         Attach::Attached {
             stdin: a.interactive,
+            sig_proxy: a.sig_proxy,
         }
     };
     match with_pull(root, a, &opts.image, || {

@@ -361,3 +361,48 @@ fn debug_lines_stay_out_of_the_container_output() {
     );
     e.ok(&["rm", "dbg"]);
 }
+
+/// `--sig-proxy=false`: a signal to an attached `moat run` stops moat, not the container.
+#[test]
+fn without_sig_proxy_a_signal_stops_moat_and_the_container_runs_on() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let child = std::process::Command::new(common::MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args([
+            "run",
+            "--name",
+            "sp",
+            "--sig-proxy=false",
+            "busybox",
+            "sh",
+            "-c",
+        ])
+        .arg("trap 'echo forwarded; exit 3' TERM; echo ready; while true; do sleep 0.1; done")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::eventually("the container's first line", || {
+        String::from_utf8_lossy(&e.moat(&["logs", "sp"]).stdout).contains("ready")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = common::wait_or_dump(child, "moat run --sig-proxy=false");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "moat died of the signal: {status:?}"
+    );
+    let st = common::inspect(&e, "sp");
+    assert_eq!(st["State"]["Status"], "running", "the container runs on");
+    assert!(!String::from_utf8_lossy(&e.moat(&["logs", "sp"]).stdout).contains("forwarded"));
+    e.ok(&["rm", "-f", "sp"]);
+}
