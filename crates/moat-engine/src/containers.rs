@@ -124,6 +124,8 @@ pub struct Row {
     pub tty: bool,
     /// `--restart` policy (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
     pub restart: String,
+    /// Restarts by the policy since the container was last started (Docker's RestartCount).
+    pub restart_count: u32,
 }
 
 impl Row {
@@ -167,14 +169,15 @@ CREATE TABLE IF NOT EXISTS containers (
     auto_remove   INTEGER NOT NULL DEFAULT 0,
     log_rotation  TEXT NOT NULL DEFAULT '',
     tty           INTEGER NOT NULL DEFAULT 0,
-    restart       TEXT NOT NULL DEFAULT 'no'
+    restart       TEXT NOT NULL DEFAULT 'no',
+    restart_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS containers_by_image ON containers(image);
 ";
 
 const COLUMNS: &str = "id, name, image, image_ref, command, created, state, pid, monitor_pid, \
                        monitor_start, exit_code, started_at, finished_at, error, auto_remove, \
-                       log_rotation, tty, restart";
+                       log_rotation, tty, restart, restart_count";
 
 /// The container table.
 #[derive(Debug)]
@@ -202,6 +205,7 @@ impl Records {
         for (column, decl) in [
             ("tty", "INTEGER NOT NULL DEFAULT 0"),
             ("restart", "TEXT NOT NULL DEFAULT 'no'"),
+            ("restart_count", "INTEGER NOT NULL DEFAULT 0"),
         ] {
             let has: i64 = conn
                 .query_row(
@@ -240,7 +244,7 @@ impl Records {
         let res = self.conn.execute(
             &format!(
                 "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
             ),
             params![
                 row.id,
@@ -261,6 +265,7 @@ impl Records {
                 row.log_rotation,
                 row.tty,
                 row.restart,
+                row.restart_count,
             ],
         );
         match res {
@@ -278,19 +283,22 @@ impl Records {
         }
     }
 
-    /// Records that the container runs: its init's pid, its monitor, the start time.
+    /// Records that the container runs: its init's pid, its monitor, the start time, and how
+    /// many times the policy restarted it since the user started it.
     pub fn set_running(
         &self,
         id: &str,
         pid: i32,
         monitor: (i32, u64),
         started_at: &str,
+        restarts: u32,
     ) -> Result<(), RecordError> {
         self.conn
             .execute(
                 "UPDATE containers SET state = 'running', pid = ?2, monitor_pid = ?3, \
-                 monitor_start = ?4, started_at = ?5, error = '', exit_code = 0 WHERE id = ?1",
-                params![id, pid, monitor.0, monitor.1 as i64, started_at],
+                 monitor_start = ?4, started_at = ?5, error = '', exit_code = 0, \
+                 restart_count = ?6 WHERE id = ?1",
+                params![id, pid, monitor.0, monitor.1 as i64, started_at, restarts],
             )
             .map_err(self.err())?;
         Ok(())
@@ -426,6 +434,7 @@ impl Records {
                         log_rotation: r.get(15)?,
                         tty: r.get(16)?,
                         restart: r.get(17)?,
+                        restart_count: r.get(18)?,
                     },
                     r.get::<_, String>(6)?,
                 ))
@@ -514,7 +523,7 @@ mod tests {
         ));
         let e = r.insert(&row("ffff", "web")).unwrap_err();
         assert!(e.to_string().contains("\"/web\" is already in use"), "{e}");
-        r.set_running("abc123", 42, (0, 0), "t1").unwrap();
+        r.set_running("abc123", 42, (0, 0), "t1", 2).unwrap();
         let got = r.find("web").unwrap();
         assert_eq!((got.state, got.pid), (State::Running, 42));
         // No monitor: shown as exited, with the reason.

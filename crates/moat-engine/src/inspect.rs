@@ -106,7 +106,7 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
         "HostsPath": dir.join("hosts"),
         "LogPath": crate::logs::path(&dir, &row.id),
         "Name": format!("/{}", row.name),
-        "RestartCount": 0,
+        "RestartCount": row.restart_count,
         "Driver": "overlay2",
         "Platform": "linux",
         "HostConfig": {

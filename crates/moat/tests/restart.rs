@@ -41,6 +41,11 @@ fn restart_policies_and_a_user_stop() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(e.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
+    assert_eq!(
+        common::inspect(&e, "flaky")["RestartCount"],
+        2,
+        "Docker's RestartCount: restarts by the policy"
+    );
     // A clean exit is not a failure.
     e.ok(&[
         "run",

@@ -234,9 +234,12 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         .container_dir(cfg.id.as_str())
         .join(STOPPED_BY_USER);
     let mut restarts = 0u32;
+    // Every restart by the policy since this start, as Docker's RestartCount (`restarts`
+    // restarts with the back-off).
+    let mut total = 0u32;
     let (code, error) = loop {
         let started = std::time::Instant::now();
-        let (code, error) = match run(cfg, &mut report) {
+        let (code, error) = match run(cfg, &mut report, total) {
             Ok(code) => (code, None),
             Err((code, e)) => (code, Some(e.to_string())),
         };
@@ -249,6 +252,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         }
         let delay = std::time::Duration::from_millis(100 << restarts.min(9));
         restarts += 1;
+        total += 1;
         let rt = Runtime::new(&cfg.paths.runtime_root);
         let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
         std::thread::sleep(delay);
@@ -327,7 +331,7 @@ fn finish(
 ///
 /// The start-up (bundle parsing, cgroups, seccomp, the fork chain) runs in the starter, so its heap and its deep stack die with it instead of staying resident in the
 /// monitor for the container's whole life.
-fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)> {
+fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i32, EngineError)> {
     let e125 = |e: EngineError| (125, e);
     let sys = |what: &'static str| move |source| (125, EngineError::Sys { what, source });
     let dir = cfg.paths.container_dir(cfg.id.as_str());
@@ -428,6 +432,7 @@ fn run(cfg: &MonitorConfig, report: &mut File) -> Result<i32, (i32, EngineError)
                 pid,
                 (me, my_start),
                 &moat_runtime::state::now_rfc3339(),
+                restarts,
             )
             .map_err(EngineError::from),
         Ok(Err(e)) => Err(e.into()),
