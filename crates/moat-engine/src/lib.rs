@@ -19,6 +19,7 @@ pub mod present;
 pub mod run;
 pub mod seccomp;
 pub mod spec;
+pub mod template;
 pub mod volumes;
 
 /// Where an engine keeps things.

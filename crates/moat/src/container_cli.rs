@@ -134,6 +134,9 @@ pub enum ContainerCommand {
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
+        /// Format each result with a Go template ({{.State.Status}}, {{json .Config}}, ...).
+        #[arg(short, long)]
+        format: Option<String>,
     },
     /// Rename a container.
     Rename {
@@ -420,7 +423,7 @@ fn logs_inner(root: &Path, a: &LogsArgs) -> Result<(), EngineError> {
 }
 
 /// `moat inspect` / `moat container inspect`: Docker's JSON shape, as an array.
-pub fn inspect(root: &Path, names: &[String]) -> i32 {
+pub fn inspect(root: &Path, names: &[String], format: Option<&str>) -> i32 {
     let paths = Paths::new(root);
     let records = match Records::open(root) {
         Ok(r) => r,
@@ -440,11 +443,31 @@ pub fn inspect(root: &Path, names: &[String]) -> i32 {
             }
         }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).unwrap_or_else(|_| "[]".into())
-    );
-    code
+    match print_inspected(&out, format) {
+        Ok(()) => code,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// Prints inspect documents: a JSON array, or each through the `--format` template.
+pub fn print_inspected(
+    docs: &[serde_json::Value],
+    format: Option<&str>,
+) -> Result<(), moat_engine::template::TemplateError> {
+    let Some(tpl) = format else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(docs).unwrap_or_else(|_| "[]".into())
+        );
+        return Ok(());
+    };
+    for d in docs {
+        println!("{}", moat_engine::template::render(tpl, d)?);
+    }
+    Ok(())
 }
 
 /// `moat monitor ID` (hidden): the monitor process, exec'd by `start`, with its report pipe

@@ -46,6 +46,9 @@ pub enum CliError {
         /// The image (short id).
         image: String,
     },
+    /// a --format template failed
+    #[error(transparent)]
+    Template(#[from] moat_engine::template::TemplateError),
     /// refusing to write binary data to a terminal
     #[error("cowardly refusing to save to a terminal: use -o FILE or redirect standard output")]
     Terminal,
@@ -177,6 +180,9 @@ pub enum ImageCommand {
         /// Images (names or ids).
         #[arg(required = true)]
         images: Vec<String>,
+        /// Format each result with a Go template ({{.State.Status}}, {{json .Config}}, ...).
+        #[arg(short, long)]
+        format: Option<String>,
     },
     /// List images.
     #[command(alias = "list")]
@@ -364,15 +370,14 @@ pub fn images(root: &Path, a: &ImagesArgs) -> Result<(), CliError> {
 }
 
 /// `moat image inspect`: Docker's JSON shape (the fields the engine knows today).
-pub fn inspect(root: &Path, names: &[String]) -> Result<(), CliError> {
+pub fn inspect(root: &Path, names: &[String], format: Option<&str>) -> Result<(), CliError> {
     let store = open(root)?;
     let mut out = vec![];
     for n in names {
         let id = store.resolve(n)?;
         out.push(moat_image::docker::inspect(&store, &id)?);
     }
-    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    Ok(())
+    Ok(crate::container_cli::print_inspected(&out, format)?)
 }
 
 /// `moat tag`.

@@ -63,6 +63,9 @@ enum Command {
         /// Containers or images.
         #[arg(required = true)]
         names: Vec<String>,
+        /// Format each result with a Go template ({{.State.Status}}, {{json .Config}}, ...).
+        #[arg(short, long)]
+        format: Option<String>,
     },
     /// Rename a container.
     Rename {
@@ -221,10 +224,10 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Wait { containers } | Command::Container(C::Wait { containers }) => {
             return container_cli::wait(root, containers)
         }
-        Command::Container(C::Inspect { containers }) => {
-            return container_cli::inspect(root, containers)
+        Command::Container(C::Inspect { containers, format }) => {
+            return container_cli::inspect(root, containers, format.as_deref())
         }
-        Command::Inspect { names } => return inspect_any(root, names),
+        Command::Inspect { names, format } => return inspect_any(root, names, format.as_deref()),
         Command::Rename {
             container,
             new_name,
@@ -256,7 +259,9 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }
         Command::Import(a) | Command::Image(I::Import(a)) => image_cli::import(root, a),
         Command::Images(a) | Command::Image(I::Ls(a)) => image_cli::images(root, a),
-        Command::Image(I::Inspect { images }) => image_cli::inspect(root, images),
+        Command::Image(I::Inspect { images, format }) => {
+            image_cli::inspect(root, images, format.as_deref())
+        }
         Command::Tag { source, target } | Command::Image(I::Tag { source, target }) => {
             image_cli::tag(root, source, target)
         }
@@ -325,16 +330,16 @@ fn report<E: std::fmt::Display>(r: Result<(), E>) -> i32 {
 }
 
 /// `moat inspect`: containers first, as Docker does, then images.
-fn inspect_any(root: &std::path::Path, names: &[String]) -> i32 {
+fn inspect_any(root: &std::path::Path, names: &[String], format: Option<&str>) -> i32 {
     let is_container = |n: &String| {
         moat_engine::containers::Records::open(root)
             .and_then(|r| r.find(n))
             .is_ok()
     };
     if names.iter().all(is_container) {
-        container_cli::inspect(root, names)
+        container_cli::inspect(root, names, format)
     } else {
-        match image_cli::inspect(root, names) {
+        match image_cli::inspect(root, names, format) {
             Ok(()) => 0,
             Err(e) => {
                 log::error!("{e}");

@@ -154,3 +154,41 @@ fn stats_and_logs_by_time() {
     e.ok(&["rm", "lg"]);
     e.assert_clean();
 }
+
+#[test]
+fn inspect_format_templates() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run", "-d", "--name", "fmt", "-l", "tier=web", "busybox", "sleep", "30",
+    ]);
+    let out = e.ok(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.Name}} {{json .Config.Cmd}} {{index .Config.Labels \"tier\"}}",
+        "fmt",
+    ]);
+    assert_eq!(out, "running /fmt [\"sleep\",\"30\"] web\n");
+    let out = e.ok(&[
+        "container",
+        "inspect",
+        "--format",
+        "{{.State.Running}}",
+        "fmt",
+    ]);
+    assert_eq!(out, "true\n");
+    let out = e.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .RepoTags 0}} {{.Os}}",
+        "busybox",
+    ]);
+    assert_eq!(out, "busybox:latest linux\n");
+    let bad = e.moat(&["inspect", "-f", "{{.Nope}}", "fmt"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("map has no entry for key \"Nope\""));
+    e.ok(&["rm", "-f", "fmt"]);
+}
