@@ -351,21 +351,23 @@ pub fn images(root: &Path, a: &ImagesArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let w = if a.no_trunc { 71 } else { 12 };
-    let _ = writeln!(
-        out,
-        "{:<30} {:<10} {:<w$} {:<20} SIZE",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-    );
+    let mut table = vec![vec![
+        "REPOSITORY".to_string(),
+        "TAG".into(),
+        "IMAGE ID".into(),
+        "CREATED".into(),
+        "SIZE".into(),
+    ]];
     for (repo, tag, s) in rows {
-        let _ = writeln!(
-            out,
-            "{repo:<30} {tag:<10} {:<w$} {:<20} {}",
+        table.push(vec![
+            repo,
+            tag,
             id(s),
             human_ago(&s.row.created),
-            human_size(s.size)
-        );
+            human_size(s.size),
+        ]);
     }
+    crate::table::write(&mut out, &table);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod registry_cli;
 mod run_cli;
 mod runtime_cli;
 mod system_cli;
+mod table;
 mod volume_cli;
 
 use clap::{Parser, Subcommand};

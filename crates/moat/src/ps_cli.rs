@@ -94,26 +94,8 @@ pub fn ps(root: &Path, a: &PsArgs) -> i32 {
             r.name.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| {
-            table
-                .iter()
-                .map(|row| row[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in &table {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i == 6 {
-                line += cell;
-            } else {
-                line += &format!("{cell:<w$}   ", w = widths[i]);
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
+    let rows: Vec<Vec<String>> = table.iter().map(|r| r.to_vec()).collect();
+    crate::table::write(&mut out, &rows);
     0
 }
 
