@@ -35,10 +35,86 @@ pub fn commit(
         && row.effective().0 == State::Running
         && !moat_runtime::ops::pause::paused(&rt, &cid)
         && moat_runtime::ops::pause::pause(&rt, &cid).is_ok();
-    let result = ImageStore::open(&paths.images())
-        .and_then(|mut store| store.commit_container(&base, &upper, tag.as_ref(), opts));
+    let result = ImageStore::open(&paths.images()).and_then(|mut store| {
+        let (_, image_config, _) = store.inspect(&base)?;
+        let opts = with_container_config(paths, row, &image_config["config"], opts);
+        store.commit_container(&base, &upper, tag.as_ref(), &opts)
+    });
     if paused {
         let _ = moat_runtime::ops::pause::resume(&rt, &cid);
     }
     Ok(result?)
+}
+
+/// The new image's config starts from the container's, as Docker's commit does: its command
+/// (split into the image's Entrypoint and the rest, or a new entrypoint when `--entrypoint`
+/// replaced it), environment (without the runtime's HOSTNAME), working directory and labels;
+/// `--change` instructions and the message apply on top.
+fn with_container_config(
+    paths: &Paths,
+    row: &Row,
+    image: &serde_json::Value,
+    opts: &CommitOptions,
+) -> CommitOptions {
+    let spec: serde_json::Value = std::fs::read(paths.container_dir(&row.id).join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let process = &spec["process"];
+    let entrypoint: Vec<String> = image["Entrypoint"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let argv = &row.command;
+    let (new_entrypoint, cmd) = if !entrypoint.is_empty() && argv.starts_with(&entrypoint) {
+        (None, argv[entrypoint.len()..].to_vec())
+    } else if !entrypoint.is_empty() {
+        // `--entrypoint` replaced the image's: the program is the new entrypoint.
+        (
+            Some(argv.iter().take(1).cloned().collect()),
+            argv.iter().skip(1).cloned().collect(),
+        )
+    } else {
+        (None, argv.clone())
+    };
+    let env: Vec<String> = process["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .filter(|e| !e.starts_with("HOSTNAME="))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let labels: Vec<(String, String)> = spec["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.starts_with("moat."))
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cwd = process["cwd"]
+        .as_str()
+        .filter(|c| *c != "/")
+        .map(String::from);
+    let c = &opts.config;
+    CommitOptions {
+        config: moat_image::store::ImportConfig {
+            cmd: c.cmd.clone().or(Some(cmd)),
+            entrypoint: c.entrypoint.clone().or(new_entrypoint),
+            env: env.into_iter().chain(c.env.iter().cloned()).collect(),
+            working_dir: c.working_dir.clone().or(cwd),
+            user: c.user.clone(),
+            labels: labels.into_iter().chain(c.labels.iter().cloned()).collect(),
+            message: c.message.clone(),
+        },
+        author: opts.author.clone(),
+    }
 }

@@ -574,6 +574,31 @@ fn commit_makes_exactly_one_layer_over_the_referenced_base() {
     assert_eq!(out, "new\nls-gone\n1\ndir\n");
     let history = e.ok(&["image", "history", "derived:1"]);
     assert!(history.contains("my change"), "{history}");
+    // As Docker's: the new image keeps the container's command, environment, working directory
+    // and labels (not the runtime's HOSTNAME).
+    e.ok(&[
+        "run",
+        "--name",
+        "cfg",
+        "-e",
+        "FROM_RUN=yes",
+        "-w",
+        "/tmp",
+        "-l",
+        "kind=made",
+        "busybox",
+        "sh",
+        "-c",
+        "echo from $FROM_RUN in $(pwd)",
+    ]);
+    e.ok(&["commit", "cfg", "derived:2"]);
+    assert_eq!(e.ok(&["run", "--rm", "derived:2"]), "from yes in /tmp\n");
+    let img: serde_json::Value =
+        serde_json::from_str(&e.ok(&["image", "inspect", "derived:2"])).unwrap();
+    let cfg = &img[0]["Config"];
+    assert_eq!(cfg["Labels"]["kind"], "made");
+    assert!(!cfg["Env"].to_string().contains("HOSTNAME="), "{cfg}");
+    e.ok(&["rm", "cfg"]);
     // The base image is untouched.
     let out = e.ok(&[
         "run",
