@@ -121,6 +121,7 @@ pub async fn rename(
 pub async fn prune(Ext(st): St) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let mut deleted = vec![];
+        moat_engine::run::sweep_removed(&st.paths);
         for row in Records::open(&st.paths.root)?.all()? {
             if row.effective().0 != CState::Running
                 && lifecycle::remove(&st.paths, &row, false, false).is_ok()

@@ -210,6 +210,39 @@ fn resolv_conf() -> String {
     out
 }
 
+/// How old a `.rm-<id>` directory must be before a sweep takes it (its monitor deletes it
+/// within milliseconds of reporting the exit; older ones are what a monitor killed mid-way left).
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes the `.rm-<id>` directories of removed containers that their monitor did not finish
+/// deleting (it was killed between the rename and the delete); returns how many went. Run by
+/// `container prune`.
+pub fn sweep_removed(paths: &Paths) -> usize {
+    let now = std::time::SystemTime::now();
+    let mut n = 0;
+    for e in fs::read_dir(paths.root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= ABANDONED_AFTER);
+        if e.file_name().to_string_lossy().starts_with(".rm-") && old {
+            // Its rootfs was unmounted before the rename; a mount still there (a monitor killed
+            // before that) goes first, or the delete would reach into the image's layers.
+            let rootfs = e.path().join("rootfs");
+            if moat_image::mount::unmount(&rootfs).is_ok() && fs::remove_dir_all(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 /// Containers (ids) whose directory says they use `image`.
 pub fn containers_using(root: &Path, image: &moat_image::Digest) -> Vec<String> {
     let mut out: Vec<String> = fs::read_dir(root.join("containers"))

@@ -339,6 +339,7 @@ pub fn prune(root: &Path) -> i32 {
         }
     };
     let mut code = 0;
+    moat_engine::run::sweep_removed(&paths);
     println!("Deleted Containers:");
     for row in rows.iter().filter(|r| r.effective().0 != State::Running) {
         match lifecycle::remove(&paths, row, false, false) {

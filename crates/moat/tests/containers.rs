@@ -148,7 +148,24 @@ fn names_create_start_attach_and_bad_input() {
     let st = inspect(&e, "broken");
     assert_eq!(st["State"]["ExitCode"], 127);
     assert!(st["State"]["Error"].as_str().unwrap().contains("nosuch"));
+    // What a monitor killed between renaming an --rm container's directory and deleting it
+    // leaves (`.rm-<id>`) goes with prune once old enough; a fresh one (its monitor at work)
+    // stays.
+    let containers = e.dir.path().join("containers");
+    let stale = containers.join(".rm-0123456789abcdef");
+    let fresh = containers.join(".rm-fedcba9876543210");
+    for d in [&stale, &fresh] {
+        std::fs::create_dir_all(d.join("upper/etc")).unwrap();
+    }
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     e.ok(&["container", "prune", "-f"]);
+    assert!(!stale.exists(), "an abandoned .rm- directory is swept");
+    assert!(fresh.exists(), "a fresh one is its monitor's");
+    std::fs::remove_dir_all(&fresh).unwrap();
     e.assert_clean();
 }
 
