@@ -17,6 +17,9 @@ pub enum ApiError {
     /// a request parameter or body is invalid
     #[error("{0}")]
     BadParameter(String),
+    /// the registry refused the credentials
+    #[error("{0}")]
+    Unauthorized(String),
     /// the request conflicts with the object's state
     #[error("{0}")]
     Conflict(String),
@@ -64,6 +67,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Engine(e) => match e {
                 EngineError::NoImage(_) => StatusCode::NOT_FOUND,

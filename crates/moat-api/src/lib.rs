@@ -153,6 +153,7 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/events", get(events::events))
+        .route("/auth", post(system::auth))
         .route("/containers/json", get(c::list))
         .route("/containers/create", post(c::create))
         .route("/containers/{id}/json", get(c::inspect))

@@ -844,3 +844,56 @@ fn docker_cli_save_and_load() {
     let out = docker(&e, &s, &["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
+
+#[test]
+fn docker_login_then_push_and_pull_with_basic_auth() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let reg = Registry::start(Auth::Basic {
+        user: "carol",
+        password: "s3cret",
+    });
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let login = |password: &str| {
+        let mut child = docker_cmd(&e, &s)
+            .args(["login", "-u", "carol", "--password-stdin", &reg.addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("wrong");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unauthorized"),
+        "{out:?}"
+    );
+    let out = login("s3cret");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    // The CLI now sends the credentials (X-Registry-Auth) with push and pull.
+    let image = reg.name("private/bb:v1");
+    ok(&e, &s, &["tag", "busybox", &image]);
+    let out = ok(&e, &s, &["push", &image]);
+    assert!(out.contains("Pushed"), "{out}");
+    ok(&e, &s, &["rmi", &image]);
+    ok(&e, &s, &["pull", &image]);
+    ok(&e, &s, &["logout", &reg.addr]);
+    let out = docker(&e, &s, &["push", &image]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unauthorized")
+            || String::from_utf8_lossy(&out.stderr).contains("unauthorized"),
+        "{out:?}"
+    );
+}
