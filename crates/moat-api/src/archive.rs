@@ -20,10 +20,12 @@ use crate::state::State;
 
 type St = Ext<Arc<State>>;
 
-/// `?path=` of the archive endpoints.
+/// `?path=&copyUIDGID=` of the archive endpoints.
 #[derive(Debug, Deserialize)]
 pub struct PathQuery {
     path: String,
+    #[serde(rename = "copyUIDGID")]
+    copy_uid_gid: Option<String>,
 }
 
 /// Docker's `X-Docker-Container-Path-Stat`: base64 of the path's stat as JSON.
@@ -122,8 +124,9 @@ pub async fn put(
     });
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let path = q.path.clone();
+    let keep_owner = crate::query::flag(&q.copy_uid_gid);
     blocking(move || {
-        cp::extract_in(&st.paths, &row, &path, reader).map_err(|e| match e {
+        cp::extract_in(&st.paths, &row, &path, reader, keep_owner).map_err(|e| match e {
             moat_engine::EngineError::Conflict(m) => ApiError::BadParameter(m),
             e => e.into(),
         })

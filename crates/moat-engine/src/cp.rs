@@ -34,6 +34,9 @@ pub enum Copy {
         src: PathBuf,
         /// In the container.
         dest: String,
+        /// `-a`: keep the host's owners; otherwise what is copied in belongs to root, as with
+        /// Docker.
+        keep_owner: bool,
     },
 }
 
@@ -47,7 +50,11 @@ fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error
 pub fn copy(paths: &Paths, row: &Row, what: &Copy) -> Result<(), EngineError> {
     with_root(paths, row, |root| match what {
         Copy::Out { src, dest } => copy_out(root, src, dest),
-        Copy::In { src, dest } => copy_in(root, src, dest),
+        Copy::In {
+            src,
+            dest,
+            keep_owner,
+        } => copy_in(root, src, dest, *keep_owner),
     })
 }
 
@@ -172,6 +179,7 @@ pub fn extract_in(
     row: &Row,
     dir: &str,
     tar: impl io::Read,
+    keep_owner: bool,
 ) -> Result<(), EngineError> {
     with_root(paths, row, |root| {
         let fd =
@@ -182,8 +190,27 @@ pub fn extract_in(
                 io::ErrorKind::NotADirectory.into(),
             ));
         }
+        // The top-level names the archive adds, to give them to root afterwards.
+        let before: std::collections::HashSet<_> = std::fs::read_dir(&into)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
         moat_image::unpack::unpack_plain(tar, &into)
-            .map_err(|e| EngineError::Conflict(format!("copy into {dir}: {e}")))
+            .map_err(|e| EngineError::Conflict(format!("copy into {dir}: {e}")))?;
+        if !keep_owner {
+            let added: Vec<PathBuf> = std::fs::read_dir(&into)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name())
+                        .filter(|n| !before.contains(n))
+                        .map(PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for n in added {
+                chown_root(&fd, &n).map_err(io_err("chown what was copied into", dir))?;
+            }
+        }
+        Ok(())
     })
 }
 
@@ -276,7 +303,12 @@ fn copy_out(root: std::os::fd::BorrowedFd<'_>, src: &str, dest: &Path) -> Result
     )
 }
 
-fn copy_in(root: std::os::fd::BorrowedFd<'_>, src: &Path, dest: &str) -> Result<(), EngineError> {
+fn copy_in(
+    root: std::os::fd::BorrowedFd<'_>,
+    src: &Path,
+    dest: &str,
+    keep_owner: bool,
+) -> Result<(), EngineError> {
     std::fs::symlink_metadata(src).map_err(io_err("copy", src))?;
     let src_name = src
         .file_name()
@@ -295,6 +327,7 @@ fn copy_in(root: std::os::fd::BorrowedFd<'_>, src: &Path, dest: &str) -> Result<
     }
     let from = src.to_path_buf();
     let into = fd_path(&dir_fd);
+    let top = name.clone();
     piped(
         move |w| archive(&from, &name, w),
         |r| {
@@ -302,5 +335,33 @@ fn copy_in(root: std::os::fd::BorrowedFd<'_>, src: &Path, dest: &str) -> Result<
                 .map_err(|e| EngineError::Conflict(format!("copy into {dest}: {e}")))
         },
         src,
-    )
+    )?;
+    if !keep_owner {
+        chown_root(&dir_fd, &top).map_err(io_err("chown what was copied into", dest))?;
+    }
+    Ok(())
+}
+
+/// Gives `name` (below the directory `dir`) and everything under it to root (0:0), never
+/// following a symlink: what `docker cp` does without `-a`.
+fn chown_root(dir: &OwnedFd, name: &Path) -> io::Result<()> {
+    use rustix::fs::{chownat, openat, AtFlags, Gid, Mode, OFlags, Uid};
+    let root = (Some(Uid::ROOT), Some(Gid::ROOT));
+    chownat(dir, name, root.0, root.1, AtFlags::SYMLINK_NOFOLLOW)?;
+    let Ok(sub) = openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Ok(()); // not a directory (or a symlink): done
+    };
+    let entries: Vec<PathBuf> = std::fs::read_dir(fd_path(&sub))?
+        .flatten()
+        .map(|e| PathBuf::from(e.file_name()))
+        .collect();
+    for e in entries {
+        chown_root(&sub, &e)?;
+    }
+    Ok(())
 }

@@ -170,6 +170,9 @@ pub enum ContainerCommand {
     Stats(crate::ps_cli::StatsArgs),
     /// Copy files between a container and the host.
     Cp {
+        /// Keep the owners of what is copied in (without it, it belongs to root).
+        #[arg(short, long)]
+        archive: bool,
         /// CONTAINER:PATH or a host path.
         src: String,
         /// CONTAINER:PATH or a host path.
@@ -694,7 +697,7 @@ pub fn top(root: &Path, container: &str) -> i32 {
 }
 
 /// `moat cp CONTAINER:SRC DEST` or `moat cp SRC CONTAINER:DEST`.
-pub fn cp(root: &Path, src: &str, dest: &str) -> i32 {
+pub fn cp(root: &Path, src: &str, dest: &str, archive: bool) -> i32 {
     // "NAME:PATH" names a container path; a host path with a colon can be given as ./a:b.
     let split = |s: &str| -> Option<(String, String)> {
         if s.starts_with('/') || s.starts_with('.') {
@@ -724,6 +727,7 @@ pub fn cp(root: &Path, src: &str, dest: &str) -> i32 {
             moat_engine::cp::Copy::In {
                 src: src.into(),
                 dest: p,
+                keep_owner: archive,
             },
         ),
         _ => {

@@ -100,6 +100,9 @@ enum Command {
     Stats(ps_cli::StatsArgs),
     /// Copy files between a container and the host (CONTAINER:PATH on one side).
     Cp {
+        /// Keep the owners of what is copied in (without it, it belongs to root).
+        #[arg(short, long)]
+        archive: bool,
         /// CONTAINER:PATH or a host path.
         src: String,
         /// CONTAINER:PATH or a host path.
@@ -252,8 +255,8 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             return container_cli::restart(root, a)
         }
         Command::Stats(a) | Command::Container(C::Stats(a)) => return ps_cli::stats(root, a),
-        Command::Cp { src, dest } | Command::Container(C::Cp { src, dest }) => {
-            return container_cli::cp(root, src, dest)
+        Command::Cp { archive, src, dest } | Command::Container(C::Cp { archive, src, dest }) => {
+            return container_cli::cp(root, src, dest, *archive)
         }
         Command::Top { container } | Command::Container(C::Top { container }) => {
             return container_cli::top(root, container)

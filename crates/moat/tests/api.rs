@@ -615,6 +615,24 @@ fn docker_cli_cp_both_ways() {
         ok(&e, &s, &["exec", "box", "cat", "/tmp/up"]),
         "from host\n"
     );
+    // Owned by root in the container unless -a (copyUIDGID), as dockerd does.
+    std::os::unix::fs::chown(host.join("up"), Some(1234), Some(2345)).unwrap();
+    ok(&e, &s, &["cp", &h("up"), "box:/tmp/as-root"]);
+    ok(&e, &s, &["cp", "-a", &h("up"), "box:/tmp/as-owner"]);
+    let owners = ok(
+        &e,
+        &s,
+        &[
+            "exec",
+            "box",
+            "stat",
+            "-c",
+            "%u:%g",
+            "/tmp/as-root",
+            "/tmp/as-owner",
+        ],
+    );
+    assert_eq!(owners, "0:0\n1234:2345\n");
     ok(&e, &s, &["cp", &h("up"), "box:/tmp/renamed"]);
     assert_eq!(
         ok(&e, &s, &["exec", "box", "cat", "/tmp/renamed"]),

@@ -89,3 +89,38 @@ fn cp_both_ways_is_symlink_safe() {
     e.ok(&["rm", "box"]);
     e.assert_clean();
 }
+
+/// What is copied in belongs to root, as with `docker cp`; `-a` keeps the host's owners.
+#[test]
+fn cp_in_gives_files_to_root_unless_archive() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&["run", "-d", "--name", "own", "busybox", "sleep", "60"]);
+    let dir = e.dir.path().join("owned");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/f"), "x").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+    for p in [dir.clone(), dir.join("sub"), dir.join("sub/f")] {
+        std::os::unix::fs::chown(&p, Some(1234), Some(2345)).unwrap();
+    }
+    std::os::unix::fs::lchown(dir.join("link"), Some(1234), Some(2345)).unwrap();
+    let d = dir.to_str().unwrap();
+    e.ok(&["cp", d, "own:/tmp/plain"]);
+    e.ok(&["cp", "-a", d, "own:/tmp/kept"]);
+    let owners = |p: &str| {
+        e.ok(&["exec", "own", "sh", "-c", &format!("stat -c %u:%g {p} {p}/sub {p}/sub/f; stat -c %u:%g -L {p}/link; stat -c %u:%g {p}/link")])
+    };
+    assert_eq!(
+        owners("/tmp/plain"),
+        "0:0\n0:0\n0:0\n0:0\n0:0\n",
+        "the link itself, not its target, too"
+    );
+    assert_eq!(
+        owners("/tmp/kept"),
+        "1234:2345\n1234:2345\n1234:2345\n0:0\n1234:2345\n"
+    );
+    e.ok(&["rm", "-f", "own"]);
+    e.assert_clean();
+}
