@@ -174,8 +174,14 @@ fn sample(
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
         },
         "memory_stats": {"usage": usage.memory, "limit": limit, "stats": {}},
-        "blkio_stats": {},
-        "networks": {},
+        "blkio_stats": {"io_service_bytes_recursive": [
+            {"major": 0, "minor": 0, "op": "read", "value": usage.block_read},
+            {"major": 0, "minor": 0, "op": "write", "value": usage.block_write},
+        ]},
+        "networks": moat_engine::present::net_io(row.pid)
+            .into_iter()
+            .map(|(name, rx, tx)| (name, json!({"rx_bytes": rx, "tx_bytes": tx})))
+            .collect::<serde_json::Map<String, Value>>(),
     })
 }
 

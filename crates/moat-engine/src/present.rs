@@ -58,6 +58,28 @@ pub fn host_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The network interfaces of the network namespace of process `pid`, but loopback (as Docker
+/// counts NET I/O): name, bytes received, bytes sent.
+pub fn net_io(pid: i32) -> Vec<(String, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    parse_net_dev(&text)
+}
+
+fn parse_net_dev(text: &str) -> Vec<(String, u64, u64)> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let name = name.trim();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (name != "lo" && f.len() >= 9).then(|| (name.to_string(), f[0], f[8]))
+        })
+        .collect()
+}
+
 /// Docker's STATUS column: `Created`, `Up 5 seconds (Paused)`, `Exited (0) 2 minutes ago`.
 pub fn status(paths: &Paths, row: &Row) -> String {
     match row.effective().0 {
@@ -108,6 +130,15 @@ pub fn summary(paths: &Paths, row: &Row) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_dev_counts_all_but_loopback() {
+        let t = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n\
+    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n\
+  eth0:    2048      10    0    0    0     0          0         0     1024       8    0    0    0     0       0          0\n";
+        assert_eq!(parse_net_dev(t), vec![("eth0".to_string(), 2048, 1024)]);
+    }
 
     #[test]
     fn ages_read_as_dockers() {

@@ -331,8 +331,20 @@ pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
                         format!("{cpu:.2}%"),
                         format!("{} / {}", binary_size(u.memory), binary_size(limit)),
                         format!("{pct:.2}%"),
-                        "--",
-                        "--",
+                        {
+                            let net = moat_engine::present::net_io(row.pid);
+                            let (rx, tx) = net.iter().fold((0, 0), |a, n| (a.0 + n.1, a.1 + n.2));
+                            format!(
+                                "{} / {}",
+                                crate::image_cli::human_size(rx),
+                                crate::image_cli::human_size(tx)
+                            )
+                        },
+                        format!(
+                            "{} / {}",
+                            crate::image_cli::human_size(u.block_read),
+                            crate::image_cli::human_size(u.block_write)
+                        ),
                         u.pids
                     ));
                 }

@@ -123,6 +123,15 @@ fn stats_and_logs_by_time() {
         .parse()
         .unwrap();
     assert!(cpu > 20.0, "a busy loop uses CPU: {row}");
+    // NET I/O counts the container's interfaces but loopback (none yet: 0B / 0B, as Docker
+    // shows for --network none); BLOCK I/O comes from the blkio/io cgroup files.
+    let cols: Vec<&str> = row
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cols[5], "0B / 0B", "{row}");
+    assert!(cols[6].contains(" / "), "{row}");
     e.ok(&["rm", "-f", "busy"]);
     assert_eq!(
         e.moat(&["stats", "--no-stream", "busy"]).status.code(),

@@ -358,7 +358,13 @@ impl Cgroup {
                         .hierarchy(ctl)
                         .map(|h| h.mount_point.join(&self.rel).join(f))
                 };
+                let (block_read, block_write) = file("blkio", "blkio.throttle.io_service_bytes")
+                    .and_then(|p| self.read(&p).ok())
+                    .map(|t| block_io(&t))
+                    .unwrap_or((0, 0));
                 Usage {
+                    block_read,
+                    block_write,
                     cpu_ns: file("cpuacct", "cpuacct.usage").and_then(num).unwrap_or(0),
                     memory: file("memory", "memory.usage_in_bytes")
                         .and_then(num)
@@ -379,7 +385,13 @@ impl Cgroup {
                             .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
                     })
                     .unwrap_or(0);
+                let (block_read, block_write) = self
+                    .read(&dir.join("io.stat"))
+                    .map(|t| block_io(&t))
+                    .unwrap_or((0, 0));
                 Usage {
+                    block_read,
+                    block_write,
                     cpu_ns: cpu_us * 1000,
                     memory: num(dir.join("memory.current")).unwrap_or(0),
                     memory_limit: num(dir.join("memory.max")).unwrap_or(u64::MAX),
@@ -531,6 +543,34 @@ pub struct Usage {
     pub memory_limit: u64,
     /// Processes.
     pub pids: u64,
+    /// Bytes read from block devices.
+    pub block_read: u64,
+    /// Bytes written to block devices.
+    pub block_write: u64,
+}
+
+/// Sums the read and write bytes of cgroup v1's `blkio.throttle.io_service_bytes`
+/// (`MAJ:MIN Read N` lines) or v2's `io.stat` (`MAJ:MIN rbytes=N wbytes=N ...`).
+fn block_io(text: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let _dev = f.next();
+        match (f.next(), f.next()) {
+            (Some("Read"), Some(n)) => r += n.parse::<u64>().unwrap_or(0),
+            (Some("Write"), Some(n)) => w += n.parse::<u64>().unwrap_or(0),
+            _ => {
+                for kv in line.split_whitespace() {
+                    match kv.split_once('=') {
+                        Some(("rbytes", n)) => r += n.parse::<u64>().unwrap_or(0),
+                        Some(("wbytes", n)) => w += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    (r, w)
 }
 
 /// The device rules every container needs (runc's defaults): `mknod` of any device, and

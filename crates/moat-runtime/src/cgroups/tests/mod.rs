@@ -362,3 +362,12 @@ fn path_validation() {
     assert_eq!(cg.dirs().len(), 9);
     assert_eq!(cg.dirs()[0], Path::new("/sys/fs/cgroup/cpu/moat/x"));
 }
+
+#[test]
+fn block_io_sums_both_formats() {
+    let v1 =
+        "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:16 Read 100\n8:0 Total 12288\nTotal 12388\n";
+    assert_eq!(block_io(v1), (4196, 8192));
+    let v2 = "8:0 rbytes=1000 wbytes=2000 rios=1 wios=2 dbytes=0 dios=0\n8:16 rbytes=5 wbytes=0\n";
+    assert_eq!(block_io(v2), (1005, 2000));
+}
