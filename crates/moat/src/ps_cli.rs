@@ -307,10 +307,19 @@ pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
                 return 1;
             }
         };
-        let mut lines = vec![format!(
-            "{:<14} {:<20} {:<8} {:<22} {:<8} {:<12} {:<12} PIDS",
-            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O"
-        )];
+        let mut lines: Vec<Vec<String>> = vec![[
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ]
+        .iter()
+        .map(|h| h.to_string())
+        .collect()];
         for row in &rows {
             match lifecycle::stats(&paths, row, std::time::Duration::from_millis(200)) {
                 Ok((u, cpu)) => {
@@ -324,10 +333,9 @@ pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
                     } else {
                         0.0
                     };
-                    lines.push(format!(
-                        "{:<14} {:<20} {:<8} {:<22} {:<8} {:<12} {:<12} {}",
-                        &row.id[..12],
-                        row.name,
+                    lines.push(vec![
+                        row.id[..12].to_string(),
+                        row.name.clone(),
                         format!("{cpu:.2}%"),
                         format!("{} / {}", binary_size(u.memory), binary_size(limit)),
                         format!("{pct:.2}%"),
@@ -345,8 +353,8 @@ pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
                             crate::image_cli::human_size(u.block_read),
                             crate::image_cli::human_size(u.block_write)
                         ),
-                        u.pids
-                    ));
+                        u.pids.to_string(),
+                    ]);
                 }
                 Err(e) if !a.containers.is_empty() => {
                     log::error!("{e}");
@@ -360,9 +368,7 @@ pub fn stats(root: &Path, a: &StatsArgs) -> i32 {
             // Clear the screen and go home, as Docker's live view does.
             let _ = write!(out, "\x1b[2J\x1b[H");
         }
-        for l in lines {
-            let _ = writeln!(out, "{l}");
-        }
+        crate::table::write(&mut out, &lines);
         let _ = out.flush();
         if a.no_stream {
             return 0;
