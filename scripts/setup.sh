@@ -18,8 +18,8 @@ APT="apt-get -o DPkg::Lock::Timeout=300"
 # engine tests: podman (runs containers with moat as its OCI runtime);
 # image interoperability tests: skopeo and umoci (they write and read the archives moat does);
 # registry tests: Debian's docker-registry, and htpasswd (apache2-utils) for basic auth.
-# API tests: docker-compose (v1) against moat serve.
-PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose"
+# API tests: docker-compose (v1) against moat serve; openssl makes the registry tests' certificates.
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
