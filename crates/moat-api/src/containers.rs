@@ -323,10 +323,9 @@ async fn wait_for(
     rx: &mut tokio::sync::watch::Receiver<Phase>,
 ) -> i32 {
     let first_finish = row.finished_at.clone();
-    // A container this server just started may still read `created` in the database (its
-    // monitor records `running` a moment later): the phase says it runs.
-    if condition == "not-running" && row.effective().0 != CState::Running && seen != Phase::Running
-    {
+    // (The monitor records `running` before it reports the start, so once `start` answered,
+    // the record says so.)
+    if condition == "not-running" && row.effective().0 != CState::Running {
         return row.exit_code;
     }
     loop {
@@ -403,9 +402,6 @@ pub async fn logs(
     let root = st.paths.root.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let tty = row.tty;
-    // A container this server just started may still read `created` in the database: its
-    // phase says it runs, and following must not stop before its first line.
-    let phase = st.phase(&row.id);
     tokio::task::spawn_blocking(move || {
         let frame = |e: &moat_engine::logs::Entry| -> Option<Bytes> {
             let is_err = e.stream == "stderr";
@@ -449,11 +445,10 @@ pub async fn logs(
             return;
         }
         loop {
-            let running = *phase.borrow() == Phase::Running
-                || Records::open(&root)
-                    .ok()
-                    .and_then(|r| r.get(&row.id).ok().flatten())
-                    .is_some_and(|r| r.effective().0 == CState::Running);
+            let running = Records::open(&root)
+                .ok()
+                .and_then(|r| r.get(&row.id).ok().flatten())
+                .is_some_and(|r| r.effective().0 == CState::Running);
             if file.is_none() {
                 file = std::fs::File::open(&path).ok();
             }

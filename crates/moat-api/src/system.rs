@@ -174,17 +174,7 @@ pub struct AuthBody {
 
 /// `POST /auth`: checks credentials with the registry (the client stores them itself).
 pub async fn auth(axum::Json(b): axum::Json<AuthBody>) -> Result<Json<Value>, ApiError> {
-    let server = b
-        .serveraddress
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = server.split('/').next().unwrap_or(server);
-    let domain = match host {
-        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => {
-            moat_image::reference::DOCKER_HUB.to_string()
-        }
-        h => h.to_string(),
-    };
+    let domain = moat_registry::credentials::login_domain(Some(&b.serveraddress));
     let opts = moat_registry::ClientOptions {
         credentials: Some(moat_registry::Credentials {
             username: b.username,

@@ -202,19 +202,20 @@ impl Records {
         let conn = moat_image::db::connect(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         // Tables made before a column existed get it (CREATE TABLE IF NOT EXISTS keeps theirs).
+        // One query for the columns there are: this runs on every open, `run`'s included.
+        let have: Vec<String> = {
+            let mut st = conn
+                .prepare("SELECT name FROM pragma_table_info('containers')")
+                .map_err(sql)?;
+            let names = st.query_map([], |r| r.get(0)).map_err(sql)?;
+            names.collect::<Result<_, _>>().map_err(sql)?
+        };
         for (column, decl) in [
             ("tty", "INTEGER NOT NULL DEFAULT 0"),
             ("restart", "TEXT NOT NULL DEFAULT 'no'"),
             ("restart_count", "INTEGER NOT NULL DEFAULT 0"),
         ] {
-            let has: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info('containers') WHERE name = ?1",
-                    [column],
-                    |r| r.get(0),
-                )
-                .map_err(sql)?;
-            if has == 0 {
+            if !have.iter().any(|h| h == column) {
                 conn.execute_batch(&format!(
                     "ALTER TABLE containers ADD COLUMN {column} {decl}"
                 ))

@@ -78,6 +78,21 @@ pub struct CredentialStore {
     path: PathBuf,
 }
 
+/// The registry domain a login names (`https://host:port/v1/` → `host:port`; none, or any of
+/// Docker Hub's names → `docker.io`), as `docker login SERVER` takes it.
+pub fn login_domain(server: Option<&str>) -> String {
+    let s = server
+        .unwrap_or("")
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    match s.split('/').next().unwrap_or(s) {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => {
+            moat_image::reference::DOCKER_HUB.to_string()
+        }
+        h => h.to_string(),
+    }
+}
+
 /// The `auths` key of a registry domain.
 pub fn key_of(domain: &str) -> String {
     if domain == moat_image::reference::DOCKER_HUB {
@@ -268,6 +283,20 @@ mod tests {
             0o600
         );
         assert!(!format!("{c:?}").contains("s3:cret"));
+    }
+
+    #[test]
+    fn login_servers_are_normalised() {
+        assert_eq!(login_domain(None), "docker.io");
+        assert_eq!(
+            login_domain(Some("https://index.docker.io/v1/")),
+            "docker.io"
+        );
+        assert_eq!(login_domain(Some("127.0.0.1:5000")), "127.0.0.1:5000");
+        assert_eq!(
+            login_domain(Some("http://localhost:5000/")),
+            "localhost:5000"
+        );
     }
 
     #[test]

@@ -298,26 +298,9 @@ pub fn push(root: &Path, a: &PushArgs) -> Result<(), RegistryCliError> {
     Ok(())
 }
 
-/// The registry domain a login names (`https://host:port/` → `host:port`; none → Docker Hub).
-fn login_domain(server: Option<&str>) -> String {
-    let Some(s) = server else {
-        return moat_image::reference::DOCKER_HUB.to_string();
-    };
-    let s = s
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = s.split('/').next().unwrap_or(s);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "docker.io" => {
-            moat_image::reference::DOCKER_HUB.to_string()
-        }
-        h => h.to_string(),
-    }
-}
-
 /// `moat login`: checks the credentials with the registry, then stores them.
 pub fn login(a: &LoginArgs) -> Result<(), RegistryCliError> {
-    let domain = login_domain(a.server.as_deref());
+    let domain = moat_registry::credentials::login_domain(a.server.as_deref());
     let tty = std::io::stdin().is_terminal();
     let username = match &a.username {
         Some(u) => u.clone(),
@@ -382,7 +365,7 @@ fn read_password() -> Result<String, RegistryCliError> {
 
 /// `moat logout`.
 pub fn logout(server: Option<&str>) -> Result<(), RegistryCliError> {
-    let domain = login_domain(server);
+    let domain = moat_registry::credentials::login_domain(server);
     let key = moat_registry::credentials::key_of(&domain);
     if CredentialStore::default_location().remove(&domain)? {
         println!("Removing login credentials for {key}");
@@ -395,20 +378,6 @@ pub fn logout(server: Option<&str>) -> Result<(), RegistryCliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn login_servers_are_normalised() {
-        assert_eq!(login_domain(None), "docker.io");
-        assert_eq!(
-            login_domain(Some("https://index.docker.io/v1/")),
-            "docker.io"
-        );
-        assert_eq!(login_domain(Some("127.0.0.1:5000")), "127.0.0.1:5000");
-        assert_eq!(
-            login_domain(Some("http://localhost:5000/")),
-            "localhost:5000"
-        );
-    }
 
     #[test]
     fn platforms_parse() {
