@@ -6,7 +6,6 @@
 //! `<id>-json.log`. Its record is a row of the container table.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use moat_image::ImageStore;
@@ -19,15 +18,11 @@ use crate::{EngineError, Paths};
 
 /// A new container id: 64 random hex digits, as Docker's.
 pub fn new_id() -> Result<String, EngineError> {
-    let mut b = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|source| EngineError::Io {
-            what: "read",
-            path: "/dev/urandom".into(),
-            source,
-        })?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    moat_runtime::id::random_hex(32).map_err(|source| EngineError::Io {
+        what: "read",
+        path: "/dev/urandom".into(),
+        source,
+    })
 }
 
 /// Removes a half-made container directory when dropped, unless disarmed.

@@ -25,6 +25,15 @@ pub enum IdError {
     Reserved(String),
 }
 
+/// `bytes` random bytes from the kernel as lowercase hex: Docker's 64-digit ids (32 bytes) for
+/// containers and networks.
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// A validated container id: safe to use as a single path component (it names the state directory)
 /// and as a cgroup leaf. The accepted alphabet is runc's (`^[\w+-\.]+$`), so ids chosen by Docker,
 /// Podman and containerd all fit.

@@ -1,0 +1,116 @@
+//! The user-space proxy of published ports, as Docker's `docker-proxy`: it holds the host's
+//! port (so two containers cannot publish the same one, and a port some other program holds
+//! is refused at start), and carries the connections the DNAT rules cannot: those to the
+//! host's loopback addresses, which never pass the nat hooks in a way DNAT can rewrite.
+//! Connections from elsewhere are DNAT'ed by the kernel and never reach it.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A bound published port.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP port.
+    Tcp(TcpListener),
+    /// A UDP port.
+    Udp(UdpSocket),
+}
+
+impl Listener {
+    /// Binds `proto` port `port` (0: the kernel picks) on `addr`.
+    pub fn bind(proto: &str, addr: Ipv4Addr, port: u16) -> io::Result<Listener> {
+        let at = SocketAddrV4::new(addr, port);
+        match proto {
+            "udp" => UdpSocket::bind(at).map(Listener::Udp),
+            _ => TcpListener::bind(at).map(Listener::Tcp),
+        }
+    }
+
+    /// The port it is bound to.
+    pub fn port(&self) -> u16 {
+        let a = match self {
+            Listener::Tcp(l) => l.local_addr(),
+            Listener::Udp(s) => s.local_addr(),
+        };
+        a.map_or(0, |a| a.port())
+    }
+}
+
+/// How long a UDP flow with no traffic is kept (Docker's proxy: 90 s).
+const UDP_IDLE: Duration = Duration::from_secs(90);
+
+/// Serves `listener`, forwarding to `to`, on threads of its own; returns at once.
+pub fn serve(listener: Listener, to: SocketAddrV4) {
+    match listener {
+        Listener::Tcp(l) => {
+            std::thread::spawn(move || {
+                for conn in l.incoming().flatten() {
+                    std::thread::spawn(move || tcp(conn, to));
+                }
+            });
+        }
+        Listener::Udp(s) => {
+            std::thread::spawn(move || udp(s, to));
+        }
+    }
+}
+
+fn tcp(client: TcpStream, to: SocketAddrV4) {
+    let Ok(upstream) = TcpStream::connect_timeout(&to.into(), Duration::from_secs(10)) else {
+        return;
+    };
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(Shutdown::Write);
+    });
+    let (mut c, mut u) = (client, upstream);
+    let _ = io::copy(&mut u, &mut c);
+    let _ = c.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
+
+fn udp(socket: UdpSocket, to: SocketAddrV4) {
+    let socket = Arc::new(socket);
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            return;
+        };
+        let existing = flows.lock().ok().and_then(|f| f.get(&from).cloned());
+        let flow = match existing {
+            Some(f) => f,
+            None => {
+                let Ok(up) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else {
+                    continue;
+                };
+                if up.connect(to).is_err() || up.set_read_timeout(Some(UDP_IDLE)).is_err() {
+                    continue;
+                }
+                let up = Arc::new(up);
+                if let Ok(mut f) = flows.lock() {
+                    f.insert(from, up.clone());
+                }
+                let (back, up2, flows2) = (socket.clone(), up.clone(), flows.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    // Replies go back to the client until the flow idles out.
+                    while let Ok(n) = up2.recv(&mut buf) {
+                        let _ = back.send_to(&buf[..n], from);
+                    }
+                    if let Ok(mut f) = flows2.lock() {
+                        f.remove(&from);
+                    }
+                });
+                up
+            }
+        };
+        let _ = flow.send(&buf[..n]);
+    }
+}
