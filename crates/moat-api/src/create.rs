@@ -29,6 +29,39 @@ pub struct CreateBody {
     stop_signal: Option<String>,
     stop_timeout: Option<i64>,
     host_config: Option<HostConfigBody>,
+    networking_config: Option<NetworkingBody>,
+}
+
+/// `NetworkingConfig`: per network, the endpoint's settings (compose sends the service name
+/// as an alias here).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct NetworkingBody {
+    endpoints_config: Option<HashMap<String, EndpointBody>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct EndpointBody {
+    aliases: Option<Vec<String>>,
+    #[serde(rename = "IPAMConfig")]
+    ipam_config: Option<IpamBody>,
+    mac_address: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct IpamBody {
+    #[serde(rename = "IPv4Address")]
+    ipv4_address: String,
+}
+
+/// One `PortBindings` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct PortBindingBody {
+    host_ip: String,
+    host_port: String,
 }
 
 /// `Cmd` and `Entrypoint` come as a list, or (older clients) as one string.
@@ -67,6 +100,8 @@ struct HostConfigBody {
     privileged: bool,
     tmpfs: Option<HashMap<String, String>>,
     network_mode: String,
+    port_bindings: Option<HashMap<String, Option<Vec<PortBindingBody>>>>,
+    publish_all_ports: bool,
     readonly_rootfs: bool,
     security_opt: Option<Vec<String>>,
     restart_policy: Option<RestartBody>,
@@ -137,6 +172,50 @@ struct LogConfigBody {
     config: Option<HashMap<String, String>>,
 }
 
+/// `NetworkMode`, `PortBindings` and `NetworkingConfig` as the engine's network plan.
+fn net_plan(
+    hc: &HostConfigBody,
+    networking: Option<&NetworkingBody>,
+) -> Result<(Network, moat_engine::network::Plan), ApiError> {
+    use moat_engine::network as n;
+    let (network, name) = Network::parse(&hc.network_mode);
+    let mut plan = n::Plan::default();
+    let endpoints = networking.and_then(|n| n.endpoints_config.as_ref());
+    if let Some(name) = name {
+        let ep = endpoints.and_then(|e| e.get(&name).or_else(|| e.values().next()));
+        let mut req = moat_net::Request {
+            network: name,
+            ..Default::default()
+        };
+        if let Some(ep) = ep {
+            req.aliases = ep.aliases.clone().unwrap_or_default();
+            if let Some(ip) = ep
+                .ipam_config
+                .as_ref()
+                .filter(|i| !i.ipv4_address.is_empty())
+            {
+                req.ip = Some(n::parse_ip(&ip.ipv4_address).map_err(bad)?);
+            }
+            if !ep.mac_address.is_empty() {
+                req.mac = Some(n::parse_mac(&ep.mac_address).map_err(bad)?);
+            }
+        }
+        plan.networks.push(req);
+    }
+    for (port, bindings) in hc.port_bindings.iter().flatten() {
+        for b in bindings.iter().flatten() {
+            let ip = if b.host_ip.is_empty() || b.host_ip == "::" {
+                String::new()
+            } else {
+                format!("{}:", b.host_ip)
+            };
+            let spec = format!("{ip}{}:{port}", b.host_port);
+            plan.ports.extend(n::parse_publish(&spec).map_err(bad)?);
+        }
+    }
+    Ok((network, plan))
+}
+
 fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadParameter(e.to_string())
 }
@@ -152,7 +231,7 @@ pub fn options(
         return Err(bad("no image was given (Config.Image is empty)"));
     }
     let hc = b.host_config.unwrap_or_default();
-    let mut warnings = vec![];
+    let warnings = vec![];
     match hc.isolation.as_str() {
         "" | "default" | "process" => {}
         "vm" | "hyperv" => {
@@ -162,21 +241,8 @@ pub fn options(
         }
         other => return Err(bad(format!("invalid isolation {other:?}"))),
     }
-    let network = match hc.network_mode.as_str() {
-        "host" => Network::Host,
-        "none" => Network::None,
-        // Docker's default network: loopback only until bridge networks land (said in the
-        // docs, not on every run).
-        "" | "default" => Network::None,
-        "bridge" => {
-            warnings.push(
-                "bridge networks are not available yet: the container has only a loopback interface"
-                    .to_string(),
-            );
-            Network::None
-        }
-        other => return Err(bad(format!("network {other} not found"))),
-    };
+    let (network, net) = net_plan(&hc, b.networking_config.as_ref())?;
+
     let mut seccomp_unconfined = false;
     let mut no_new_privileges = false;
     for o in hc.security_opt.iter().flatten() {
@@ -281,6 +347,8 @@ pub fn options(
         hostname: nonempty(b.hostname),
         rm: hc.auto_remove,
         network,
+        net,
+        publish_all: hc.publish_all_ports,
         read_only: hc.readonly_rootfs,
         seccomp_unconfined,
         no_new_privileges,

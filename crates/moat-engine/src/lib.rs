@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod present;
 pub mod run;
 pub mod seccomp;
@@ -115,6 +116,12 @@ pub enum EngineError {
         /// 126 or 127.
         code: i32,
     },
+    /// network failure
+    #[error(transparent)]
+    Net(#[from] moat_net::NetError),
+    /// a network flag's value is malformed
+    #[error(transparent)]
+    NetFlag(#[from] network::NetFlagError),
     /// file operation failed
     #[error("{what} {path}: {source}")]
     Io {

@@ -13,7 +13,7 @@ use moat_image::ImageStore;
 use crate::containers::{Records, Row};
 use crate::lifecycle::Attach;
 use crate::logs::Rotation;
-use crate::spec::{build, Context, RunOptions};
+use crate::spec::{build, Context, Network, RunOptions};
 use crate::{EngineError, Paths};
 
 /// A new container id: 64 random hex digits, as Docker's.
@@ -111,7 +111,16 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         &path.join("hosts"),
         &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
     )?;
-    write(&path.join("resolv.conf"), &resolv_conf())?;
+    let netns = network_plan(paths, &records, opts, &config, &id, &path)?;
+    let embedded_dns = opts.network == Network::Bridge
+        && crate::network::load(&path)
+            .and_then(|p| p.networks.first().map(|n| n.network != "bridge"))
+            .unwrap_or(false);
+    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    write(
+        &path.join("resolv.conf"),
+        &crate::network::resolv_conf(&host_resolv, embedded_dns),
+    )?;
     // Volumes named in -v are made now (an existing one is used as it is).
     let mut opts = opts.clone();
     if opts.host.binds.iter().any(|b| b.volume) {
@@ -130,6 +139,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
             id: &id,
             rootfs: &rootfs,
             dir: &path,
+            netns: netns.as_deref(),
         },
     )?;
     spec.save(path.join("config.json"))
@@ -187,22 +197,65 @@ pub fn run(
     Ok((row, code))
 }
 
-/// The host's resolv.conf without loopback resolvers (unreachable from the container's own
-/// network namespace), as Docker writes it.
-fn resolv_conf() -> String {
-    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let kept: Vec<&str> = host
-        .lines()
-        .filter(|l| {
-            let mut w = l.split_whitespace();
-            !(w.next() == Some("nameserver")
-                && w.next()
-                    .is_some_and(|a| a.starts_with("127.") || a == "::1"))
-        })
-        .collect();
-    let mut out = kept.join("\n");
-    out.push('\n');
-    out
+/// The container's network plan, checked (the networks exist, the container to share a
+/// namespace with runs) and saved in its directory; the namespace it will join.
+fn network_plan(
+    paths: &Paths,
+    records: &Records,
+    opts: &RunOptions,
+    image_config: &serde_json::Value,
+    id: &str,
+    dir: &Path,
+) -> Result<Option<PathBuf>, EngineError> {
+    match &opts.network {
+        Network::None | Network::Host => Ok(None),
+        Network::Container(target) => {
+            let row = records.find(target)?;
+            let (state, _) = row.effective();
+            if row.pid <= 0 || state != crate::containers::State::Running {
+                return Err(EngineError::Conflict(format!(
+                    "cannot join network namespace of container {target}: it is not running"
+                )));
+            }
+            let pin = crate::network::config(paths).netns_path(&row.id);
+            Ok(Some(if pin.exists() {
+                pin
+            } else {
+                PathBuf::from(format!("/proc/{}/ns/net", row.pid))
+            }))
+        }
+        Network::Bridge => {
+            let mut plan = opts.net.clone();
+            if plan.networks.is_empty() {
+                plan.networks.push(moat_net::Request {
+                    network: "bridge".into(),
+                    ..Default::default()
+                });
+            }
+            if opts.publish_all {
+                for p in crate::network::exposed(image_config) {
+                    let dup = plan
+                        .ports
+                        .iter()
+                        .any(|q| q.proto == p.proto && q.container_port == p.container_port);
+                    if !dup {
+                        plan.ports.push(p);
+                    }
+                }
+            }
+            // Each network must exist now, as Docker refuses at create.
+            let mut nets = crate::network::open(paths)?;
+            for r in &mut plan.networks {
+                let n = nets.get(&r.network)?;
+                if n.driver != "bridge" {
+                    return Err(moat_net::NetError::NotBridge(n.name).into());
+                }
+                r.network = n.name;
+            }
+            crate::network::save(dir, &plan)?;
+            Ok(Some(crate::network::config(paths).netns_path(id)))
+        }
+    }
 }
 
 /// How old a `.rm-<id>` directory must be before a sweep takes it (its monitor deletes it

@@ -10,13 +10,34 @@ use crate::defaults;
 use crate::EngineError;
 
 /// How the container's network is set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Network {
     /// Its own network namespace with only loopback.
-    #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// Its own namespace, joined to bridge networks (Docker's default: the `bridge` network)
+    /// as [`RunOptions::net`] says.
+    #[default]
+    Bridge,
+    /// The namespace of another (running) container: its name or id.
+    Container(String),
+}
+
+impl Network {
+    /// Parses `--network` / `NetworkMode`: `none`, `host`, `container:NAME`, or a network's
+    /// name (`bridge`, `default` or a user-defined one): `Bridge` and that network.
+    pub fn parse(mode: &str) -> (Network, Option<String>) {
+        match mode {
+            "none" => (Network::None, None),
+            "host" => (Network::Host, None),
+            "" | "default" | "bridge" => (Network::Bridge, Some("bridge".into())),
+            m => match m.strip_prefix("container:") {
+                Some(c) => (Network::Container(c.into()), None),
+                None => (Network::Bridge, Some(m.into())),
+            },
+        }
+    }
 }
 
 /// What `moat run` was asked for.
@@ -40,6 +61,11 @@ pub struct RunOptions {
     pub rm: bool,
     /// `--network`.
     pub network: Network,
+    /// With [`Network::Bridge`]: the networks to join and the ports to publish (no network
+    /// named: the default `bridge`).
+    pub net: crate::network::Plan,
+    /// `-P`: publish every port the image exposes.
+    pub publish_all: bool,
     /// `--read-only`.
     pub read_only: bool,
     /// `--security-opt seccomp=unconfined`: no seccomp filter.
@@ -159,6 +185,9 @@ pub struct Context<'a> {
     pub rootfs: &'a Path,
     /// The container's directory (holds hosts, hostname, resolv.conf).
     pub dir: &'a Path,
+    /// The network namespace to join (a bridge container's pin, or another container's);
+    /// `None` with [`Network::None`]: a new one.
+    pub netns: Option<&'a Path>,
 }
 
 /// Builds the OCI config.
@@ -245,8 +274,10 @@ pub fn build(
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
-    if opts.network == Network::None {
-        namespaces.push(json!({"type": "network"}));
+    match (&opts.network, ctx.netns) {
+        (Network::Host, _) => {}
+        (_, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
+        (_, None) => namespaces.push(json!({"type": "network"})),
     }
     let doc = json!({
         "ociVersion": "1.2.0",

@@ -123,7 +123,7 @@ impl Config {
 }
 
 /// What a container asks of one network.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     /// The network's name or id.
     pub network: String,
@@ -136,7 +136,7 @@ pub struct Request {
 }
 
 /// A port to publish (`-p`, `-P`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortRequest {
     /// `tcp` or `udp`.
     pub proto: String,
@@ -505,6 +505,28 @@ impl Networks {
         }
         Ok(())
     }
+}
+
+/// The name lookup of a container's DNS responder: the running containers on the networks
+/// `network_ids` (its user-defined ones) by name, 12-digit or full id, and alias. The records
+/// are read at each question (containers come and go); a failure answers nothing.
+pub fn resolver(cfg: Config, network_ids: Vec<String>) -> dns::Lookup {
+    std::sync::Arc::new(move |name: &str| {
+        let Ok(store) = NetStore::open(&cfg.root) else {
+            return vec![];
+        };
+        let eps = store.endpoints(alive).unwrap_or_default();
+        eps.into_iter()
+            .filter(|e| network_ids.contains(&e.network_id))
+            .filter(|e| {
+                e.container_name.eq_ignore_ascii_case(name)
+                    || e.container_id == name
+                    || (name.len() == 12 && e.container_id.starts_with(name))
+                    || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+            })
+            .map(|e| e.ip)
+            .collect()
+    })
 }
 
 /// A new 64-hex-digit id.

@@ -104,9 +104,25 @@ pub struct RunArgs {
     /// Override the image's entrypoint ("" clears it).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: none (loopback only, the default until bridge networks land) or host.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// Network: bridge (the default), a user-defined network's name, none (loopback only),
+    /// host, or container:NAME.
+    #[arg(long, visible_alias = "net", default_value = "bridge")]
     network: String,
+    /// Address on the network (user-defined networks).
+    #[arg(long)]
+    ip: Option<String>,
+    /// MAC address (02:42:ac:11:00:02).
+    #[arg(long)]
+    mac_address: Option<String>,
+    /// Another name of the container on its network.
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes on a port the kernel picks.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
@@ -290,6 +306,13 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         }
     }
     env.extend(a.env.iter().cloned());
+    let (network, net) = match net_plan(a) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("moat: {e}");
+            return None;
+        }
+    };
     let opts = RunOptions {
         image,
         cmd,
@@ -305,11 +328,9 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         user: a.user.clone(),
         hostname: a.hostname.clone(),
         rm: a.rm,
-        network: if a.network == "host" {
-            Network::Host
-        } else {
-            Network::None
-        },
+        network,
+        net,
+        publish_all: a.publish_all,
         read_only: a.read_only,
         seccomp_unconfined,
         no_new_privileges,
@@ -323,6 +344,41 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         rotation,
     };
     Some((paths, opts, extras))
+}
+
+/// The network flags, checked: the mode and the plan (networks, ports).
+fn net_plan(a: &RunArgs) -> Result<(Network, moat_engine::network::Plan), String> {
+    use moat_engine::network as n;
+    let (network, name) = Network::parse(&a.network);
+    let mut plan = n::Plan::default();
+    if let Some(name) = name {
+        plan.networks.push(moat_net::Request {
+            network: name,
+            ip: a
+                .ip
+                .as_deref()
+                .map(n::parse_ip)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            mac: a
+                .mac_address
+                .as_deref()
+                .map(n::parse_mac)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            aliases: a.network_alias.clone(),
+        });
+    }
+    for p in &a.publish {
+        plan.ports
+            .extend(n::parse_publish(p).map_err(|e| e.to_string())?);
+    }
+    if network != Network::Bridge && (!plan.ports.is_empty() || a.publish_all) {
+        // Docker publishes nothing on host and none: say so rather than ignore it.
+        eprintln!("WARNING: Published ports are discarded when using host, none or container network modes");
+        plan.ports.clear();
+    }
+    Ok((network, plan))
 }
 
 /// The HostConfig flags, each value checked (the first bad one is the error).

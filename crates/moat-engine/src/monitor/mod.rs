@@ -239,7 +239,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     let mut total = 0u32;
     let (code, error) = loop {
         let started = std::time::Instant::now();
-        let (code, error) = match run(cfg, &mut report, total) {
+        let (code, error) = match run_networked(cfg, &mut report, total) {
             Ok(code) => (code, None),
             Err((code, e)) => (code, Some(e.to_string())),
         };
@@ -275,6 +275,31 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     }
     let _ = crate::lifecycle::remove_anonymous_volumes(&cfg.paths, &volumes);
     i32::from(matches!(event, Event::Failed(..)))
+}
+
+/// [`run`] between the network's start (endpoints, ports, the helper) and its stop: a
+/// restarted container gets a new namespace, as with Docker.
+fn run_networked(
+    cfg: &MonitorConfig,
+    report: &mut File,
+    restarts: u32,
+) -> Result<i32, (i32, EngineError)> {
+    let id = cfg.id.as_str();
+    if !cfg.paths.container_dir(id).join("network.json").exists() {
+        return run(cfg, report, restarts);
+    }
+    let name = Records::open(&cfg.paths.root)
+        .ok()
+        .and_then(|r| r.get(id).ok().flatten())
+        .map_or_else(|| id[..id.len().min(12)].to_string(), |r| r.name);
+    let net = crate::network::start(&cfg.paths, id, &name).map_err(|e| (125, e))?;
+    let out = run(cfg, report, restarts);
+    if let Some(n) = net {
+        if let Err(e) = crate::network::stop(&cfg.paths, id, n) {
+            log::warn!("container {id}: network teardown: {e}");
+        }
+    }
+    out
 }
 
 /// Records the end and cleans up: the runtime's state and cgroup, the rootfs mount, and for

@@ -1,0 +1,363 @@
+//! A container's networking, the engine's side: the `--network`, `-p` and related flags
+//! parsed into a plan (kept in the container's directory as `network.json`), the plan carried
+//! out at each start by the monitor (endpoints, published ports, `/etc/hosts`, the helper that
+//! proxies ports and answers DNS) and undone at each stop.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use moat_net::{Networks, PortRequest, Request};
+
+use crate::{EngineError, Paths};
+
+/// What a container asks of its networks: the networks to join (the first has the default
+/// route), the ports to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The networks, each with its `--ip`, `--mac-address` and aliases.
+    pub networks: Vec<Request>,
+    /// `-p` (and `-P`, resolved against the image's exposed ports at create).
+    pub ports: Vec<PortRequest>,
+}
+
+const PLAN: &str = "network.json";
+
+/// Errors of the network flags.
+#[derive(Debug, thiserror::Error)]
+pub enum NetFlagError {
+    /// A `-p` value that does not parse.
+    #[error("invalid publish spec {0:?}: expected [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]")]
+    Publish(String),
+    /// A protocol other than tcp and udp.
+    #[error("invalid protocol {proto:?} in {spec:?}: tcp or udp")]
+    Proto {
+        /// The protocol.
+        proto: String,
+        /// The whole value.
+        spec: String,
+    },
+    /// A bad `--ip`.
+    #[error("invalid IPv4 address {0:?}")]
+    Ip(String),
+    /// A bad `--mac-address`.
+    #[error("invalid MAC address {0:?}")]
+    Mac(String),
+}
+
+/// The netns pins' directory of an engine: tmpfs for the system's root (gone at reboot, as
+/// the namespaces are), else inside the root.
+pub fn config(paths: &Paths) -> moat_net::Config {
+    let default = paths.root == Path::new("/var/lib/moat");
+    let dir = if default {
+        PathBuf::from("/run/moat/netns")
+    } else {
+        paths.root.join("netns")
+    };
+    moat_net::Config::new(&paths.root, dir, default)
+}
+
+/// Opens the networks of an engine.
+pub fn open(paths: &Paths) -> Result<Networks, EngineError> {
+    Ok(Networks::open(config(paths))?)
+}
+
+/// Parses `-p [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]` (ports or equal-length ranges).
+pub fn parse_publish(spec: &str) -> Result<Vec<PortRequest>, NetFlagError> {
+    let bad = || NetFlagError::Publish(spec.into());
+    let (addr_ports, proto) = match spec.rsplit_once('/') {
+        Some((a, p)) => (a, p),
+        None => (spec, "tcp"),
+    };
+    if proto != "tcp" && proto != "udp" {
+        return Err(NetFlagError::Proto {
+            proto: proto.into(),
+            spec: spec.into(),
+        });
+    }
+    let parts: Vec<&str> = addr_ports.split(':').collect();
+    let (ip, host, ctr) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [i, h, c] => (*i, *h, *c),
+        _ => return Err(bad()),
+    };
+    let host_ip: Ipv4Addr = if ip.is_empty() {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        ip.parse().map_err(|_| bad())?
+    };
+    let range = |s: &str| -> Result<(u16, u16), NetFlagError> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let (a, b): (u16, u16) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        Ok((a, b))
+    };
+    let (c0, c1) = range(ctr)?;
+    let hosts = if host.is_empty() {
+        None
+    } else {
+        let (h0, h1) = range(host)?;
+        if h1 - h0 != c1 - c0 {
+            return Err(bad());
+        }
+        Some(h0)
+    };
+    Ok((c0..=c1)
+        .map(|c| PortRequest {
+            proto: proto.into(),
+            host_ip,
+            host_port: hosts.map_or(0, |h0| h0 + (c - c0)),
+            container_port: c,
+        })
+        .collect())
+}
+
+/// The image's exposed ports (`-P` publishes each on a port the kernel picks).
+pub fn exposed(image_config: &serde_json::Value) -> Vec<PortRequest> {
+    let mut out = vec![];
+    if let Some(m) = image_config["config"]["ExposedPorts"].as_object() {
+        for k in m.keys() {
+            let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+            if let (Ok(p), "tcp" | "udp") = (port.parse::<u16>(), proto) {
+                out.push(PortRequest {
+                    proto: proto.into(),
+                    host_ip: Ipv4Addr::UNSPECIFIED,
+                    host_port: 0,
+                    container_port: p,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Parses `--ip`.
+pub fn parse_ip(s: &str) -> Result<Ipv4Addr, NetFlagError> {
+    s.parse().map_err(|_| NetFlagError::Ip(s.into()))
+}
+
+/// Parses `--mac-address`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], NetFlagError> {
+    moat_net::ipam::parse_mac(s).ok_or_else(|| NetFlagError::Mac(s.into()))
+}
+
+/// Saves the plan in the container's directory.
+pub fn save(dir: &Path, plan: &Plan) -> Result<(), EngineError> {
+    let path = dir.join(PLAN);
+    let text = serde_json::to_string(plan).map_err(|e| EngineError::Spec(e.to_string()))?;
+    fs::write(&path, text).map_err(|source| EngineError::Io {
+        what: "write",
+        path,
+        source,
+    })
+}
+
+/// The plan of a container (`None`: it has no network of its own to set up).
+pub fn load(dir: &Path) -> Option<Plan> {
+    let text = fs::read_to_string(dir.join(PLAN)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The lines of a resolv.conf for a container: the host's resolvers (but loopback ones,
+/// unreachable from the container), or, on a user-defined network, the embedded DNS with the
+/// host's search domains and options, as Docker writes them.
+pub fn resolv_conf(host: &str, embedded: bool) -> String {
+    let mut out: Vec<String> = vec![];
+    if embedded {
+        out.push(format!("nameserver {}", moat_net::dns::ADDRESS));
+    }
+    for l in host.lines() {
+        let mut w = l.split_whitespace();
+        let first = w.next();
+        let loopback = first == Some("nameserver")
+            && w.next()
+                .is_some_and(|a| a.starts_with("127.") || a == "::1");
+        if first == Some("nameserver") && (embedded || loopback) {
+            continue;
+        }
+        out.push(l.to_string());
+    }
+    if embedded && !host.lines().any(|l| l.trim_start().starts_with("options")) {
+        out.push("options ndots:0".into());
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+/// The /etc/hosts of a container with these addresses.
+pub fn hosts(hostname: &str, addrs: &[Ipv4Addr]) -> String {
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    match addrs.first() {
+        Some(a) => s.push_str(&format!("{a}\t{hostname}\n")),
+        None => s.push_str(&format!("127.0.1.1\t{hostname}\n")),
+    }
+    s
+}
+
+/// A started container's network, for its monitor to undo.
+#[derive(Debug)]
+pub struct Running {
+    helper: Option<nix::unistd::Pid>,
+}
+
+/// At a start: the plan carried out for container `id` (name `name`), its /etc/hosts
+/// rewritten with its address, and a helper process forked to proxy ports and answer DNS.
+/// `None` when the container has no network plan (none, host, container:).
+pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, EngineError> {
+    let dir = paths.container_dir(id);
+    let Some(plan) = load(&dir) else {
+        return Ok(None);
+    };
+    let mut nets = open(paths)?;
+    let attached = nets.attach(id, name, &plan.networks, &plan.ports)?;
+    drop(nets);
+    let hostname = fs::read_to_string(dir.join("hostname")).unwrap_or_default();
+    let addrs: Vec<Ipv4Addr> = attached.endpoints.iter().map(|(_, e)| e.ip).collect();
+    let hosts_path = dir.join("hosts");
+    fs::write(&hosts_path, hosts(hostname.trim(), &addrs)).map_err(|source| EngineError::Io {
+        what: "write",
+        path: hosts_path,
+        source,
+    })?;
+    let helper = if attached.needs_helper() {
+        Some(fork_helper(paths, attached)?)
+    } else {
+        None
+    };
+    Ok(Some(Running { helper }))
+}
+
+/// At a stop: the helper ended, the endpoints and ports released.
+pub fn stop(paths: &Paths, id: &str, running: Running) -> Result<(), EngineError> {
+    if let Some(pid) = running.helper {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    open(paths)?.detach(id)?;
+    Ok(())
+}
+
+/// Forks the helper: it serves the published ports and the DNS responder on threads until it
+/// is killed (or its monitor dies: it gets SIGKILL then).
+fn fork_helper(
+    paths: &Paths,
+    attached: moat_net::Attached,
+) -> Result<nix::unistd::Pid, EngineError> {
+    let root = paths.root.clone();
+    let nets: Vec<String> = attached
+        .endpoints
+        .iter()
+        .filter(|(n, _)| !n.is_default_bridge())
+        .map(|(n, _)| n.id.clone())
+        .collect();
+    // SAFETY: the monitor is single-threaded here (the namespace's thread has been joined),
+    // so the child may allocate and start threads of its own.
+    match unsafe { nix::unistd::fork() } {
+        Err(source) => Err(EngineError::Sys {
+            what: "fork the network helper",
+            source,
+        }),
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // The caller's terminal or pipes, and the monitor's report pipe, are not the
+            // helper's to hold open (a reader waiting for their end would wait for it too).
+            if let Ok(null) = fs::File::options().read(true).write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            // SAFETY: closes the report pipe's descriptor, which nothing here owns.
+            unsafe { libc::close(crate::monitor::REPORT_FD) };
+            let moat_net::Attached {
+                ports,
+                listeners,
+                dns,
+                ..
+            } = attached;
+            for (p, l) in ports.iter().zip(listeners) {
+                moat_net::proxy::serve(l, SocketAddrV4::new(p.container_ip, p.container_port));
+            }
+            if let Some(s) = dns {
+                let lookup = moat_net::resolver(config(&Paths::new(&root)), nets);
+                moat_net::dns::serve(s, lookup, PathBuf::from("/etc/resolv.conf"));
+            }
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            p,
+            vec![PortRequest {
+                proto: "tcp".into(),
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 8080,
+                container_port: 80
+            }]
+        );
+        let p = parse_publish("127.0.0.1:5353:53/udp").unwrap();
+        assert_eq!(
+            (p[0].host_ip, p[0].proto.as_str()),
+            (Ipv4Addr::LOCALHOST, "udp")
+        );
+        assert_eq!(parse_publish("80").unwrap()[0].host_port, 0);
+        let r = parse_publish("9000-9001:80-81").unwrap();
+        assert_eq!(
+            r.iter()
+                .map(|p| (p.host_port, p.container_port))
+                .collect::<Vec<_>>(),
+            vec![(9000, 80), (9001, 81)]
+        );
+        for bad in [
+            "",
+            "a:80",
+            "1:2:3:4",
+            "80/sctp",
+            "9000-9002:80-81",
+            "0",
+            "70000",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resolv_conf_for_each_kind_of_network() {
+        let host = "search example.org\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n";
+        assert_eq!(
+            resolv_conf(host, false),
+            "search example.org\nnameserver 10.0.0.2\n"
+        );
+        assert_eq!(
+            resolv_conf(host, true),
+            "nameserver 127.0.0.11\nsearch example.org\noptions ndots:0\n"
+        );
+    }
+
+    #[test]
+    fn exposed_ports() {
+        let cfg = serde_json::json!({"config": {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "x/tcp": {}}}});
+        let mut e: Vec<u16> = exposed(&cfg).iter().map(|p| p.container_port).collect();
+        e.sort();
+        assert_eq!(e, vec![53, 80]);
+    }
+}
