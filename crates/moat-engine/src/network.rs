@@ -202,6 +202,33 @@ pub fn hosts(hostname: &str, addrs: &[Ipv4Addr]) -> String {
     s
 }
 
+/// The containers (ids) whose plan names network `name`, running or not: a network they use
+/// is not pruned.
+pub fn users(paths: &Paths, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = fs::read_dir(paths.root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| load(&e.path()).is_some_and(|p| p.networks.iter().any(|n| n.network == name)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `moat system reset`'s network part: every bridge, rule and namespace pin of the root gone
+/// (its containers must be removed first).
+pub fn teardown(paths: &Paths) -> Result<(), EngineError> {
+    let cfg = config(paths);
+    let mut nets = Networks::open(cfg.clone())?;
+    nets.teardown()?;
+    for e in fs::read_dir(&cfg.netns_dir).into_iter().flatten().flatten() {
+        moat_net::netns::remove(&e.path());
+    }
+    Ok(())
+}
+
 /// A started container's network, for its monitor to undo.
 #[derive(Debug)]
 pub struct Running {

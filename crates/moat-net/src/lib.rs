@@ -98,13 +98,10 @@ impl Config {
             ("moat0".to_string(), "moat".to_string())
         } else {
             // FNV-1a of the path: stable and short enough for an interface name (15 bytes).
-            let h = root
-                .as_os_str()
-                .as_encoded_bytes()
-                .iter()
-                .fold(0xcbf29ce484222325u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-                });
+            let h = fnv1a(
+                FNV_BASIS,
+                root.as_os_str().as_encoded_bytes().iter().copied(),
+            );
             let tag = format!("{:010x}", h & 0xff_ffff_ffff);
             (format!("mt{tag}"), format!("moat_{tag}"))
         };
@@ -505,6 +502,71 @@ impl Networks {
         }
         Ok(())
     }
+}
+
+/// Docker's `network inspect` document of `net` with its running containers' endpoints.
+pub fn inspect(net: &Network, endpoints: &[Endpoint]) -> serde_json::Value {
+    let containers: serde_json::Map<String, serde_json::Value> = endpoints
+        .iter()
+        .filter(|e| e.network_id == net.id)
+        .map(|e| {
+            let prefix = net.subnet.map_or(32, |s| s.prefix_len());
+            (
+                e.container_id.clone(),
+                serde_json::json!({
+                    "Name": e.container_name,
+                    "EndpointID": endpoint_id(e),
+                    "MacAddress": e.mac,
+                    "IPv4Address": format!("{}/{prefix}", e.ip),
+                    "IPv6Address": "",
+                }),
+            )
+        })
+        .collect();
+    let config: Vec<serde_json::Value> = match (net.subnet, net.gateway) {
+        (Some(s), Some(g)) => {
+            vec![serde_json::json!({"Subnet": s.to_string(), "Gateway": g.to_string()})]
+        }
+        _ => vec![],
+    };
+    serde_json::json!({
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": "local",
+        "Driver": net.driver,
+        "EnableIPv4": true,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": config},
+        "Internal": net.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": net.options,
+        "Labels": net.labels,
+    })
+}
+
+/// An endpoint's id: stable for the endpoint's life (a digest of its network, container and
+/// address), 64 hex digits as Docker's.
+pub fn endpoint_id(e: &Endpoint) -> String {
+    let mut h = FNV_BASIS;
+    let mut out = String::new();
+    for round in 0..4u8 {
+        let bytes = e.network_id.bytes().chain(e.container_id.bytes());
+        h = fnv1a(h, bytes.chain(e.ip.octets()).chain([round]));
+        out.push_str(&format!("{h:016x}"));
+    }
+    out
+}
+
+const FNV_BASIS: u64 = 0xcbf29ce484222325;
+
+/// FNV-1a over `bytes` from `h`: short stable names, not security.
+fn fnv1a(h: u64, bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 /// The name lookup of a container's DNS responder: the running containers on the networks

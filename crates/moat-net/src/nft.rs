@@ -79,7 +79,7 @@ pub fn ruleset(table: &str, networks: &[Network], ports: &[Port]) -> Option<Stri
     );
     let _ = writeln!(
         t,
-        "  chain output {{\n    type nat hook output priority dstnat; policy accept;\n    ip daddr != 127.0.0.0/8 fib daddr type local jump ports\n  }}"
+        "  chain output {{\n    type nat hook output priority -100; policy accept;\n    ip daddr != 127.0.0.0/8 fib daddr type local jump ports\n  }}"
     );
     let _ = writeln!(
         t,

@@ -225,6 +225,13 @@ pub enum SystemCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Remove every container, and the networks' bridges, rules and namespaces, then the
+    /// root's images, volumes and records: the root as new.
+    Reset {
+        /// Do not ask (moat never asks; required, as a guard against typing it by mistake).
+        #[arg(short, long, required = true)]
+        force: bool,
+    },
 }
 
 pub(crate) fn open(root: &Path) -> Result<ImageStore, CliError> {

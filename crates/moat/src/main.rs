@@ -7,6 +7,7 @@
 mod container_cli;
 mod image_cli;
 mod logger;
+mod network_cli;
 mod ps_cli;
 mod registry_cli;
 mod run_cli;
@@ -114,6 +115,16 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume_cli::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network_cli::NetworkCommand),
+    /// List a container's published ports, or the host address of one.
+    Port {
+        /// Container name or id.
+        container: String,
+        /// PORT[/PROTO].
+        port: Option<String>,
+    },
     /// The monitor of one container (started by moat itself, not by users).
     #[command(hide = true)]
     Monitor {
@@ -242,6 +253,11 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }) => return container_cli::rename(root, container, new_name),
         Command::Container(C::Prune { .. }) => return container_cli::prune(root),
         Command::Volume(v) => return volume_cli::volume(root, v),
+        Command::Network(n) => return network_cli::network(root, n),
+        Command::Port { container, port } => {
+            return network_cli::port(root, container, port.as_deref())
+        }
+        Command::System(image_cli::SystemCommand::Reset { .. }) => return system_cli::reset(root),
         Command::Commit(a) | Command::Container(C::Commit(a)) => {
             return container_cli::commit(root, a)
         }

@@ -103,3 +103,43 @@ fn du(dir: &Path) -> u64 {
     }
     total
 }
+
+/// `moat system reset -f`: every container removed (running ones killed), the networks'
+/// kernel side torn down, then the root's contents deleted. The exit code.
+pub fn reset(root: &Path) -> i32 {
+    let paths = moat_engine::Paths::new(root);
+    let mut code = 0;
+    let rows = moat_engine::containers::Records::open(root).and_then(|r| r.all());
+    match rows {
+        Ok(rows) => {
+            for row in rows {
+                if let Err(e) = moat_engine::lifecycle::remove(&paths, &row, true, true) {
+                    log::error!("{}: {e}", row.name);
+                    code = 1;
+                }
+            }
+        }
+        Err(e) => {
+            log::error!("{e}");
+            code = 1;
+        }
+    }
+    if let Err(e) = moat_engine::network::teardown(&paths) {
+        log::error!("{e}");
+        code = 1;
+    }
+    if code != 0 {
+        // Containers or networks still there: their files stay with them.
+        return code;
+    }
+    for d in ["image", "containers", "volumes", "network", "netns"] {
+        let p = root.join(d);
+        if p.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&p) {
+                log::error!("remove {}: {e}", p.display());
+                code = 1;
+            }
+        }
+    }
+    code
+}
