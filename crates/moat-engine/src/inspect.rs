@@ -123,7 +123,8 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
                 },
             },
             "LogConfig": {"Type": "json-file", "Config": log_config},
-            "NetworkMode": if spec["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|n| n["type"] == "network")) { "none" } else { "host" },
+            "NetworkMode": crate::network::mode(&dir, &spec),
+            "PortBindings": crate::network::load(&dir).map(|p| crate::network::bindings(&p.ports)),
             "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
             "Isolation": "",
             "Memory": res["memory"]["limit"].as_i64().unwrap_or(0),
@@ -156,6 +157,6 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
             "StopSignal": annotations.get(crate::hostconfig::STOP_SIGNAL).cloned().unwrap_or(Value::Null),
             "StopTimeout": annotations.get(crate::hostconfig::STOP_TIMEOUT).and_then(|t| t.as_str()?.parse::<u64>().ok()),
         },
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": crate::network::settings(paths, &row.id, running),
     })
 }

@@ -21,6 +21,9 @@ pub struct Plan {
     pub networks: Vec<Request>,
     /// `-p` (and `-P`, resolved against the image's exposed ports at create).
     pub ports: Vec<PortRequest>,
+    /// `--network container:NAME`: the container whose namespace it joins (no networks then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 const PLAN: &str = "network.json";
@@ -229,6 +232,133 @@ pub fn teardown(paths: &Paths) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// `HostConfig.PortBindings` of a plan's ports (host port "" for one the kernel picks).
+pub fn bindings(ports: &[PortRequest]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for p in ports {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let host_ip = if p.host_ip.is_unspecified() {
+            String::new()
+        } else {
+            p.host_ip.to_string()
+        };
+        let port = if p.host_port == 0 {
+            String::new()
+        } else {
+            p.host_port.to_string()
+        };
+        let e = serde_json::json!({"HostIp": host_ip, "HostPort": port});
+        match m.get_mut(&key).and_then(|v| v.as_array_mut()) {
+            Some(l) => l.push(e),
+            None => {
+                m.insert(key, serde_json::json!([e]));
+            }
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// `HostConfig.NetworkMode` of a container: a network's name, `container:NAME`, `none` or
+/// `host` (from its plan, or its OCI config for the latter two).
+pub fn mode(dir: &Path, spec: &serde_json::Value) -> String {
+    if let Some(p) = load(dir) {
+        if let Some(c) = p.container {
+            return format!("container:{c}");
+        }
+        if let Some(n) = p.networks.first() {
+            return n.network.clone();
+        }
+    }
+    let own = spec["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|n| n.iter().any(|n| n["type"] == "network"));
+    if own { "none" } else { "host" }.into()
+}
+
+/// Docker's `NetworkSettings` of a container: its networks (with the address while it runs),
+/// its published ports, and (for the first network) the legacy top-level address fields.
+pub fn settings(paths: &Paths, id: &str, running: bool) -> serde_json::Value {
+    use serde_json::json;
+    let dir = paths.container_dir(id);
+    let plan = load(&dir).unwrap_or_default();
+    let (eps, ports, all) = match (running, open(paths)) {
+        (true, Ok(mut n)) => (
+            n.endpoints().unwrap_or_default(),
+            n.ports().unwrap_or_default(),
+            n.list().unwrap_or_default(),
+        ),
+        _ => (vec![], vec![], vec![]),
+    };
+    let mut networks = serde_json::Map::new();
+    let mut first = None;
+    for r in &plan.networks {
+        let net = all.iter().find(|n| n.name == r.network);
+        let ep = net.and_then(|n| {
+            eps.iter()
+                .find(|e| e.network_id == n.id && e.container_id == id)
+        });
+        let prefix = net.and_then(|n| n.subnet).map_or(0, |s| s.prefix_len());
+        let v = json!({
+            "IPAMConfig": r.ip.map(|ip| json!({"IPv4Address": ip.to_string()})),
+            "Links": null,
+            "Aliases": if r.aliases.is_empty() { serde_json::Value::Null } else { json!(r.aliases) },
+            "MacAddress": ep.map_or(String::new(), |e| e.mac.clone()),
+            "NetworkID": net.map_or(String::new(), |n| n.id.clone()),
+            "EndpointID": ep.map_or(String::new(), moat_net::endpoint_id),
+            "Gateway": match (ep, net.and_then(|n| n.gateway)) { (Some(_), Some(g)) => g.to_string(), _ => String::new() },
+            "IPAddress": ep.map_or(String::new(), |e| e.ip.to_string()),
+            "IPPrefixLen": if ep.is_some() { prefix } else { 0 },
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DNSNames": ep.map(|e| {
+                let mut names = vec![e.container_name.clone()];
+                names.extend(e.aliases.iter().cloned());
+                names.push(id[..12].to_string());
+                names
+            }),
+        });
+        if first.is_none() {
+            first = Some(v.clone());
+        }
+        networks.insert(r.network.clone(), v);
+    }
+    let mut published = serde_json::Map::new();
+    for p in plan.ports.iter() {
+        published.insert(
+            format!("{}/{}", p.container_port, p.proto),
+            serde_json::Value::Null,
+        );
+    }
+    for p in ports.iter().filter(|p| p.container_id == id) {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let entry = json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()});
+        match published.get_mut(&key).and_then(|v| v.as_array_mut()) {
+            Some(list) => list.push(entry),
+            None => {
+                published.insert(key, json!([entry]));
+            }
+        }
+    }
+    let f = first.unwrap_or(serde_json::Value::Null);
+    let sandbox = if running && !plan.networks.is_empty() {
+        config(paths).netns_path(id).display().to_string()
+    } else {
+        String::new()
+    };
+    json!({
+        "Bridge": "",
+        "SandboxID": "",
+        "SandboxKey": sandbox,
+        "Ports": published,
+        "IPAddress": f["IPAddress"].as_str().unwrap_or(""),
+        "IPPrefixLen": f["IPPrefixLen"].as_u64().unwrap_or(0),
+        "Gateway": f["Gateway"].as_str().unwrap_or(""),
+        "MacAddress": f["MacAddress"].as_str().unwrap_or(""),
+        "Networks": networks,
+    })
+}
+
 /// A started container's network, for its monitor to undo.
 #[derive(Debug)]
 pub struct Running {
@@ -240,7 +370,7 @@ pub struct Running {
 /// `None` when the container has no network plan (none, host, container:).
 pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, EngineError> {
     let dir = paths.container_dir(id);
-    let Some(plan) = load(&dir) else {
+    let Some(plan) = load(&dir).filter(|p| !p.networks.is_empty()) else {
         return Ok(None);
     };
     let mut nets = open(paths)?;

@@ -217,6 +217,13 @@ fn network_plan(
                     "cannot join network namespace of container {target}: it is not running"
                 )));
             }
+            crate::network::save(
+                dir,
+                &crate::network::Plan {
+                    container: Some(target.clone()),
+                    ..Default::default()
+                },
+            )?;
             let pin = crate::network::config(paths).netns_path(&row.id);
             Ok(Some(if pin.exists() {
                 pin

@@ -394,6 +394,7 @@ impl Networks {
         let (nsfd, mut inside, dns) = netns::create(path, user_defined)?;
         let mut host = Rtnl::open()?;
         let mut endpoints = vec![];
+        let mut routed_out = false;
         for (i, (net, req)) in nets.into_iter().zip(requests).enumerate() {
             let veth = format!("mv{}{i}", &id[..id.len().min(11)]);
             let (mut ep, reclaimed) =
@@ -430,9 +431,12 @@ impl Networks {
             let prefix = net.subnet.map_or(32, |s| s.prefix_len());
             inside.add_address(e, ep.ip, prefix, &inner)?;
             inside.set_up(e, None, &inner)?;
-            if i == 0 {
+            // The default route goes through the first network that is not internal (an
+            // internal network has no way out: no route beyond its subnet, as Docker's).
+            if !routed_out && !net.internal {
                 if let Some(gw) = net.gateway {
                     inside.add_default_route(gw)?;
+                    routed_out = true;
                 }
             }
             endpoints.push((net, ep));

@@ -1,0 +1,374 @@
+//! Networks: bridges, endpoints, name resolution, published ports, isolation and clean-up.
+//!
+//! Every test runs in a network namespace of its own ([`Sandbox`]: the test's thread is moved
+//! into a new one, and the moat processes it starts inherit it), so the bridges, veths and
+//! nftables rules never touch the host's interfaces, and tests do not see each other's.
+//! Traffic goes only to loopback and to addresses inside that namespace.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{can_run, inspect, Engine};
+
+/// The calling test thread in a new network namespace with loopback up; and an "outside"
+/// address (192.0.2.10, TEST-NET-1, on a veth of that namespace; no dummy module here) that stands for
+/// the world beyond the host.
+struct Sandbox;
+
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+impl Sandbox {
+    fn enter() -> Sandbox {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+        for cmd in [
+            "ip link set lo up",
+            "ip link add outside0 type veth peer name outside1",
+            "ip link set outside1 up",
+            "ip addr add 192.0.2.10/24 dev outside0",
+            "ip link set outside0 up",
+        ] {
+            let ok = Command::new("sh").args(["-c", cmd]).status().unwrap();
+            assert!(ok.success(), "{cmd}");
+        }
+        Sandbox
+    }
+}
+
+fn engine() -> Option<(Sandbox, Engine)> {
+    if !can_run() {
+        return None;
+    }
+    let sb = Sandbox::enter();
+    Some((sb, Engine::with_busybox()))
+}
+
+/// The body of an HTTP GET of `/` at `addr:port`.
+fn http_get(addr: Ipv4Addr, port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+}
+
+fn links() -> String {
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `get HOST PORT` for container scripts: the body of an HTTP GET of `/` (busybox nc: the
+/// static busybox's wget crashes in this image).
+const GET: &str =
+    "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $1 $2 | sed '1,/^\\r$/d'; }; ";
+
+/// A web server container (busybox httpd serving `body` at /), detached.
+fn web(e: &Engine, name: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello from $HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    e.ok(&args);
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
+    let Some((_sb, e)) = engine() else { return };
+    e.ok(&["network", "create", "appnet"]);
+    web(
+        &e,
+        "web",
+        &[
+            "--network",
+            "appnet",
+            "--network-alias",
+            "www",
+            "--hostname",
+            "w1",
+        ],
+    );
+    let (code, out, err) = common::RunExt::run(
+        &e,
+        &[
+            "--network",
+            "appnet",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("{GET}cat /etc/resolv.conf; for n in web www; do get $n 80 || echo fail $n; done; ping -c1 -W2 web >/dev/null && echo pinged"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nameserver 127.0.0.11"), "{out}");
+    assert_eq!(out.matches("hello from w1").count(), 2, "{out}");
+    assert!(out.contains("pinged"), "{out}");
+    // An unknown name is not ours: forwarded, and (no resolver here) not found.
+    let (_, out, _) = common::RunExt::run(
+        &e,
+        &[
+            "--network",
+            "appnet",
+            "busybox",
+            "sh",
+            "-c",
+            "nslookup nosuchname.invalid || echo unresolved",
+        ],
+    );
+    assert!(out.contains("unresolved"), "{out}");
+    let v = inspect(&e, "web");
+    let ip = v["NetworkSettings"]["Networks"]["appnet"]["IPAddress"]
+        .as_str()
+        .unwrap();
+    assert!(ip.starts_with("172.") || ip.starts_with("192.168."), "{v}");
+    assert_eq!(v["HostConfig"]["NetworkMode"], "appnet");
+}
+
+#[test]
+fn the_default_bridge_gives_an_address_and_a_way_out_but_no_names() {
+    let Some((_sb, e)) = engine() else { return };
+    // The "outside" server: a listener on the namespace's dummy address.
+    let l = std::net::TcpListener::bind((OUTSIDE, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.write_all(b"HTTP/1.0 200 OK\r\n\r\noutside\n").unwrap();
+    });
+    let (code, out, err) = common::RunExt::run(
+        &e,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            &format!("{GET}ip -o -4 addr show eth0; get {OUTSIDE} {port}"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("inet 172.17.0.2/16") || out.contains("inet 172."),
+        "{out}"
+    );
+    assert!(out.contains("outside"), "{out}");
+    server.join().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&e.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(v[0]["Driver"], "bridge");
+    assert_eq!(
+        v[0]["Options"]["com.docker.network.bridge.default_bridge"],
+        "true"
+    );
+}
+
+#[test]
+fn internal_networks_have_no_way_out_and_none_has_only_loopback() {
+    let Some((_sb, e)) = engine() else { return };
+    e.ok(&["network", "create", "--internal", "sealed"]);
+    let l = std::net::TcpListener::bind((OUTSIDE, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (_, out, _) = common::RunExt::run(
+        &e,
+        &[
+            "--network",
+            "sealed",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("{GET}get {OUTSIDE} {port} | grep -q . && echo reached || echo blocked"),
+        ],
+    );
+    assert!(out.contains("blocked"), "{out}");
+    let (code, out, err) = common::RunExt::run(
+        &e,
+        &["--network", "none", "busybox", "sh", "-c", "ip -o link"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(": lo:"), "{out}");
+}
+
+#[test]
+fn a_published_port_answers_from_the_host_and_removal_leaves_nothing() {
+    let Some((_sb, e)) = engine() else { return };
+    e.ok(&["network", "create", "pub"]);
+    web(
+        &e,
+        "site",
+        &[
+            "--network",
+            "pub",
+            "--hostname",
+            "s1",
+            "-p",
+            "18080:80",
+            "-p",
+            "127.0.0.1::80",
+        ],
+    );
+    let ports = e.ok(&["port", "site"]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:18080"), "{ports}");
+    let picked: u16 = ports
+        .lines()
+        .find_map(|l| l.strip_prefix("80/tcp -> 127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    common::eventually("httpd up", || http_get(Ipv4Addr::LOCALHOST, 18080).is_ok());
+    // Over loopback: the proxy; to the host's other address: the DNAT rule.
+    assert_eq!(
+        http_get(Ipv4Addr::LOCALHOST, 18080).unwrap(),
+        "hello from s1\n"
+    );
+    assert_eq!(http_get(OUTSIDE, 18080).unwrap(), "hello from s1\n");
+    assert_eq!(
+        http_get(Ipv4Addr::LOCALHOST, picked).unwrap(),
+        "hello from s1\n"
+    );
+    // The port is taken: a second container asking for it is refused, and leaves nothing.
+    let out = e.moat(&[
+        "run",
+        "-d",
+        "--network",
+        "pub",
+        "-p",
+        "18080:80",
+        "busybox",
+        "sleep",
+        "9",
+    ]);
+    assert!(!out.status.success());
+    let v = inspect(&e, "site");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"], "18080",
+        "{v}"
+    );
+    e.ok(&["rm", "-f", "site"]);
+    e.moat(&["container", "prune", "-f"]);
+    assert!(!links().contains("mv"), "a veth is left: {}", links());
+    let rules = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains("dport 18080"), "{rules}");
+    assert!(http_get(Ipv4Addr::LOCALHOST, 18080).is_err());
+    let net: serde_json::Value =
+        serde_json::from_str(&e.ok(&["network", "inspect", "pub"])).unwrap();
+    assert_eq!(net[0]["Containers"], serde_json::json!({}));
+    let bridge = format!("br-{}", &net[0]["Id"].as_str().unwrap()[..12]);
+    assert!(links().contains(&bridge));
+    e.ok(&["network", "rm", "pub"]);
+    assert!(!links().contains(&bridge), "{}", links());
+}
+
+#[test]
+fn concurrent_starts_never_share_an_address() {
+    let Some((_sb, e)) = engine() else { return };
+    e.ok(&["network", "create", "--subnet", "10.77.0.0/24", "crowd"]);
+    let e = std::sync::Arc::new(e);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let name = format!("c{i}");
+                e.ok(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "--network",
+                    "crowd",
+                    "busybox",
+                    "sleep",
+                    "60",
+                ]);
+                name
+            })
+        })
+        .collect();
+    let names: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut ips: Vec<String> = names
+        .iter()
+        .map(|n| {
+            inspect(&e, n)["NetworkSettings"]["Networks"]["crowd"]["IPAddress"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.77.0.")), "{ips:?}");
+    // A requested address that is taken is refused; a free one is given.
+    let out = e.moat(&[
+        "run",
+        "--rm",
+        "--network",
+        "crowd",
+        "--ip",
+        &ips[0],
+        "busybox",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    let (code, out, err) = common::RunExt::run(
+        &*e,
+        &[
+            "--network",
+            "crowd",
+            "--ip",
+            "10.77.0.200",
+            "busybox",
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "eth0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10.77.0.200/24"), "{out}");
+    // A network in use is not removed; bad requests are refused clearly.
+    let out = e.moat(&["network", "rm", "crowd"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("active endpoints"));
+    let out = e.moat(&["network", "create", "--subnet", "10.77.0.0/16", "overlap"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("overlaps"),
+        "{out:?}"
+    );
+    let out = e.moat(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network nosuchnet not found"));
+}
+
+#[test]
+fn a_container_can_join_another_ones_namespace() {
+    let Some((_sb, e)) = engine() else { return };
+    web(&e, "host1", &["--hostname", "h1"]);
+    common::eventually("httpd up", || {
+        let script = format!("{GET}get 127.0.0.1 80");
+        let args = [
+            "--network",
+            "container:host1",
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ];
+        common::RunExt::run(&e, &args).1.contains("hello from h1")
+    });
+    let v = inspect(&e, "host1");
+    assert!(
+        v["NetworkSettings"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("172."),
+        "{v}"
+    );
+}
