@@ -5,6 +5,8 @@
 //! nftables rules never touch the host's interfaces, and tests do not see each other's.
 //! Traffic goes only to loopback and to addresses inside that namespace.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};
