@@ -397,8 +397,8 @@ mod tests {
                 "not available yet",
             ),
             (
-                r#"{"Image":"b","HostConfig":{"NetworkMode":"mynet"}}"#,
-                "not found",
+                r#"{"Image":"b","HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"x"}]}}}"#,
+                "invalid publish spec",
             ),
             (
                 r#"{"Image":"b","HostConfig":{"LogConfig":{"Type":"syslog"}}}"#,
@@ -413,11 +413,22 @@ mod tests {
             let err = options(body.as_bytes(), None).unwrap_err().to_string();
             assert!(err.contains(needle), "{body}: {err}");
         }
-        let (_, _, w) = options(
-            br#"{"Image":"b","HostConfig":{"NetworkMode":"bridge"}}"#,
+        // A network's name, its endpoint settings and the port bindings become the plan (the
+        // network's existence is the engine's to check at create).
+        let (o, _, w) = options(
+            br#"{"Image":"b","HostConfig":{"NetworkMode":"mynet","PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}},
+                "NetworkingConfig":{"EndpointsConfig":{"mynet":{"Aliases":["web"],"IPAMConfig":{"IPv4Address":"10.1.0.9"}}}}}"#,
             None,
         )
         .unwrap();
-        assert_eq!(w.len(), 1);
+        assert!(w.is_empty());
+        assert_eq!(o.network, Network::Bridge);
+        assert_eq!(o.net.networks[0].network, "mynet");
+        assert_eq!(o.net.networks[0].aliases, ["web"]);
+        assert_eq!(o.net.networks[0].ip, Some("10.1.0.9".parse().unwrap()));
+        assert_eq!(
+            (o.net.ports[0].host_port, o.net.ports[0].container_port),
+            (8080, 80)
+        );
     }
 }

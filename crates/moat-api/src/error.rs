@@ -51,6 +51,12 @@ impl From<moat_engine::containers::RecordError> for ApiError {
     }
 }
 
+impl From<moat_net::NetError> for ApiError {
+    fn from(e: moat_net::NetError) -> Self {
+        ApiError::Engine(e.into())
+    }
+}
+
 impl From<moat_image::db::DbError> for ApiError {
     fn from(e: moat_image::db::DbError) -> Self {
         ApiError::Store(e.into())
@@ -77,6 +83,25 @@ impl ApiError {
                 EngineError::Records(R::NameInUse { .. })
                 | EngineError::Records(R::Ambiguous(_)) => StatusCode::CONFLICT,
                 EngineError::Records(R::BadName(_)) => StatusCode::BAD_REQUEST,
+                EngineError::NetFlag(_) => StatusCode::BAD_REQUEST,
+                EngineError::Net(moat_net::NetError::Store(n)) => {
+                    use moat_net::StoreError as N;
+                    match n {
+                        N::NoSuchNetwork(_) => StatusCode::NOT_FOUND,
+                        N::NameInUse(_) | N::Ambiguous(_) | N::AddressInUse { .. } => {
+                            StatusCode::CONFLICT
+                        }
+                        N::InUse { .. } | N::Predefined(_) => StatusCode::FORBIDDEN,
+                        N::Overlap(_)
+                        | N::BadName(_)
+                        | N::BadGateway { .. }
+                        | N::BadAddress { .. }
+                        | N::Driver(_)
+                        | N::PoolExhausted => StatusCode::BAD_REQUEST,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    }
+                }
+                EngineError::Net(moat_net::NetError::NotBridge(_)) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Store(S::NoSuchImage(_)) => StatusCode::NOT_FOUND,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod networks;
 pub mod ops;
 pub mod query;
 pub mod state;
@@ -198,6 +199,15 @@ pub fn router(state: Arc<state::State>) -> Router {
             "/volumes/{name}",
             get(volumes::inspect).delete(volumes::remove),
         )
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .fallback(fallback)
         .with_state(state)
 }

@@ -546,6 +546,10 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
         path: rootfs.clone(),
         source,
     })?;
+    // A monitor that died (kill -9) left its network: endpoints, veths, the namespace pin.
+    if crate::network::load(&dir).is_some() {
+        crate::network::open(paths)?.detach(&row.id)?;
+    }
     if let Err(source) = std::fs::remove_dir_all(&dir) {
         if source.kind() != std::io::ErrorKind::NotFound {
             return Err(EngineError::Io {

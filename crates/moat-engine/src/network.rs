@@ -220,6 +220,70 @@ pub fn users(paths: &Paths, name: &str) -> Vec<String> {
     out
 }
 
+/// `network connect`: container `row` joins network `req.network` from its next start (a
+/// running container is refused: endpoints are not hot-plugged yet).
+pub fn connect(
+    paths: &Paths,
+    row: &crate::containers::Row,
+    mut req: Request,
+) -> Result<(), EngineError> {
+    let dir = paths.container_dir(&row.id);
+    let net = open(paths)?.get(&req.network)?;
+    if net.driver != "bridge" {
+        return Err(moat_net::NetError::NotBridge(net.name).into());
+    }
+    let mut plan = match load(&dir) {
+        Some(p) if p.container.is_none() => p,
+        _ => {
+            return Err(EngineError::Conflict(format!(
+                "container {} cannot be connected to network {}: its network mode is host, none or another container's",
+                row.name, net.name
+            )))
+        }
+    };
+    if plan.networks.iter().any(|n| n.network == net.name) {
+        return Err(EngineError::Conflict(format!(
+            "endpoint with name {} already exists in network {}",
+            row.name, net.name
+        )));
+    }
+    if row.effective().0 == crate::containers::State::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is running: connecting a running container is not supported yet; stop it, connect, start it",
+            row.name
+        )));
+    }
+    req.network = net.name;
+    plan.networks.push(req);
+    save(&dir, &plan)
+}
+
+/// `network disconnect`: the container leaves network `network` from its next start.
+pub fn disconnect(
+    paths: &Paths,
+    row: &crate::containers::Row,
+    network: &str,
+) -> Result<(), EngineError> {
+    let dir = paths.container_dir(&row.id);
+    let net = open(paths)?.get(network)?;
+    let mut plan = load(&dir).unwrap_or_default();
+    let before = plan.networks.len();
+    plan.networks.retain(|n| n.network != net.name);
+    if plan.networks.len() == before {
+        return Err(EngineError::Conflict(format!(
+            "container {} is not connected to network {}",
+            row.name, net.name
+        )));
+    }
+    if row.effective().0 == crate::containers::State::Running {
+        return Err(EngineError::Conflict(format!(
+            "container {} is running: disconnecting a running container is not supported yet; stop it first",
+            row.name
+        )));
+    }
+    save(&dir, &plan)
+}
+
 /// `moat system reset`'s network part: every bridge, rule and namespace pin of the root gone
 /// (its containers must be removed first).
 pub fn teardown(paths: &Paths) -> Result<(), EngineError> {

@@ -532,49 +532,7 @@ impl NetStore {
     }
 
     fn endpoints_held(&self) -> Result<Vec<(Endpoint, Holder)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT network_id, container_id, container_name, ip, mac, aliases, veth, holder_pid, holder_start FROM endpoints ORDER BY ip")
-            .map_err(self.sql())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, i32>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            })
-            .map_err(self.sql())?;
-        let mut out = vec![];
-        for row in rows {
-            let (network_id, container_id, container_name, ip, mac, aliases, veth, pid, start) =
-                row.map_err(self.sql())?;
-            out.push((
-                Endpoint {
-                    network_id,
-                    container_id,
-                    container_name,
-                    ip: ip.parse().map_err(|_| StoreError::Malformed {
-                        what: "address",
-                        value: ip.clone(),
-                    })?,
-                    mac,
-                    aliases: serde_json::from_str(&aliases).map_err(|_| StoreError::Malformed {
-                        what: "aliases",
-                        value: aliases.clone(),
-                    })?,
-                    veth,
-                },
-                (pid, start as u64),
-            ));
-        }
-        Ok(out)
+        held(&self.conn, &self.path)
     }
 
     /// The endpoints whose holder is `alive`.
@@ -833,6 +791,55 @@ impl NetStore {
         }
         Ok(out)
     }
+}
+
+fn held(conn: &Connection, path: &Path) -> Result<Vec<(Endpoint, Holder)>, StoreError> {
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut st = conn
+        .prepare("SELECT network_id, container_id, container_name, ip, mac, aliases, veth, holder_pid, holder_start FROM endpoints ORDER BY ip")
+            .map_err(sql)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i32>(7)?,
+                r.get::<_, i64>(8)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut out = vec![];
+    for row in rows {
+        let (network_id, container_id, container_name, ip, mac, aliases, veth, pid, start) =
+            row.map_err(sql)?;
+        out.push((
+            Endpoint {
+                network_id,
+                container_id,
+                container_name,
+                ip: ip.parse().map_err(|_| StoreError::Malformed {
+                    what: "address",
+                    value: ip.clone(),
+                })?,
+                mac,
+                aliases: serde_json::from_str(&aliases).map_err(|_| StoreError::Malformed {
+                    what: "aliases",
+                    value: aliases.clone(),
+                })?,
+                veth,
+            },
+            (pid, start as u64),
+        ));
+    }
+    Ok(out)
 }
 
 fn insert_row(conn: &Connection, n: &Network) -> rusqlite::Result<usize> {

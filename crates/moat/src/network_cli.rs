@@ -1,4 +1,4 @@
-//! `moat network create | ls | inspect | rm | prune` and `moat port`, with Docker's output.
+//! `moat network create | ls | inspect | rm | connect | disconnect | prune` and `moat port`, with Docker's output.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,6 +54,29 @@ pub enum NetworkCommand {
         /// Networks.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Connect a (stopped or created) container to a network, from its next start.
+    Connect {
+        /// Address on the network.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Another name of the container on the network.
+        #[arg(long)]
+        alias: Vec<String>,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
+    },
+    /// Disconnect a (stopped or created) container from a network.
+    Disconnect {
+        /// Accepted for Docker's command line.
+        #[arg(short, long)]
+        force: bool,
+        /// Network.
+        network: String,
+        /// Container.
+        container: String,
     },
     /// Remove the user-defined networks no container uses.
     Prune {
@@ -176,6 +199,30 @@ fn run(root: &Path, cmd: &NetworkCommand) -> Result<i32, EngineError> {
                 }
             }
             return Ok(code);
+        }
+        NetworkCommand::Connect {
+            ip,
+            alias,
+            network,
+            container,
+        } => {
+            let row = moat_engine::containers::Records::open(&paths.root)?.find(container)?;
+            let req = moat_net::Request {
+                network: network.clone(),
+                ip: ip
+                    .as_deref()
+                    .map(moat_engine::network::parse_ip)
+                    .transpose()?,
+                mac: None,
+                aliases: alias.clone(),
+            };
+            moat_engine::network::connect(&paths, &row, req)?;
+        }
+        NetworkCommand::Disconnect {
+            network, container, ..
+        } => {
+            let row = moat_engine::containers::Records::open(&paths.root)?.find(container)?;
+            moat_engine::network::disconnect(&paths, &row, network)?;
         }
         NetworkCommand::Prune { .. } => {
             let eps = nets.endpoints()?;

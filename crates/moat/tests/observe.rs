@@ -93,6 +93,8 @@ fn stats_and_logs_by_time() {
         "-d",
         "--name",
         "busy",
+        "--network",
+        "none",
         "-m",
         "64m",
         "busybox",

@@ -31,8 +31,8 @@ fn runs_the_image_command_with_docker_defaults() {
     // Docker's default capability set.
     assert_eq!(lines[1], "CapEff:\t00000000a80425fb", "{out}");
     assert_eq!(lines[2], host);
-    // --network none: the header lines and lo only.
-    assert_eq!(lines[3], "3", "{out}");
+    // The default bridge network: the header lines, lo and eth0.
+    assert_eq!(lines[3], "4", "{out}");
     e.assert_clean();
 }
 
