@@ -548,7 +548,7 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
     })?;
     // A monitor that died (kill -9) left its network: endpoints, veths, the namespace pin.
     if crate::network::load(&dir).is_some() {
-        crate::network::open(paths)?.detach(&row.id)?;
+        crate::network::open(paths)?.detach(&row.id, false)?;
     }
     if let Err(source) = std::fs::remove_dir_all(&dir) {
         if source.kind() != std::io::ErrorKind::NotFound {

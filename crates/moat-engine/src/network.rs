@@ -462,7 +462,7 @@ pub fn stop(paths: &Paths, id: &str, running: Running) -> Result<(), EngineError
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     }
-    open(paths)?.detach(id)?;
+    open(paths)?.detach(id, true)?;
     Ok(())
 }
 

@@ -369,7 +369,9 @@ impl Networks {
         let path = self.cfg.netns_path(id);
         let made = self.try_attach(id, name, requests, ports, &path);
         if made.is_err() {
-            let _ = self.detach(id);
+            // What this attempt made: its rows, links and pin (nobody else's: a failed start
+            // of a container is the only user of its id's names).
+            let _ = self.detach(id, false);
         }
         made
     }
@@ -491,15 +493,21 @@ impl Networks {
     }
 
     /// Ends container `id`'s network: its records, its veths, its published ports' rules and
-    /// its namespace pin.
-    pub fn detach(&mut self, id: &str) -> Result<(), NetError> {
+    /// its namespace pin. `mine`: only what this process holds (a monitor after its
+    /// container's exit: a new start may already have taken over, and its endpoints, veths
+    /// and pin are left alone); otherwise whatever is there (`rm` after a monitor died).
+    pub fn detach(&mut self, id: &str, mine: bool) -> Result<(), NetError> {
+        let holder = mine.then(me);
         let had_ports = self.store.ports()?.iter().any(|p| p.container_id == id);
-        let eps = self.store.release(id)?;
+        let eps = self.store.release(id, holder)?;
+        if mine && eps.is_empty() {
+            return Ok(());
+        }
+        netns::remove(&self.cfg.netns_path(id));
         let mut host = Rtnl::open()?;
         for e in eps {
             host.delete(&e.veth)?;
         }
-        netns::remove(&self.cfg.netns_path(id));
         if had_ports {
             let _lock = lock()?;
             self.write_rules()?;

@@ -701,17 +701,17 @@ impl NetStore {
             .map_err(self.sql())
     }
 
-    /// Removes container `container_id`'s endpoints and ports; returns the endpoints.
-    pub fn release(&mut self, container_id: &str) -> Result<Vec<Endpoint>, StoreError> {
-        let eps: Vec<Endpoint> = self
-            .endpoints_held()?
-            .into_iter()
-            .map(|(e, _)| e)
-            .filter(|e| e.container_id == container_id)
-            .collect();
+    /// Removes container `container_id`'s endpoints and ports (only those `holder` holds, when
+    /// given: a monitor releasing after its container's exit must not take what the monitor
+    /// of a new start already holds); returns the endpoints removed.
+    pub fn release(
+        &mut self,
+        container_id: &str,
+        holder: Option<Holder>,
+    ) -> Result<Vec<Endpoint>, StoreError> {
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|source| StoreError::Sqlite {
                 path: self.path.clone(),
                 source,
@@ -720,13 +720,23 @@ impl NetStore {
             path: self.path.clone(),
             source,
         };
+        let eps: Vec<Endpoint> = held(&tx, &self.path)?
+            .into_iter()
+            .filter(|(e, h)| e.container_id == container_id && holder.is_none_or(|me| me == *h))
+            .map(|(e, _)| e)
+            .collect();
+        let (pid, start) = holder.map_or((-1, -1), |(p, s)| (p, s as i64));
+        let any = holder.is_none();
         tx.execute(
-            "DELETE FROM endpoints WHERE container_id = ?1",
-            [container_id],
+            "DELETE FROM endpoints WHERE container_id = ?1 AND (?2 OR (holder_pid = ?3 AND holder_start = ?4))",
+            params![container_id, any, pid, start],
         )
         .map_err(sql)?;
-        tx.execute("DELETE FROM ports WHERE container_id = ?1", [container_id])
-            .map_err(sql)?;
+        tx.execute(
+            "DELETE FROM ports WHERE container_id = ?1 AND (?2 OR (holder_pid = ?3 AND holder_start = ?4))",
+            params![container_id, any, pid, start],
+        )
+        .map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(eps)
     }
@@ -964,7 +974,9 @@ mod tests {
             Err(StoreError::BadAddress { .. })
         ));
         assert!(matches!(s.delete(&n, live), Err(StoreError::InUse { .. })));
-        assert_eq!(s.release("c2").unwrap().len(), 1);
+        // Only the holder's rows go when a holder is named.
+        assert_eq!(s.release("c2", Some((9, 9))).unwrap().len(), 0);
+        assert_eq!(s.release("c2", Some((7, 1))).unwrap().len(), 1);
         s.delete(&n, live).unwrap();
         assert!(s.list().unwrap().is_empty());
     }

@@ -237,15 +237,21 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     // Every restart by the policy since this start, as Docker's RestartCount (`restarts`
     // restarts with the back-off).
     let mut total = 0u32;
+    // The network of the last start: undone after the exit is reported (deleting a veth takes
+    // the kernel tens of milliseconds, which `run --rm` need not wait for).
+    let mut net;
     let (code, error) = loop {
         let started = std::time::Instant::now();
-        let (code, error) = match run_networked(cfg, &mut report, total) {
+        let (result, started_net) = run_networked(cfg, &mut report, total);
+        net = started_net;
+        let (code, error) = match result {
             Ok(code) => (code, None),
             Err((code, e)) => (code, Some(e.to_string())),
         };
         if error.is_some() || !cfg.restart.restarts(code, restarts, marker.exists()) {
             break (code, error);
         }
+        stop_network(cfg, net.take());
         // Docker's back-off: 100 ms doubling per restart, reset after 10 s of running.
         if started.elapsed() >= std::time::Duration::from_secs(10) {
             restarts = 0;
@@ -270,6 +276,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     };
     let _ = report.write_all(event.encode().as_bytes());
     drop(report);
+    stop_network(cfg, net);
     if let Some(t) = trash {
         let _ = std::fs::remove_dir_all(t);
     }
@@ -277,29 +284,37 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     i32::from(matches!(event, Event::Failed(..)))
 }
 
-/// [`run`] between the network's start (endpoints, ports, the helper) and its stop: a
-/// restarted container gets a new namespace, as with Docker.
+/// [`run`] after the network's start (endpoints, ports, the helper): a restarted container
+/// gets a new namespace, as with Docker. The network, to stop with [`stop_network`].
 fn run_networked(
     cfg: &MonitorConfig,
     report: &mut File,
     restarts: u32,
-) -> Result<i32, (i32, EngineError)> {
+) -> (
+    Result<i32, (i32, EngineError)>,
+    Option<crate::network::Running>,
+) {
     let id = cfg.id.as_str();
     if !cfg.paths.container_dir(id).join("network.json").exists() {
-        return run(cfg, report, restarts);
+        return (run(cfg, report, restarts), None);
     }
     let name = Records::open(&cfg.paths.root)
         .ok()
         .and_then(|r| r.get(id).ok().flatten())
         .map_or_else(|| id[..id.len().min(12)].to_string(), |r| r.name);
-    let net = crate::network::start(&cfg.paths, id, &name).map_err(|e| (125, e))?;
-    let out = run(cfg, report, restarts);
+    match crate::network::start(&cfg.paths, id, &name) {
+        Ok(net) => (run(cfg, report, restarts), net),
+        Err(e) => (Err((125, e)), None),
+    }
+}
+
+/// Undoes a start's network (logged, not fatal: `rm` cleans up what is left).
+fn stop_network(cfg: &MonitorConfig, net: Option<crate::network::Running>) {
     if let Some(n) = net {
-        if let Err(e) = crate::network::stop(&cfg.paths, id, n) {
-            log::warn!("container {id}: network teardown: {e}");
+        if let Err(e) = crate::network::stop(&cfg.paths, cfg.id.as_str(), n) {
+            log::warn!("container {}: network teardown: {e}", cfg.id.as_str());
         }
     }
-    out
 }
 
 /// Records the end and cleans up: the runtime's state and cgroup, the rootfs mount, and for
