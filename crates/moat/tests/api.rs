@@ -775,22 +775,20 @@ fn docker_compose_up_ps_logs_down() {
     let s = Server::start(&e);
     let proj = e.dir.path().join("shop");
     std::fs::create_dir(&proj).unwrap();
-    // network_mode none: bridge networks (and name resolution between services) come with the
-    // networks issue.
+    // The project's default network: the worker reaches the web service by its name.
     std::fs::write(
         proj.join("docker-compose.yml"),
         r#"version: "3"
 services:
   web:
     image: busybox
-    network_mode: none
-    command: sh -c 'trap "exit 0" TERM; echo web up; while true; do sleep 0.2; done'
+    stop_grace_period: 1s
+    command: sh -c 'mkdir -p /www && echo hello from web > /www/index.html && echo web up && exec httpd -f -p 80 -h /www'
   worker:
     image: busybox
-    network_mode: none
     environment:
       ROLE: worker
-    command: sh -c 'trap "exit 0" TERM; echo $$ROLE up; while true; do sleep 0.2; done'
+    command: sh -c 'trap "exit 0" TERM; echo $$ROLE up; while true; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 web 80 | tail -1; sleep 0.2; done'
 "#,
     )
     .unwrap();
@@ -813,13 +811,19 @@ services:
         "{table}"
     );
     assert_eq!(table.matches(" Up ").count(), 2, "{table}");
-    common::eventually("both services' first lines", || {
-        let logs = String::from_utf8_lossy(&compose(&["logs", "--no-color"]).stdout).into_owned();
-        logs.contains("web up") && logs.contains("worker up")
-    });
+    common::eventually(
+        "both services' first lines, and web's page by its name",
+        || {
+            let logs =
+                String::from_utf8_lossy(&compose(&["logs", "--no-color"]).stdout).into_owned();
+            logs.contains("web up") && logs.contains("worker up") && logs.contains("hello from web")
+        },
+    );
+    assert!(ok(&e, &s, &["network", "ls"]).contains("shop_default"));
     let out = compose(&["down"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
+    assert!(!ok(&e, &s, &["network", "ls"]).contains("shop_default"));
 }
 
 #[test]

@@ -25,9 +25,8 @@ const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
 impl Sandbox {
     fn enter() -> Sandbox {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+        common::own_netns();
         for cmd in [
-            "ip link set lo up",
             "ip link add outside0 type veth peer name outside1",
             "ip link set outside1 up",
             "ip addr add 192.0.2.10/24 dev outside0",

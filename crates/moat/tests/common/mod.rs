@@ -500,8 +500,28 @@ impl RunExt for Engine {
     }
 }
 
+/// Moves the calling test thread into a network namespace of its own (once per thread), with
+/// loopback up. Everything the test starts from this thread (moat, its monitors, registries,
+/// the docker CLI) inherits it, so containers' bridges, veths and nftables rules never reach
+/// the host's interfaces, and tests running side by side never see each other's.
+pub fn own_netns() {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if DONE.with(|d| d.replace(true)) {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip link set lo up");
+    assert!(up.success(), "ip link set lo up");
+}
+
 impl Engine {
+    /// An engine in a fresh root; the calling thread gets a network namespace of its own
+    /// ([`own_netns`]).
     pub fn new() -> Engine {
+        own_netns();
         Engine { dir: test_dir() }
     }
 
