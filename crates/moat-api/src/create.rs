@@ -101,6 +101,7 @@ struct HostConfigBody {
     tmpfs: Option<HashMap<String, String>>,
     network_mode: String,
     port_bindings: Option<HashMap<String, Option<Vec<PortBindingBody>>>>,
+    dns: Option<Vec<String>>,
     publish_all_ports: bool,
     readonly_rootfs: bool,
     security_opt: Option<Vec<String>>,
@@ -201,6 +202,12 @@ fn net_plan(
             }
         }
         plan.networks.push(req);
+    }
+    for d in hc.dns.iter().flatten() {
+        plan.dns.push(
+            d.parse()
+                .map_err(|_| bad(format!("invalid DNS server address {d:?}")))?,
+        );
     }
     for (port, bindings) in hc.port_bindings.iter().flatten() {
         for b in bindings.iter().flatten() {

@@ -21,6 +21,9 @@ pub struct Plan {
     pub networks: Vec<Request>,
     /// `-p` (and `-P`, resolved against the image's exposed ports at create).
     pub ports: Vec<PortRequest>,
+    /// `--dns`: the resolvers the embedded DNS forwards to (the host's when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
     /// `--network container:NAME`: the container whose namespace it joins (no networks then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -167,13 +170,17 @@ pub fn load(dir: &Path) -> Option<Plan> {
 }
 
 /// The lines of a resolv.conf for a container: the host's resolvers (but loopback ones,
-/// unreachable from the container), or, on a user-defined network, the embedded DNS with the
-/// host's search domains and options, as Docker writes them.
-pub fn resolv_conf(host: &str, embedded: bool) -> String {
+/// unreachable from the container) or the `--dns` ones, or, on a user-defined network, the
+/// embedded DNS (which forwards to those) with the host's search domains and options, as
+/// Docker writes them.
+pub fn resolv_conf(host: &str, embedded: bool, dns: &[std::net::IpAddr]) -> String {
     let mut out: Vec<String> = vec![];
     if embedded {
         out.push(format!("nameserver {}", moat_net::dns::ADDRESS));
+    } else {
+        out.extend(dns.iter().map(|a| format!("nameserver {a}")));
     }
+    let embedded = embedded || !dns.is_empty();
     for l in host.lines() {
         let mut w = l.split_whitespace();
         let first = w.next();
@@ -185,7 +192,9 @@ pub fn resolv_conf(host: &str, embedded: bool) -> String {
         }
         out.push(l.to_string());
     }
-    if embedded && !host.lines().any(|l| l.trim_start().starts_with("options")) {
+    if out.first().is_some_and(|l| l.ends_with(" 127.0.0.11"))
+        && !host.lines().any(|l| l.trim_start().starts_with("options"))
+    {
         out.push("options ndots:0".into());
     }
     let mut s = out.join("\n");
@@ -449,7 +458,7 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
         source,
     })?;
     let helper = if attached.needs_helper() {
-        Some(fork_helper(paths, attached)?)
+        Some(fork_helper(paths, attached, &plan.dns)?)
     } else {
         None
     };
@@ -471,7 +480,17 @@ pub fn stop(paths: &Paths, id: &str, running: Running) -> Result<(), EngineError
 fn fork_helper(
     paths: &Paths,
     attached: moat_net::Attached,
+    dns: &[std::net::IpAddr],
 ) -> Result<nix::unistd::Pid, EngineError> {
+    let upstreams: moat_net::dns::Upstreams = if dns.is_empty() {
+        moat_net::dns::from_resolv_conf(PathBuf::from("/etc/resolv.conf"))
+    } else {
+        let fixed: Vec<std::net::SocketAddr> = dns
+            .iter()
+            .map(|a| std::net::SocketAddr::new(*a, 53))
+            .collect();
+        std::sync::Arc::new(move || fixed.clone())
+    };
     let root = paths.root.clone();
     let nets: Vec<String> = attached
         .endpoints
@@ -510,7 +529,7 @@ fn fork_helper(
             }
             if let Some(s) = dns {
                 let lookup = moat_net::resolver(config(&Paths::new(&root)), nets);
-                moat_net::dns::serve(s, lookup, PathBuf::from("/etc/resolv.conf"));
+                moat_net::dns::serve(s, lookup, upstreams);
             }
             loop {
                 std::thread::park();
@@ -565,11 +584,18 @@ mod tests {
     fn resolv_conf_for_each_kind_of_network() {
         let host = "search example.org\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n";
         assert_eq!(
-            resolv_conf(host, false),
+            resolv_conf(host, false, &[]),
             "search example.org\nnameserver 10.0.0.2\n"
         );
+        // --dns replaces the host's resolvers, or is where the embedded DNS forwards.
+        let dns = ["10.9.9.9".parse().unwrap()];
         assert_eq!(
-            resolv_conf(host, true),
+            resolv_conf(host, false, &dns),
+            "nameserver 10.9.9.9\nsearch example.org\n"
+        );
+        assert_eq!(resolv_conf(host, true, &dns), resolv_conf(host, true, &[]));
+        assert_eq!(
+            resolv_conf(host, true, &[]),
             "nameserver 127.0.0.11\nsearch example.org\noptions ndots:0\n"
         );
     }

@@ -119,7 +119,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     write(
         &path.join("resolv.conf"),
-        &crate::network::resolv_conf(&host_resolv, embedded_dns),
+        &crate::network::resolv_conf(&host_resolv, embedded_dns, &opts.net.dns),
     )?;
     // Volumes named in -v are made now (an existing one is used as it is).
     let mut opts = opts.clone();

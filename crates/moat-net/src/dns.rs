@@ -139,14 +139,17 @@ fn respond(query: &[u8], lookup: &Lookup, upstreams: &[SocketAddr]) -> Option<Ve
         .or_else(|| servfail(query))
 }
 
-/// Serves both sockets on threads of their own; returns at once. `resolv_conf`: where the
-/// host's resolvers are read from, at each forwarded question (it may change).
-pub fn serve(sockets: Sockets, lookup: Lookup, resolv_conf: PathBuf) {
+/// Where forwarded questions go: asked at each one (the host's resolv.conf may change).
+pub type Upstreams = Arc<dyn Fn() -> Vec<SocketAddr> + Send + Sync>;
+
+/// The resolvers of the resolv.conf at `path`, read at each call.
+pub fn from_resolv_conf(path: PathBuf) -> Upstreams {
+    Arc::new(move || upstreams(&std::fs::read_to_string(&path).unwrap_or_default()))
+}
+
+/// Serves both sockets on threads of their own; returns at once.
+pub fn serve(sockets: Sockets, lookup: Lookup, ups: Upstreams) {
     let Sockets { udp, tcp } = sockets;
-    let ups = {
-        let p = resolv_conf.clone();
-        move || upstreams(&std::fs::read_to_string(&p).unwrap_or_default())
-    };
     let ups2 = ups.clone();
     let lookup2 = lookup.clone();
     let udp = Arc::new(udp);

@@ -120,6 +120,9 @@ pub struct RunArgs {
     /// Publish a container's port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
+    /// DNS server (the embedded DNS forwards to it on user-defined networks); repeatable.
+    #[arg(long)]
+    dns: Vec<String>,
     /// Publish every port the image exposes on a port the kernel picks.
     #[arg(short = 'P', long)]
     publish_all: bool,
@@ -368,6 +371,12 @@ fn net_plan(a: &RunArgs) -> Result<(Network, moat_engine::network::Plan), String
                 .map_err(|e| e.to_string())?,
             aliases: a.network_alias.clone(),
         });
+    }
+    for d in &a.dns {
+        plan.dns.push(
+            d.parse()
+                .map_err(|_| format!("invalid DNS server address {d:?}"))?,
+        );
     }
     for p in &a.publish {
         plan.ports

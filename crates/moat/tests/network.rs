@@ -374,3 +374,64 @@ fn a_container_can_join_another_ones_namespace() {
         "{v}"
     );
 }
+
+/// A resolver standing for the world's (on 127.0.0.1:53 of the test's namespace): answers every
+/// A question with 198.51.100.7. Serves until the test ends.
+fn fake_upstream() {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 53)).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // The question ends at the name's zero byte plus type and class.
+            let mut end = 12;
+            while end < n && buf[end] != 0 {
+                end += usize::from(buf[end]) + 1;
+            }
+            end += 5;
+            if end > n {
+                continue;
+            }
+            let mut r = buf[..end].to_vec();
+            r[2] = 0x81; // response, recursion desired
+            r[3] = 0x80; // recursion available, no error
+            r[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]); // one answer
+                                                           // The answer: a pointer to the question's name, A, IN, TTL 60, 4 bytes.
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 7]);
+            let _ = s.send_to(&r, from);
+        }
+    });
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_resolvers() {
+    let Some((_sb, e)) = engine() else { return };
+    fake_upstream();
+    e.ok(&["network", "create", "fwd"]);
+    // On a user-defined network: the embedded DNS forwards to --dns; on the default bridge
+    // the container asks --dns itself (here: unreachable from its namespace, so only the
+    // resolv.conf is checked).
+    let (code, out, err) = common::RunExt::run(
+        &e,
+        &[
+            "--network",
+            "fwd",
+            "--dns",
+            "127.0.0.1",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /etc/resolv.conf; nslookup www.example.test",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("nameserver 127.0.0.11\n"), "{out}");
+    assert!(out.contains("198.51.100.7"), "{out}");
+    let (_, out, _) = common::RunExt::run(
+        &e,
+        &["--dns", "10.1.2.3", "busybox", "cat", "/etc/resolv.conf"],
+    );
+    assert!(out.starts_with("nameserver 10.1.2.3\n"), "{out}");
+}
