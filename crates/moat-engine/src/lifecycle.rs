@@ -121,6 +121,7 @@ fn start_with(
             .join(crate::monitor::STOPPED_BY_USER),
     );
     args.extend(["--log-rotation".into(), row.log_rotation.clone()]);
+    args.extend(["--name".into(), row.name.clone()]);
     // An attached caller blocks the signals it forwards before the container can run: one sent
     // as soon as the container's output shows must be forwarded by `wait_attached`, not kill us
     // (seen in CI: SIGTERM right after the container's first line). The monitor unblocks them.
@@ -274,6 +275,8 @@ pub struct MonitorFlags {
     pub restart: String,
     /// Encoded log rotation.
     pub log_rotation: String,
+    /// The container's name when it started.
+    pub name: String,
 }
 
 /// The monitor's configuration, from the command line [`start`] gives it (no database access:
@@ -294,6 +297,7 @@ pub fn monitor_config(
         stdin: f.stdin,
         tty: f.tty,
         restart: crate::hostconfig::RestartPolicy::parse(&f.restart)?,
+        name: f.name.clone(),
     })
 }
 

@@ -447,8 +447,10 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
         return Ok(None);
     };
     let mut nets = open(paths)?;
+    log::debug!("network: records open");
     let attached = nets.attach(id, name, &plan.networks, &plan.ports)?;
     drop(nets);
+    log::debug!("network: attached");
     let hostname = fs::read_to_string(dir.join("hostname")).unwrap_or_default();
     let addrs: Vec<Ipv4Addr> = attached.endpoints.iter().map(|(_, e)| e.ip).collect();
     let hosts_path = dir.join("hosts");

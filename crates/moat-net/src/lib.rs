@@ -393,39 +393,33 @@ impl Networks {
             nets.push(net);
         }
         let user_defined = nets.iter().any(|n| !n.is_default_bridge());
-        let (nsfd, mut inside, dns) = netns::create(path, user_defined)?;
+        // The namespace is made on a thread while the addresses are handed out.
         let mut host = Rtnl::open()?;
-        let mut endpoints = vec![];
+        let pending = netns::start(path, user_defined);
+        // Waited for whatever happens: a namespace finished after the clean-up would stay.
+        let allocated = self.allocate_all(id, name, nets, requests, &mut host);
+        let made = pending.wait();
+        let endpoints = allocated?;
+        let (nsfd, mut inside, dns) = made?;
+        log::debug!("network: namespace made");
         let mut routed_out = false;
-        for (i, (net, req)) in nets.into_iter().zip(requests).enumerate() {
-            let veth = format!("mv{}{i}", &id[..id.len().min(11)]);
-            let (mut ep, reclaimed) =
-                self.store
-                    .allocate(&net, id, name, &req.aliases, req.ip, &veth, me(), alive)?;
-            // A dead holder's veth (its namespace pin may have outlived it) goes now.
-            for r in reclaimed {
-                let _ = host.delete(&r.veth);
-            }
-            ensure_bridge_with(&mut host, &net)?;
+        for (i, ((net, ep), req)) in endpoints.iter().zip(requests).enumerate() {
+            let veth = &ep.veth;
             let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ep.ip));
-            if req.mac.is_some() {
-                ep.mac = ipam::format_mac(mac);
-                self.store.set_mac(&ep)?;
-            }
             let inner = format!("eth{i}");
-            let _ = host.delete(&veth);
-            host.add_veth(&veth, &inner, std::os::fd::AsFd::as_fd(&nsfd), mac, net.mtu)?;
+            let _ = host.delete(veth);
+            host.add_veth(veth, &inner, std::os::fd::AsFd::as_fd(&nsfd), mac, net.mtu)?;
             let br = host
                 .index(&net.bridge)?
                 .ok_or_else(|| NetlinkError::Refused {
                     what: format!("find bridge {}", net.bridge),
                     source: std::io::Error::from_raw_os_error(libc::ENODEV),
                 })?;
-            let v = host.index(&veth)?.ok_or_else(|| NetlinkError::Refused {
+            let v = host.index(veth)?.ok_or_else(|| NetlinkError::Refused {
                 what: format!("find veth {veth}"),
                 source: std::io::Error::from_raw_os_error(libc::ENODEV),
             })?;
-            host.set_up(v, Some(br), &veth)?;
+            host.set_up(v, Some(br), veth)?;
             let e = inside.index(&inner)?.ok_or_else(|| NetlinkError::Refused {
                 what: format!("find {inner} in the container's namespace"),
                 source: std::io::Error::from_raw_os_error(libc::ENODEV),
@@ -441,7 +435,6 @@ impl Networks {
                     routed_out = true;
                 }
             }
-            endpoints.push((net, ep));
         }
         let (bound, listeners) = self.publish(id, &endpoints, ports)?;
         Ok(Attached {
@@ -450,6 +443,36 @@ impl Networks {
             listeners,
             dns,
         })
+    }
+
+    /// An address on each network (and its bridge ready), in order.
+    fn allocate_all(
+        &mut self,
+        id: &str,
+        name: &str,
+        nets: Vec<Network>,
+        requests: &[Request],
+        host: &mut Rtnl,
+    ) -> Result<Vec<(Network, Endpoint)>, NetError> {
+        let mut endpoints = vec![];
+        for (i, (net, req)) in nets.into_iter().zip(requests).enumerate() {
+            let veth = format!("mv{}{i}", &id[..id.len().min(11)]);
+            let (mut ep, reclaimed) =
+                self.store
+                    .allocate(&net, id, name, &req.aliases, req.ip, &veth, me(), alive)?;
+            // A dead holder's veth (its namespace pin may have outlived it) goes now.
+            for r in reclaimed {
+                let _ = host.delete(&r.veth);
+            }
+            ensure_bridge_with(host, &net)?;
+            if let Some(mac) = req.mac {
+                ep.mac = ipam::format_mac(mac);
+                self.store.set_mac(&ep)?;
+            }
+            endpoints.push((net, ep));
+        }
+        log::debug!("network: addresses allocated, bridges ready");
+        Ok(endpoints)
     }
 
     /// Binds the published ports (so that a port another program holds is refused before the

@@ -37,9 +37,46 @@ pub enum NetnsError {
 /// (when asked for) the DNS responder's sockets there.
 pub type Made = (OwnedFd, Rtnl, Option<crate::dns::Sockets>);
 
+/// A namespace being made on its own thread (the kernel's part takes about a millisecond,
+/// which the caller spends on its records meanwhile).
+#[derive(Debug)]
+pub struct Pending {
+    path: PathBuf,
+    thread: Result<std::thread::JoinHandle<Result<Made, NetnsError>>, NetnsError>,
+}
+
+impl Pending {
+    /// Waits for the namespace; on failure the pin is gone.
+    pub fn wait(self) -> Result<Made, NetnsError> {
+        let made = self.thread.and_then(|t| {
+            t.join()
+                .map_err(|_| NetnsError::Thread(self.path.clone()))
+                .and_then(|r| r)
+        });
+        if made.is_err() {
+            remove(&self.path);
+        }
+        made
+    }
+}
+
 /// A new network namespace pinned at `path`, its loopback up, with the DNS responder's sockets
 /// bound inside when `dns`.
 pub fn create(path: &Path, dns: bool) -> Result<Made, NetnsError> {
+    start(path, dns).wait()
+}
+
+/// Starts making the namespace of [`create`].
+pub fn start(path: &Path, dns: bool) -> Pending {
+    Pending {
+        path: path.to_path_buf(),
+        thread: spawn(path, dns),
+    }
+}
+
+type Thread = std::thread::JoinHandle<Result<Made, NetnsError>>;
+
+fn spawn(path: &Path, dns: bool) -> Result<Thread, NetnsError> {
     let sys = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source: std::io::Error| NetnsError::Sys { what, path, source }
@@ -53,7 +90,7 @@ pub fn create(path: &Path, dns: bool) -> Result<Made, NetnsError> {
     let target = path.to_path_buf();
     // unshare(CLONE_NEWNET) moves only the calling thread: a short-lived thread makes the
     // namespace, and the caller's own stays as it was.
-    let made = std::thread::spawn(move || -> Result<Made, NetnsError> {
+    Ok(std::thread::spawn(move || -> Result<Made, NetnsError> {
         let sys = |what: &'static str| {
             let path = target.clone();
             move |e: nix::Error| NetnsError::Sys {
@@ -97,14 +134,7 @@ pub fn create(path: &Path, dns: bool) -> Result<Made, NetnsError> {
             None
         };
         Ok((fd, rtnl, dns))
-    })
-    .join()
-    .map_err(|_| NetnsError::Thread(path.to_path_buf()));
-    let made = made.and_then(|r| r);
-    if made.is_err() {
-        remove(path);
-    }
-    made
+    }))
 }
 
 /// Unpins and deletes the namespace file (the namespace ends with its last process).

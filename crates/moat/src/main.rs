@@ -148,6 +148,9 @@ enum Command {
         /// Log rotation ("max_size max_file").
         #[arg(long, default_value = "")]
         log_rotation: String,
+        /// The container's name (its name on its networks).
+        #[arg(long, default_value = "")]
+        name: String,
     },
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
@@ -216,8 +219,10 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             tty,
             restart,
             log_rotation,
+            name,
         } => {
             let flags = moat_engine::lifecycle::MonitorFlags {
+                name: name.clone(),
                 attach: *attach,
                 stdin: *stdin,
                 rm: *rm,

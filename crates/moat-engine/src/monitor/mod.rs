@@ -53,6 +53,8 @@ pub struct MonitorConfig {
     pub tty: bool,
     /// `--restart`.
     pub restart: crate::hostconfig::RestartPolicy,
+    /// The container's name at its start (for its networks' name resolution).
+    pub name: String,
 }
 
 /// The file `stop` and `kill` leave in the container's directory so that its monitor does not
@@ -298,11 +300,12 @@ fn run_networked(
     if !cfg.paths.container_dir(id).join("network.json").exists() {
         return (run(cfg, report, restarts), None);
     }
-    let name = Records::open(&cfg.paths.root)
-        .ok()
-        .and_then(|r| r.get(id).ok().flatten())
-        .map_or_else(|| id[..id.len().min(12)].to_string(), |r| r.name);
-    match crate::network::start(&cfg.paths, id, &name) {
+    let name = if cfg.name.is_empty() {
+        &id[..id.len().min(12)]
+    } else {
+        cfg.name.as_str()
+    };
+    match crate::network::start(&cfg.paths, id, name) {
         Ok(net) => (run(cfg, report, restarts), net),
         Err(e) => (Err((125, e)), None),
     }
