@@ -919,3 +919,126 @@ fn docker_login_then_push_and_pull_with_basic_auth() {
         "{out:?}"
     );
 }
+
+#[test]
+fn docker_cli_network_commands_and_published_ports() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let id = ok(
+        &e,
+        &s,
+        &[
+            "network",
+            "create",
+            "--subnet",
+            "10.66.0.0/24",
+            "--label",
+            "team=a",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
+            "apinet",
+        ],
+    );
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let ls = ok(&e, &s, &["network", "ls"]);
+    for n in ["apinet", "bridge", "host", "none"] {
+        assert!(ls.contains(n), "{ls}");
+    }
+    let f = ok(&e, &s, &["network", "ls", "-q", "--filter", "label=team=a"]);
+    assert_eq!(f.trim(), &id.trim()[..12]);
+    let dup = docker(&e, &s, &["network", "create", "apinet"]);
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("already exists"),
+        "{dup:?}"
+    );
+    ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "apinet",
+            "--ip",
+            "10.66.0.50",
+            "-p",
+            "127.0.0.1:18081:80",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir -p /w && echo api > /w/index.html && exec httpd -f -p 80 -h /w",
+        ],
+    );
+    assert_eq!(ok(&e, &s, &["port", "srv", "80"]).trim(), "127.0.0.1:18081");
+    let ip = ok(
+        &e,
+        &s,
+        &[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.apinet.IPAddress}}",
+            "srv",
+        ],
+    );
+    assert_eq!(ip.trim(), "10.66.0.50");
+    // The MTU option reaches the container's interface.
+    let mtu = ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "apinet",
+            "busybox",
+            "cat",
+            "/sys/class/net/eth0/mtu",
+        ],
+    );
+    assert_eq!(mtu.trim(), "1400");
+    let inspect = ok(&e, &s, &["network", "inspect", "apinet"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.66.0.0/24");
+    assert!(inspect.contains("\"srv\""), "{inspect}");
+    common::eventually("the published port answers", || {
+        std::net::TcpStream::connect(("127.0.0.1", 18081)).is_ok_and(|mut c| {
+            use std::io::{Read, Write};
+            let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = c.read_to_string(&mut out);
+            out.ends_with("api\n")
+        })
+    });
+    let busy = docker(&e, &s, &["network", "rm", "apinet"]);
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("active endpoints"),
+        "{busy:?}"
+    );
+    // A stopped container is connected and disconnected for its next start.
+    ok(&e, &s, &["create", "--name", "later", "busybox", "true"]);
+    ok(&e, &s, &["network", "connect", "apinet", "later"]);
+    let nets = ok(
+        &e,
+        &s,
+        &[
+            "inspect",
+            "-f",
+            "{{len .NetworkSettings.Networks}}",
+            "later",
+        ],
+    );
+    assert_eq!(nets.trim(), "2");
+    ok(&e, &s, &["network", "disconnect", "apinet", "later"]);
+    ok(&e, &s, &["rm", "-f", "srv", "later"]);
+    ok(&e, &s, &["network", "rm", "apinet"]);
+    let gone = docker(&e, &s, &["network", "inspect", "apinet"]);
+    assert!(!gone.status.success());
+    assert!(docker(&e, &s, &["network", "rm", "bridge"]).status.code() != Some(0));
+    let pruned = ok(&e, &s, &["network", "prune", "-f"]);
+    assert!(!pruned.contains("bridge"), "{pruned}");
+}
