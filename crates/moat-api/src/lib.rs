@@ -214,6 +214,18 @@ pub fn router(state: Arc<state::State>) -> Router {
 
 /// Serves the API on `hosts` until SIGINT or SIGTERM. Blocks.
 pub fn serve(paths: Paths, hosts: &[Host]) -> Result<(), ServeError> {
+    // What a crashed moat left of its containers' networks goes first (reported, not fatal).
+    match moat_engine::network::open(&paths).map(|mut n| n.reconcile()) {
+        Ok(Ok(gone)) if !gone.is_empty() => {
+            log::info!(
+                "removed {} network endpoints of containers whose monitor died",
+                gone.len()
+            )
+        }
+        Ok(Err(e)) => log::warn!("network clean-up: {e}"),
+        Err(e) => log::warn!("network clean-up: {e}"),
+        Ok(Ok(_)) => {}
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

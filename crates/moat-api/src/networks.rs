@@ -247,6 +247,7 @@ pub async fn disconnect(
 pub async fn prune(Ext(st): St) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let mut nets = moat_engine::network::open(&st.paths)?;
+        nets.reconcile()?;
         let eps = nets.endpoints()?;
         let mut deleted = vec![];
         for n in nets.list()? {

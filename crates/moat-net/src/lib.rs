@@ -343,6 +343,30 @@ impl Networks {
         Ok(())
     }
 
+    /// Cleans up after holders that died without detaching (a monitor killed with SIGKILL, a
+    /// crash, a reboot): their records go, their veths and namespace pins go, and the rules are
+    /// rewritten when their ports went. Returns the endpoints reclaimed. Run by `network ls`,
+    /// `network prune` and when `moat serve` starts.
+    pub fn reconcile(&mut self) -> Result<Vec<Endpoint>, NetError> {
+        let (dead, ports) = self.store.reclaim(alive)?;
+        if dead.is_empty() && !ports {
+            return Ok(dead);
+        }
+        let live = self.store.endpoints(alive)?;
+        let mut host = Rtnl::open()?;
+        for e in &dead {
+            host.delete(&e.veth)?;
+            if !live.iter().any(|l| l.container_id == e.container_id) {
+                netns::remove(&self.cfg.netns_path(&e.container_id));
+            }
+        }
+        if ports {
+            let _lock = lock()?;
+            self.write_rules()?;
+        }
+        Ok(dead)
+    }
+
     /// Rewrites the root's nftables table from the records (under the lock).
     fn write_rules(&self) -> Result<(), NetError> {
         let nets = self.store.list()?;

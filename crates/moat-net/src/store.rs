@@ -546,8 +546,11 @@ impl NetStore {
     }
 
     /// The endpoints (and ports) whose holder is dead, removed from the records; returned so
-    /// that the caller deletes their veths.
-    pub fn reclaim(&mut self, alive: impl Fn(Holder) -> bool) -> Result<Vec<Endpoint>, StoreError> {
+    /// that the caller deletes their veths, with whether ports went too (their rules go then).
+    pub fn reclaim(
+        &mut self,
+        alive: impl Fn(Holder) -> bool,
+    ) -> Result<(Vec<Endpoint>, bool), StoreError> {
         let dead: Vec<(Endpoint, Holder)> = self
             .endpoints_held()?
             .into_iter()
@@ -572,7 +575,9 @@ impl NetStore {
             )
             .map_err(sql)?;
         }
+        let mut ports = false;
         for (pid, start) in holders.into_iter().filter(|h| !alive(*h)) {
+            ports = true;
             tx.execute(
                 "DELETE FROM ports WHERE holder_pid = ?1 AND holder_start = ?2",
                 params![pid, start as i64],
@@ -580,7 +585,7 @@ impl NetStore {
             .map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
-        Ok(dead.into_iter().map(|(e, _)| e).collect())
+        Ok((dead.into_iter().map(|(e, _)| e).collect(), ports))
     }
 
     fn port_holders(&self) -> Result<Vec<Holder>, StoreError> {

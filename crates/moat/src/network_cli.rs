@@ -138,6 +138,7 @@ fn run(root: &Path, cmd: &NetworkCommand) -> Result<i32, EngineError> {
             println!("{}", nets.create(&spec)?.id);
         }
         NetworkCommand::Ls { quiet, no_trunc } => {
+            nets.reconcile()?;
             let all = nets.list()?;
             let id = |n: &moat_net::Network| {
                 if *no_trunc {
@@ -225,6 +226,7 @@ fn run(root: &Path, cmd: &NetworkCommand) -> Result<i32, EngineError> {
             moat_engine::network::disconnect(&paths, &row, network)?;
         }
         NetworkCommand::Prune { .. } => {
+            nets.reconcile()?;
             let eps = nets.endpoints()?;
             let mut removed = vec![];
             for n in nets.list()? {

@@ -435,3 +435,46 @@ fn other_names_are_forwarded_to_the_resolvers() {
     );
     assert!(out.starts_with("nameserver 10.1.2.3\n"), "{out}");
 }
+
+#[test]
+fn what_a_killed_monitor_left_is_reclaimed() {
+    let Some((_sb, e)) = engine() else { return };
+    e.ok(&["network", "create", "--subnet", "10.88.5.0/30", "tiny"]);
+    web(&e, "victim", &["--network", "tiny", "-p", "18090:80"]);
+    let id = inspect(&e, "victim")["Id"].as_str().unwrap().to_string();
+    let monitor = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.contains(" monitor ") && c.contains(&id)
+            })
+        })
+        .expect("a monitor process");
+    let mpid: i32 = monitor.file_name().to_string_lossy().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(mpid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    common::eventually("the monitor gone", || {
+        !std::path::Path::new(&format!("/proc/{mpid}")).exists()
+    });
+    assert!(links().contains("mv"), "{}", links());
+    // The next look at the networks cleans up: veth, rules, the endpoint.
+    e.ok(&["network", "ls"]);
+    assert!(!links().contains("mv"), "{}", links());
+    let rules = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("dport 18090"));
+    let net: serde_json::Value =
+        serde_json::from_str(&e.ok(&["network", "inspect", "tiny"])).unwrap();
+    assert_eq!(net[0]["Containers"], serde_json::json!({}));
+    // The /30's one address is free again.
+    e.ok(&["rm", "-f", "victim"]);
+    let (code, _, err) = common::RunExt::run(&e, &["--network", "tiny", "busybox", "true"]);
+    assert_eq!(code, 0, "{err}");
+}
