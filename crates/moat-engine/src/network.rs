@@ -229,8 +229,8 @@ pub fn users(paths: &Paths, name: &str) -> Vec<String> {
     out
 }
 
-/// `network connect`: container `row` joins network `req.network` from its next start (a
-/// running container is refused: endpoints are not hot-plugged yet).
+/// `network connect`: container `row` joins network `req.network`: a running one at once
+/// (one more interface), any from its next start.
 pub fn connect(
     paths: &Paths,
     row: &crate::containers::Row,
@@ -256,18 +256,16 @@ pub fn connect(
             row.name, net.name
         )));
     }
-    if row.effective().0 == crate::containers::State::Running {
-        return Err(EngineError::Conflict(format!(
-            "container {} is running: connecting a running container is not supported yet; stop it, connect, start it",
-            row.name
-        )));
-    }
     req.network = net.name;
+    // A running container joins now too, its monitor holding the endpoint.
+    if row.effective().0 == crate::containers::State::Running {
+        open(paths)?.attach_running(&row.id, &row.name, &req, row.monitor)?;
+    }
     plan.networks.push(req);
     save(&dir, &plan)
 }
 
-/// `network disconnect`: the container leaves network `network` from its next start.
+/// `network disconnect`: the container leaves network `network` (a running one at once).
 pub fn disconnect(
     paths: &Paths,
     row: &crate::containers::Row,
@@ -285,10 +283,7 @@ pub fn disconnect(
         )));
     }
     if row.effective().0 == crate::containers::State::Running {
-        return Err(EngineError::Conflict(format!(
-            "container {} is running: disconnecting a running container is not supported yet; stop it first",
-            row.name
-        )));
+        open(paths)?.detach_running(&row.id, &net.name)?;
     }
     save(&dir, &plan)
 }
@@ -460,7 +455,7 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
         source,
     })?;
     let helper = if attached.needs_helper() {
-        Some(fork_helper(paths, attached, &plan.dns)?)
+        Some(fork_helper(paths, id, attached, &plan.dns)?)
     } else {
         None
     };
@@ -481,6 +476,7 @@ pub fn stop(paths: &Paths, id: &str, running: Running) -> Result<(), EngineError
 /// is killed (or its monitor dies: it gets SIGKILL then).
 fn fork_helper(
     paths: &Paths,
+    id: &str,
     attached: moat_net::Attached,
     dns: &[std::net::IpAddr],
 ) -> Result<nix::unistd::Pid, EngineError> {
@@ -494,12 +490,7 @@ fn fork_helper(
         std::sync::Arc::new(move || fixed.clone())
     };
     let root = paths.root.clone();
-    let nets: Vec<String> = attached
-        .endpoints
-        .iter()
-        .filter(|(n, _)| !n.is_default_bridge())
-        .map(|(n, _)| n.id.clone())
-        .collect();
+    let id = id.to_string();
     // SAFETY: the monitor is single-threaded here (the namespace's thread has been joined),
     // so the child may allocate and start threads of its own.
     match unsafe { nix::unistd::fork() } {
@@ -530,7 +521,7 @@ fn fork_helper(
                 moat_net::proxy::serve(l, SocketAddrV4::new(p.container_ip, p.container_port));
             }
             if let Some(s) = dns {
-                let lookup = moat_net::resolver(config(&Paths::new(&root)), nets);
+                let lookup = moat_net::resolver(config(&Paths::new(&root)), id);
                 moat_net::dns::serve(s, lookup, upstreams);
             }
             loop {

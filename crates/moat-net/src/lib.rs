@@ -343,6 +343,85 @@ impl Networks {
         Ok(())
     }
 
+    /// `network connect` of a running container: one more endpoint in its pinned namespace
+    /// (the next free `ethN`), held by its monitor (`holder`), so that its stop releases it.
+    pub fn attach_running(
+        &mut self,
+        id: &str,
+        name: &str,
+        req: &Request,
+        holder: store::Holder,
+    ) -> Result<Endpoint, NetError> {
+        let net = self.get(&req.network)?;
+        if net.driver != "bridge" {
+            return Err(NetError::NotBridge(net.name));
+        }
+        let mut inside = netns::socket_in(&self.cfg.netns_path(id))?;
+        let mut k = 0;
+        while inside.index(&format!("eth{k}"))?.is_some() {
+            k += 1;
+        }
+        let inner = format!("eth{k}");
+        let veth = format!("mv{}{k}", &id[..id.len().min(11)]);
+        let (mut ep, _) =
+            self.store
+                .allocate(&net, id, name, &req.aliases, req.ip, &veth, holder, alive)?;
+        let mut host = Rtnl::open()?;
+        let plumbed = (|| -> Result<(), NetError> {
+            ensure_bridge_with(&mut host, &net)?;
+            let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ep.ip));
+            if req.mac.is_some() {
+                ep.mac = ipam::format_mac(mac);
+                self.store.set_mac(&ep)?;
+            }
+            let nsfile = File::open(self.cfg.netns_path(id)).map_err(|source| NetError::Io {
+                what: "open",
+                path: self.cfg.netns_path(id),
+                source,
+            })?;
+            host.add_veth(
+                &veth,
+                &inner,
+                std::os::fd::AsFd::as_fd(&nsfile),
+                mac,
+                net.mtu,
+            )?;
+            let missing = |what: String| NetlinkError::Refused {
+                what,
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            };
+            let br = host
+                .index(&net.bridge)?
+                .ok_or_else(|| missing(format!("find bridge {}", net.bridge)))?;
+            let v = host
+                .index(&veth)?
+                .ok_or_else(|| missing(format!("find veth {veth}")))?;
+            host.set_up(v, Some(br), &veth)?;
+            let e = inside
+                .index(&inner)?
+                .ok_or_else(|| missing(format!("find {inner} in the container's namespace")))?;
+            let prefix = net.subnet.map_or(32, |s| s.prefix_len());
+            inside.add_address(e, ep.ip, prefix, &inner)?;
+            inside.set_up(e, None, &inner)?;
+            Ok(())
+        })();
+        if let Err(e) = plumbed {
+            let _ = host.delete(&veth);
+            let _ = self.store.remove_endpoint(&net.id, id);
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// `network disconnect` of a running container: its endpoint on `network` goes.
+    pub fn detach_running(&mut self, id: &str, network: &str) -> Result<(), NetError> {
+        let net = self.get(network)?;
+        if let Some(ep) = self.store.remove_endpoint(&net.id, id)? {
+            Rtnl::open()?.delete(&ep.veth)?;
+        }
+        Ok(())
+    }
+
     /// Cleans up after holders that died without detaching (a monitor killed with SIGKILL, a
     /// crash, a reboot): their records go, their veths and namespace pins go, and the rules are
     /// rewritten when their ports went. Returns the endpoints reclaimed. Run by `network ls`,
@@ -628,17 +707,24 @@ fn fnv1a(h: u64, bytes: impl Iterator<Item = u8>) -> u64 {
     bytes.fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
-/// The name lookup of a container's DNS responder: the running containers on the networks
-/// `network_ids` (its user-defined ones) by name, 12-digit or full id, and alias. The records
-/// are read at each question (containers come and go); a failure answers nothing.
-pub fn resolver(cfg: Config, network_ids: Vec<String>) -> dns::Lookup {
+/// The name lookup of container `id`'s DNS responder: the running containers on the
+/// user-defined networks it is on now (`network connect` adds some while it runs) by name,
+/// 12-digit or full id, and alias. The records are read at each question (containers come and
+/// go); a failure answers nothing.
+pub fn resolver(cfg: Config, id: String) -> dns::Lookup {
     std::sync::Arc::new(move |name: &str| {
         let Ok(store) = NetStore::open(&cfg.root) else {
             return vec![];
         };
+        let default = store.get("bridge").map(|n| n.id).unwrap_or_default();
         let eps = store.endpoints(alive).unwrap_or_default();
-        eps.into_iter()
-            .filter(|e| network_ids.contains(&e.network_id))
+        let mine: Vec<&str> = eps
+            .iter()
+            .filter(|e| e.container_id == id && e.network_id != default)
+            .map(|e| e.network_id.as_str())
+            .collect();
+        eps.iter()
+            .filter(|e| mine.contains(&e.network_id.as_str()))
             .filter(|e| {
                 e.container_name.eq_ignore_ascii_case(name)
                     || e.container_id == name

@@ -137,6 +137,27 @@ fn spawn(path: &Path, dns: bool) -> Result<Thread, NetnsError> {
     }))
 }
 
+/// An rtnetlink socket inside the namespace pinned at `path` (a running container's), made by
+/// a short-lived thread that joins it: the caller's own namespace never changes.
+pub fn socket_in(path: &Path) -> Result<Rtnl, NetnsError> {
+    let ns = File::open(path).map_err(|source| NetnsError::Sys {
+        what: "open the network namespace",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let p = path.to_path_buf();
+    std::thread::spawn(move || -> Result<Rtnl, NetnsError> {
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Sys {
+            what: "join the network namespace",
+            path: p,
+            source: e.into(),
+        })?;
+        Ok(Rtnl::open()?)
+    })
+    .join()
+    .map_err(|_| NetnsError::Thread(path.to_path_buf()))?
+}
+
 /// Unpins and deletes the namespace file (the namespace ends with its last process).
 pub fn remove(path: &Path) {
     let _ = umount2(path, MntFlags::MNT_DETACH);

@@ -746,6 +746,26 @@ impl NetStore {
         Ok(eps)
     }
 
+    /// Removes container `container_id`'s endpoint on network `network_id`; returns it.
+    pub fn remove_endpoint(
+        &mut self,
+        network_id: &str,
+        container_id: &str,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let ep = self
+            .endpoints_held()?
+            .into_iter()
+            .map(|(e, _)| e)
+            .find(|e| e.network_id == network_id && e.container_id == container_id);
+        self.conn
+            .execute(
+                "DELETE FROM endpoints WHERE network_id = ?1 AND container_id = ?2",
+                params![network_id, container_id],
+            )
+            .map_err(self.sql())?;
+        Ok(ep)
+    }
+
     /// Records a container's published ports, held by `holder`.
     pub fn add_ports(&mut self, ports: &[Port], holder: Holder) -> Result<(), StoreError> {
         let tx = self

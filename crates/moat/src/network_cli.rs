@@ -55,7 +55,7 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Connect a (stopped or created) container to a network, from its next start.
+    /// Connect a container to a network (a running one gets the interface at once).
     Connect {
         /// Address on the network.
         #[arg(long)]
@@ -68,7 +68,7 @@ pub enum NetworkCommand {
         /// Container.
         container: String,
     },
-    /// Disconnect a (stopped or created) container from a network.
+    /// Disconnect a container from a network.
     Disconnect {
         /// Accepted for Docker's command line.
         #[arg(short, long)]

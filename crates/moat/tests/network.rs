@@ -478,3 +478,52 @@ fn what_a_killed_monitor_left_is_reclaimed() {
     let (code, _, err) = common::RunExt::run(&e, &["--network", "tiny", "busybox", "true"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_running_container_is_connected_and_disconnected() {
+    let Some((_sb, e)) = engine() else { return };
+    e.ok(&["network", "create", "front"]);
+    e.ok(&["network", "create", "back"]);
+    web(&e, "db", &["--network", "back", "--hostname", "d1"]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "--network",
+        "front",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let ifaces = || e.ok(&["exec", "app", "ip", "-o", "-4", "addr"]);
+    assert!(!ifaces().contains("eth1"), "{}", ifaces());
+    // back is not reachable from front; connected, db is there by name.
+    e.ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "application",
+        "back",
+        "app",
+    ]);
+    assert!(ifaces().contains("eth1"), "{}", ifaces());
+    let script = format!("{GET}get db 80");
+    common::eventually("db by name over the new interface", || {
+        e.ok(&["exec", "app", "sh", "-c", &script])
+            .contains("hello from d1")
+    });
+    let v = inspect(&e, "app");
+    assert!(
+        v["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
+        "{v}"
+    );
+    // Disconnected: the interface goes, and the network can be removed once db is gone.
+    e.ok(&["network", "disconnect", "back", "app"]);
+    assert!(!ifaces().contains("eth1"), "{}", ifaces());
+    e.ok(&["rm", "-f", "db"]);
+    e.ok(&["network", "rm", "back"]);
+    e.ok(&["rm", "-f", "app"]);
+}
