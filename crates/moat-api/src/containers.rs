@@ -51,10 +51,11 @@ pub async fn list(Ext(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>
     let list = blocking(move || {
         let mut rows = Records::open(&st2.paths.root)?.all()?;
         rows.sort_by(|a, b| b.created.cmp(&a.created));
+        let ports = moat_engine::network::published(&st2.paths);
         Ok(rows
             .iter()
             .filter(|r| all || r.effective().0 == CState::Running)
-            .map(|r| moat_engine::present::summary(&st2.paths, r))
+            .map(|r| moat_engine::present::summary(&st2.paths, r, &ports))
             .collect::<Vec<Value>>())
     })
     .await?;

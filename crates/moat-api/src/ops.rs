@@ -373,9 +373,10 @@ pub async fn df(Ext(st): St) -> Result<Json<Value>, ApiError> {
             v["Containers"] = json!(rows.iter().filter(|r| r.image == s.row.id.as_str()).count());
             images.push(v);
         }
+        let ports = moat_engine::network::published(&st.paths);
         let containers: Vec<Value> = rows
             .iter()
-            .map(|r| moat_engine::present::summary(&st.paths, r))
+            .map(|r| moat_engine::present::summary(&st.paths, r, &ports))
             .collect();
         let vols = moat_engine::volumes::Volumes::open(&st.paths)?;
         let volumes: Vec<Value> = vols

@@ -300,6 +300,43 @@ pub fn teardown(paths: &Paths) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The published ports of every running container of the engine (none when the records
+/// cannot be read: `ps` still lists).
+pub fn published(paths: &Paths) -> Vec<moat_net::Port> {
+    open(paths).and_then(|n| Ok(n.ports()?)).unwrap_or_default()
+}
+
+/// `ps`'s PORTS cell for container `id`: `0.0.0.0:8080->80/tcp, ...`.
+pub fn ports_text(ports: &[moat_net::Port], id: &str) -> String {
+    ports
+        .iter()
+        .filter(|p| p.container_id == id)
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip, p.host_port, p.container_port, p.proto
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `Ports` of the API's container list for container `id`.
+pub fn ports_json(ports: &[moat_net::Port], id: &str) -> serde_json::Value {
+    ports
+        .iter()
+        .filter(|p| p.container_id == id)
+        .map(|p| {
+            serde_json::json!({
+                "IP": p.host_ip.to_string(),
+                "PrivatePort": p.container_port,
+                "PublicPort": p.host_port,
+                "Type": p.proto,
+            })
+        })
+        .collect()
+}
+
 /// `HostConfig.PortBindings` of a plan's ports (host port "" for one the kernel picks).
 pub fn bindings(ports: &[PortRequest]) -> serde_json::Value {
     let mut m = serde_json::Map::new();

@@ -107,8 +107,9 @@ pub fn state_word(paths: &Paths, row: &Row) -> &'static str {
     }
 }
 
-/// One entry of `GET /containers/json`.
-pub fn summary(paths: &Paths, row: &Row) -> Value {
+/// One entry of `GET /containers/json`; `ports`: [`crate::network::published`], read once
+/// for the whole list.
+pub fn summary(paths: &Paths, row: &Row, ports: &[moat_net::Port]) -> Value {
     let inspect = crate::inspect::container(paths, row);
     json!({
         "Id": row.id,
@@ -117,12 +118,12 @@ pub fn summary(paths: &Paths, row: &Row) -> Value {
         "ImageID": row.image,
         "Command": row.command.join(" "),
         "Created": parse_rfc3339(&row.created).unwrap_or(0),
-        "Ports": [],
+        "Ports": crate::network::ports_json(ports, &row.id),
         "Labels": inspect["Config"]["Labels"],
         "State": state_word(paths, row),
         "Status": status(paths, row),
         "HostConfig": {"NetworkMode": inspect["HostConfig"]["NetworkMode"]},
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": {"Networks": inspect["NetworkSettings"]["Networks"]},
         "Mounts": inspect["Mounts"],
     })
 }

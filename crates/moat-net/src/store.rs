@@ -619,7 +619,6 @@ impl NetStore {
         let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
             return Err(StoreError::Full(net.name.clone()));
         };
-        let held = self.endpoints_held()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -631,6 +630,9 @@ impl NetStore {
             path: self.path.clone(),
             source,
         };
+        // Read inside the write transaction: another process's allocation is either wholly
+        // before it (and seen here) or wholly after it.
+        let held = held(&tx, &self.path)?;
         let mut reclaimed = vec![];
         let mut taken = vec![];
         for (e, (pid, start)) in held {

@@ -75,6 +75,7 @@ pub fn ps(root: &Path, a: &PsArgs) -> i32 {
         "PORTS".into(),
         "NAMES".into(),
     ]];
+    let ports = moat_engine::network::published(&paths);
     for r in shown {
         let mut cmd = r.command.join(" ");
         if !a.no_trunc && cmd.chars().count() > 20 {
@@ -90,7 +91,7 @@ pub fn ps(root: &Path, a: &PsArgs) -> i32 {
             format!("\"{cmd}\""),
             human_ago(&r.created),
             status(&paths, r),
-            String::new(),
+            moat_engine::network::ports_text(&ports, &r.id),
             r.name.clone(),
         ]);
     }
@@ -251,8 +252,10 @@ fn formatted(paths: &Paths, format: &str, rows: &[&Row], no_trunc: bool) -> i32 
         });
         let _ = writeln!(out, "{header}");
     }
+    let ports = moat_engine::network::published(paths);
     for r in rows {
         let line = render(&|name| match name {
+            "Ports" => moat_engine::network::ports_text(&ports, &r.id),
             "ID" if no_trunc => r.id.clone(),
             "ID" => r.id[..12].to_string(),
             "Image" => r.image_ref.clone(),

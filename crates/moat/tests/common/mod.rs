@@ -22,6 +22,9 @@ pub fn can_run() -> bool {
         eprintln!("SKIP: /bin/busybox missing: run scripts/setup.sh (installs busybox-static)");
         return false;
     }
+    // Before anything the test starts (registries, servers, engines): all of it shares the
+    // test thread's own network namespace.
+    own_netns();
     true
 }
 
