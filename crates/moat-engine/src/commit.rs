@@ -113,6 +113,7 @@ fn with_container_config(
             working_dir: c.working_dir.clone().or(cwd),
             user: c.user.clone(),
             labels: labels.into_iter().chain(c.labels.iter().cloned()).collect(),
+            exposed_ports: c.exposed_ports.clone(),
             message: c.message.clone(),
         },
         author: opts.author.clone(),

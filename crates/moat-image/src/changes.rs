@@ -1,6 +1,6 @@
 //! Dockerfile instructions applied to an image config, as `docker import --change`,
 //! `docker commit --change` and the API's `changes` parameter take them: CMD, ENTRYPOINT, ENV,
-//! WORKDIR, USER, LABEL.
+//! WORKDIR, USER, LABEL, EXPOSE.
 
 use crate::store::ImportConfig;
 
@@ -8,7 +8,7 @@ use crate::store::ImportConfig;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangeError {
     /// not one of the supported instructions, or malformed
-    #[error("invalid change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER or LABEL")]
+    #[error("invalid change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL or EXPOSE")]
     Unsupported(String),
 }
 
@@ -50,6 +50,18 @@ pub fn parse(list: &[String], message: Option<String>) -> Result<ImportConfig, C
                 cfg.labels
                     .push((k.trim().to_string(), v.trim().trim_matches('"').to_string()));
             }
+            "EXPOSE" if !rest.is_empty() => {
+                for p in rest.split_whitespace() {
+                    let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                    let proto = proto.to_ascii_lowercase();
+                    if port.parse::<u16>().map_or(true, |n| n == 0)
+                        || !matches!(proto.as_str(), "tcp" | "udp" | "sctp")
+                    {
+                        return Err(ChangeError::Unsupported(c.clone()));
+                    }
+                    cfg.exposed_ports.push(format!("{port}/{proto}"));
+                }
+            }
             _ => return Err(ChangeError::Unsupported(c.clone())),
         }
     }
@@ -70,6 +82,7 @@ mod tests {
                 "ENV B two".into(),
                 "WORKDIR /w".into(),
                 r#"LABEL k="v""#.into(),
+                "EXPOSE 80 53/udp".into(),
             ],
             Some("m".into()),
         )
@@ -82,6 +95,9 @@ mod tests {
         assert_eq!(cfg.env, ["A=1", "B=two"]);
         assert_eq!(cfg.labels, [("k".to_string(), "v".to_string())]);
         assert_eq!(cfg.message.as_deref(), Some("m"));
+        assert_eq!(cfg.exposed_ports, ["80/tcp", "53/udp"]);
         assert!(parse(&["RUN x".into()], None).is_err());
+        assert!(parse(&["EXPOSE 0".into()], None).is_err());
+        assert!(parse(&["EXPOSE 80/http".into()], None).is_err());
     }
 }

@@ -223,6 +223,12 @@ fn apply_changes(cfg: &mut Value, c: &ImportConfig) {
         }
         cfg["Labels"][k] = json!(v);
     }
+    for p in &c.exposed_ports {
+        if !cfg["ExposedPorts"].is_object() {
+            cfg["ExposedPorts"] = json!({});
+        }
+        cfg["ExposedPorts"][p] = json!({});
+    }
 }
 
 #[cfg(test)]

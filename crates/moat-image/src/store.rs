@@ -114,6 +114,8 @@ pub struct ImportConfig {
     pub user: Option<String>,
     /// `LABEL` entries.
     pub labels: Vec<(String, String)>,
+    /// `EXPOSE`d ports, as `PORT/PROTO`.
+    pub exposed_ports: Vec<String>,
     /// History comment (`-m`).
     pub message: Option<String>,
 }
@@ -402,6 +404,14 @@ impl ImageStore {
                 cfg.labels
                     .iter()
                     .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect(),
+            );
+        }
+        if !cfg.exposed_ports.is_empty() {
+            config["ExposedPorts"] = Value::Object(
+                cfg.exposed_ports
+                    .iter()
+                    .map(|p| (p.clone(), json!({})))
                     .collect(),
             );
         }

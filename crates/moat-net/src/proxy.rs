@@ -114,3 +114,54 @@ fn udp(socket: UdpSocket, to: SocketAddrV4) {
         let _ = flow.send(&buf[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn tcp_and_udp_are_carried_both_ways() {
+        // Echo servers on loopback stand for the container's ports.
+        let tcp_echo = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let tcp_to = match tcp_echo.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        std::thread::spawn(move || {
+            let (mut c, _) = tcp_echo.accept().unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap();
+            c.write_all(&buf).unwrap();
+        });
+        let udp_echo = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let udp_to = match udp_echo.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let (n, from) = udp_echo.recv_from(&mut buf).unwrap();
+            udp_echo.send_to(&buf[..n], from).unwrap();
+        });
+        let t = Listener::bind("tcp", Ipv4Addr::LOCALHOST, 0).unwrap();
+        let u = Listener::bind("udp", Ipv4Addr::LOCALHOST, 0).unwrap();
+        let (tp, up) = (t.port(), u.port());
+        assert!(tp > 0 && up > 0);
+        // A port in use is refused at bind, before anything starts.
+        assert!(Listener::bind("tcp", Ipv4Addr::LOCALHOST, tp).is_err());
+        serve(t, tcp_to);
+        serve(u, udp_to);
+        let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, tp)).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut back = [0u8; 5];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"hello");
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(b"ping", (Ipv4Addr::LOCALHOST, up)).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+    }
+}

@@ -527,3 +527,66 @@ fn a_running_container_is_connected_and_disconnected() {
     e.ok(&["network", "rm", "back"]);
     e.ok(&["rm", "-f", "app"]);
 }
+
+#[test]
+fn publish_all_mac_gateway_and_prune() {
+    let Some((_sb, e)) = engine() else { return };
+    let tar = e.busybox_tar();
+    e.ok(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/sh\"]",
+        "--change",
+        "EXPOSE 80",
+        tar.to_str().unwrap(),
+        "exposed",
+    ]);
+    e.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.0.0/24",
+        "--gateway",
+        "10.99.0.254",
+        "gw",
+    ]);
+    e.ok(&[
+        "run", "-d", "--name", "pa", "-P", "--network", "gw", "--mac-address",
+        "02:00:00:aa:bb:cc", "--hostname", "p1", "exposed", "sh", "-c",
+        "mkdir -p /www && echo hello from $HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let ports = e.ok(&["port", "pa", "80"]);
+    let port: u16 = ports
+        .trim()
+        .strip_prefix("0.0.0.0:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    common::eventually("the -P port answers", || {
+        http_get(Ipv4Addr::LOCALHOST, port).is_ok_and(|b| b == "hello from p1\n")
+    });
+    let inside = e.ok(&[
+        "exec",
+        "pa",
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/address; ip route",
+    ]);
+    assert!(inside.contains("02:00:00:aa:bb:cc"), "{inside}");
+    assert!(inside.contains("default via 10.99.0.254"), "{inside}");
+    let v = inspect(&e, "pa");
+    assert_eq!(
+        v["NetworkSettings"]["Networks"]["gw"]["MacAddress"],
+        "02:00:00:aa:bb:cc"
+    );
+    assert_eq!(
+        v["NetworkSettings"]["Networks"]["gw"]["Gateway"],
+        "10.99.0.254"
+    );
+    // prune: an unused network goes; one a (stopped) container names stays.
+    e.ok(&["network", "create", "unused"]);
+    e.ok(&["stop", "-t", "1", "pa"]);
+    let out = e.ok(&["network", "prune", "-f"]);
+    assert!(out.contains("unused") && !out.contains("gw"), "{out}");
+    let ls = e.ok(&["network", "ls"]);
+    assert!(ls.contains(" gw ") && !ls.contains("unused"), "{ls}");
+}
