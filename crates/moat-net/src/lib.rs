@@ -368,7 +368,10 @@ impl Networks {
                 .allocate(&net, id, name, &req.aliases, req.ip, &veth, holder, alive)?;
         let mut host = Rtnl::open()?;
         let plumbed = (|| -> Result<(), NetError> {
-            ensure_bridge_with(&mut host, &net)?;
+            if ensure_bridge_with(&mut host, &net)? {
+                let _lock = lock()?;
+                self.write_rules()?;
+            }
             let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ep.ip));
             if req.mac.is_some() {
                 ep.mac = ipam::format_mac(mac);
@@ -558,6 +561,7 @@ impl Networks {
         host: &mut Rtnl,
     ) -> Result<Vec<(Network, Endpoint)>, NetError> {
         let mut endpoints = vec![];
+        let mut made = false;
         for (i, (net, req)) in nets.into_iter().zip(requests).enumerate() {
             let veth = format!("mv{}{i}", &id[..id.len().min(11)]);
             let (mut ep, reclaimed) =
@@ -567,12 +571,18 @@ impl Networks {
             for r in reclaimed {
                 let _ = host.delete(&r.veth);
             }
-            ensure_bridge_with(host, &net)?;
+            made |= ensure_bridge_with(host, &net)?;
             if let Some(mac) = req.mac {
                 ep.mac = ipam::format_mac(mac);
                 self.store.set_mac(&ep)?;
             }
             endpoints.push((net, ep));
+        }
+        if made {
+            // A bridge made now has no rules yet (its network's first container, or the
+            // first start after a reboot): egress needs its masquerade.
+            let _lock = lock()?;
+            self.write_rules()?;
         }
         log::debug!("network: addresses allocated, bridges ready");
         Ok(endpoints)
@@ -757,31 +767,31 @@ fn routed() -> Result<Vec<Ipv4Net>, NetError> {
 }
 
 fn ensure_bridge(net: &Network) -> Result<(), NetError> {
-    ensure_bridge_with(&mut Rtnl::open()?, net)
+    ensure_bridge_with(&mut Rtnl::open()?, net).map(|_| ())
 }
 
-/// The network's bridge exists, has its gateway address and is up (made when missing: after
-/// a reboot, or by the first container of the default network).
-fn ensure_bridge_with(rtnl: &mut Rtnl, net: &Network) -> Result<(), NetError> {
-    let index = match rtnl.index(&net.bridge)? {
-        Some(i) => i,
-        None => {
-            match rtnl.add_bridge(&net.bridge, net.mtu) {
-                Err(e) if e.errno() == Some(libc::EEXIST) => {}
-                other => other?,
-            }
-            rtnl.index(&net.bridge)?
-                .ok_or_else(|| NetlinkError::Refused {
-                    what: format!("find bridge {}", net.bridge),
-                    source: std::io::Error::from_raw_os_error(libc::ENODEV),
-                })?
-        }
-    };
+/// The network's bridge exists, has its gateway address and is up: made when missing (after a
+/// reboot, or for the first container of the default network); `Ok(true)` then, and the
+/// caller rewrites the rules (a reboot took them too).
+fn ensure_bridge_with(rtnl: &mut Rtnl, net: &Network) -> Result<bool, NetError> {
+    if rtnl.index(&net.bridge)?.is_some() {
+        return Ok(false);
+    }
+    match rtnl.add_bridge(&net.bridge, net.mtu) {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+        other => other?,
+    }
+    let index = rtnl
+        .index(&net.bridge)?
+        .ok_or_else(|| NetlinkError::Refused {
+            what: format!("find bridge {}", net.bridge),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })?;
     if let (Some(gw), Some(s)) = (net.gateway, net.subnet) {
         rtnl.add_address(index, gw, s.prefix_len(), &net.bridge)?;
     }
     rtnl.set_up(index, None, &net.bridge)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Routing between the bridges and the host's interfaces, as Docker turns it on.

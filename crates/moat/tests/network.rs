@@ -167,6 +167,69 @@ fn the_default_bridge_gives_an_address_and_a_way_out_but_no_names() {
     );
 }
 
+/// A "world" beyond the host: a process in a network namespace of its own, joined to the
+/// test's by a veth (198.18.0.1 here, 198.18.0.2 there), running a TCP server on port 8000 that
+/// answers with the address the connection came from. Killed on drop.
+struct World(std::process::Child);
+
+impl World {
+    fn start() -> World {
+        let script = "ip link set lo up; while ! ip link show w1 >/dev/null 2>&1; do sleep 0.02; done; \
+            ip addr add 198.18.0.2/24 dev w1; ip link set w1 up; \
+            exec python3 -c 'import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"198.18.0.2\", 8000)); s.listen()\nwhile True:\n  c, a = s.accept(); c.recv(1024); c.sendall(b\"HTTP/1.0 200 OK\\r\\n\\r\\nfrom \" + a[0].encode() + b\"\\n\"); c.close()'";
+        let child = Command::new("unshare")
+            .args(["--net", "sh", "-c", script])
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        for cmd in [
+            format!("ip link add w0 type veth peer name w1 netns {pid}"),
+            "ip addr add 198.18.0.1/24 dev w0".into(),
+            "ip link set w0 up".into(),
+        ] {
+            let ok = Command::new("sh").args(["-c", &cmd]).status().unwrap();
+            assert!(ok.success(), "{cmd}");
+        }
+        World(child)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn egress_is_forwarded_and_masqueraded() {
+    let Some((_sb, e)) = engine() else { return };
+    let _world = World::start();
+    common::eventually("the world's server", || {
+        http_get(Ipv4Addr::new(198, 18, 0, 2), 8000).is_ok()
+    });
+    // The world sees the host's address, not the container's: masquerade.
+    let (code, out, err) = common::RunExt::run(
+        &e,
+        &["busybox", "sh", "-c", &format!("{GET}get 198.18.0.2 8000")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "from 198.18.0.1\n");
+    e.ok(&["network", "create", "--internal", "closed"]);
+    let (_, out, _) = common::RunExt::run(
+        &e,
+        &[
+            "--network",
+            "closed",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("{GET}get 198.18.0.2 8000 | grep -q from && echo reached || echo blocked"),
+        ],
+    );
+    assert_eq!(out, "blocked\n");
+}
+
 #[test]
 fn internal_networks_have_no_way_out_and_none_has_only_loopback() {
     let Some((_sb, e)) = engine() else { return };
