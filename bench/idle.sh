@@ -138,7 +138,7 @@ $P import --change 'CMD ["/bin/sh"]' "$W/bb.tar" busybox:local >/dev/null 2>&1 |
 : > "$R/mem.txt"; : > "$R/breakdown.txt"; : > "$R/starts.txt"
 
 # ---- N containers per engine; each engine measured 3 s after its last start ----
-start moat $M run -d busybox:local sleep 600 || exit 1
+start moat $M run -d --network none busybox:local sleep 600 || exit 1
 sleep 3; measure fresh moat "moat monitor"
 # moat re-executes itself from a sealed view of its binary (CVE-2019-5736): a lower-only overlayfs
 # (shared page cache) or, when that fails, a private memfd copy per process. Say which one ran.

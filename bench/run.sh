@@ -2,7 +2,9 @@
 # run.sh: `moat run --rm IMG true` against `docker run --rm` (its own dockerd with
 # --iptables=false --bridge=none), `podman run --rm --network none` and a raw `crun run`, with
 # hyperfine in one run, and the ratios. A benchmark, not a test (issue 4's target: moat's median
-# <= 1.5x crun's, i.e. >= 10x faster than docker).
+# <= 1.5x crun's, i.e. >= 10x faster than docker). moat runs with --network none (loopback only,
+# as crun's bundle, docker's --bridge=none and podman's --network none): its default bridge
+# network is measured by bench/net.sh, inside a throwaway network namespace.
 #
 #   sudo bash bench/run.sh            # moat from target/release/moat
 #   sudo MOAT=/path/to/moat RUNS=30 bash bench/run.sh
@@ -26,7 +28,7 @@ hf() { # hf LABEL COMMAND
 if [ "${1:-}" = __private ]; then
   umount /sys/fs/cgroup/unified || exit 1
   hf private.crun "crun --root $W/crun-state run --bundle $W/bundle bench-crun"
-  hf private.moat "$MOAT --root $W/moat run --rm busybox:local true"
+  hf private.moat "$MOAT --root $W/moat run --rm --network none busybox:local true"
   exit 0
 fi
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -65,11 +67,11 @@ docker import --change 'CMD ["/bin/sh"]' "$W/bb.tar" busybox:local >/dev/null ||
 $P import --change 'CMD ["/bin/sh"]' "$W/bb.tar" busybox:local >/dev/null 2>&1 || exit 1
 mkdir -p "$W/bundle"; cp -a "$W/rootfs" "$W/bundle/rootfs"
 ( cd "$W/bundle" && crun spec && jq '.process.terminal=false | .process.args=["/bin/true"]' config.json > c && mv c config.json )
-for c in "$MOAT --root $W/moat run --rm busybox:local true" "docker run --rm busybox:local true" \
+for c in "$MOAT --root $W/moat run --rm --network none busybox:local true" "docker run --rm busybox:local true" \
          "$P run --rm --runtime runc $U --network none busybox:local true"; do
   $c || { echo "sanity FAILED: $c"; exit 1; }
 done
-hf hybrid.moat "$MOAT --root $W/moat run --rm busybox:local true"
+hf hybrid.moat "$MOAT --root $W/moat run --rm --network none busybox:local true"
 hf docker "docker run --rm busybox:local true"
 hf podman "$P run --rm --runtime runc $U --network none busybox:local true"
 unshare -m --propagation private bash "$SELF" __private
