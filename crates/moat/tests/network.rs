@@ -62,8 +62,8 @@ fn links() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `get HOST PORT` for container scripts: the body of an HTTP GET of `/` (busybox nc: the
-/// static busybox's wget crashes in this image).
+/// `get HOST PORT` for container scripts: the body of an HTTP GET of `/`, over busybox nc with
+/// a timeout (Debian's busybox-static 1.35 wget crashes with `-T`, on the host as well).
 const GET: &str =
     "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $1 $2 | sed '1,/^\\r$/d'; }; ";
 
