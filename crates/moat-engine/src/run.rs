@@ -250,19 +250,28 @@ fn network_plan(
                     }
                 }
             }
-            // Each network must exist now, as Docker refuses at create.
-            let mut nets = crate::network::open(paths)?;
-            for r in &mut plan.networks {
-                let n = nets.get(&r.network)?;
-                if n.driver != "bridge" {
-                    return Err(moat_net::NetError::NotBridge(n.name).into());
-                }
-                r.network = n.name;
+            // Each network must exist now, as Docker refuses at create (the default bridge
+            // always does: its record is made at the first start, off the create path).
+            if plan.networks.iter().any(|r| r.network != "bridge") {
+                check_networks(paths, &mut plan)?;
             }
             crate::network::save(dir, &plan)?;
             Ok(Some(crate::network::config(paths).netns_path(id)))
         }
     }
+}
+
+/// The plan's networks exist and are bridge networks; named by their names from now on.
+fn check_networks(paths: &Paths, plan: &mut crate::network::Plan) -> Result<(), EngineError> {
+    let mut nets = crate::network::open(paths)?;
+    for r in &mut plan.networks {
+        let n = nets.get(&r.network)?;
+        if n.driver != "bridge" {
+            return Err(moat_net::NetError::NotBridge(n.name).into());
+        }
+        r.network = n.name;
+    }
+    Ok(())
 }
 
 /// How old a `.rm-<id>` directory must be before a sweep takes it (its monitor deletes it

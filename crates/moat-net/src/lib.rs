@@ -322,9 +322,28 @@ impl Networks {
     pub fn remove(&mut self, key: &str) -> Result<Network, NetError> {
         let net = self.get(key)?;
         let _lock = lock()?;
+        if net.is_predefined() {
+            return Err(StoreError::Predefined(net.name).into());
+        }
+        let users: Vec<String> = self
+            .store
+            .endpoints(alive)?
+            .into_iter()
+            .filter(|e| e.network_id == net.id)
+            .map(|e| e.container_name)
+            .collect();
+        if !users.is_empty() {
+            return Err(StoreError::InUse {
+                name: net.name,
+                id: net.id,
+                containers: users.join(", "),
+            }
+            .into());
+        }
+        // The bridge first, then the record: a crash in between leaves a record whose bridge
+        // the next use makes again (or `rm` finishes), never a bridge nobody knows of.
+        Rtnl::open()?.delete(&net.bridge)?;
         self.store.delete(&net, alive)?;
-        let mut rtnl = Rtnl::open()?;
-        rtnl.delete(&net.bridge)?;
         self.write_rules()?;
         Ok(net)
     }

@@ -227,6 +227,9 @@ CREATE TABLE IF NOT EXISTS ports (
   PRIMARY KEY (proto, host_ip, host_port));
 ";
 
+/// The schema's version (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
 /// The network records of one engine root.
 #[derive(Debug)]
 pub struct NetStore {
@@ -260,7 +263,18 @@ impl NetStore {
             source,
         })?;
         let store = NetStore { conn, path };
-        store.conn.execute_batch(SCHEMA).map_err(store.sql())?;
+        // The schema once (user_version marks it): an open is on every bridge start's path.
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(store.sql())?;
+        if version < SCHEMA_VERSION {
+            store.conn.execute_batch(SCHEMA).map_err(store.sql())?;
+            store
+                .conn
+                .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .map_err(store.sql())?;
+        }
         Ok(store)
     }
 
