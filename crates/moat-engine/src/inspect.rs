@@ -18,6 +18,25 @@ fn or_zero(t: &str) -> &str {
     }
 }
 
+/// A container's labels (its config's annotations, moat's own excluded), sorted.
+pub fn labels(paths: &Paths, id: &str) -> Vec<(String, String)> {
+    let spec: Value = std::fs::read(paths.container_dir(id).join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut out: Vec<(String, String)> = spec["annotations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.starts_with("moat."))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 /// The container as Docker's API shows it.
 pub fn container(paths: &Paths, row: &Row) -> Value {
     let dir = paths.container_dir(&row.id);

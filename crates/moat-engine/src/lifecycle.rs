@@ -474,6 +474,14 @@ pub fn stop_settings(paths: &Paths, row: &Row) -> (String, Duration) {
     (sig, Duration::from_secs(secs))
 }
 
+/// Stops with the container's own stop signal and timeout (Docker's SIGTERM and 10 s unless
+/// `--stop-signal`/`--stop-timeout` said otherwise).
+pub fn stop_default(paths: &Paths, row: &Row) -> Result<(), EngineError> {
+    let (sig, timeout) = stop_settings(paths, row);
+    let sig = moat_runtime::ops::parse_signal(&sig)?;
+    stop(paths, row, sig, timeout)
+}
+
 /// Stops a running container: `sig` (SIGTERM unless the image says otherwise), then SIGKILL
 /// after `timeout`; returns once its monitor has recorded the exit. A container that is not
 /// running is left as it is (as Docker does).

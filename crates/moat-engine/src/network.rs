@@ -545,6 +545,12 @@ fn fork_helper(
                 let _ = nix::unistd::dup2_stdin(&null);
                 let _ = nix::unistd::dup2_stdout(&null);
                 let _ = nix::unistd::dup2_stderr(&null);
+                // The monitor's log is a copy of the caller's stderr: not the helper's either.
+                let copy = crate::monitor::log_copy();
+                if copy > 2 {
+                    // SAFETY: dup2 onto the logger's open descriptor; nothing here logs.
+                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), copy) };
+                }
             }
             // SAFETY: closes the report pipe's descriptor, which nothing here owns.
             unsafe { libc::close(crate::monitor::REPORT_FD) };

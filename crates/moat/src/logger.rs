@@ -27,14 +27,16 @@ impl Logger {
 
     /// Installs the logger on a copy (close-on-exec) of the stderr this process started with,
     /// so that later redirections of descriptor 2 do not take the log lines along.
-    pub fn install_on_stderr_copy(debug: bool) {
-        use std::os::fd::AsFd;
+    pub fn install_on_stderr_copy(debug: bool) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::{AsFd, AsRawFd};
         let copy = std::io::stderr()
             .as_fd()
             .try_clone_to_owned()
             .ok()
             .map(std::fs::File::from);
+        let fd = copy.as_ref().map(|f| f.as_raw_fd());
         Self::install_to(copy, false, debug);
+        fd
     }
 
     fn install_to(file: Option<std::fs::File>, json: bool, debug: bool) {

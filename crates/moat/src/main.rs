@@ -4,6 +4,7 @@
 //! `moat-runtime` (a symlink) takes runc's command line at the top level, so engines that expect a
 //! runc-like program (`dockerd --add-runtime`, `podman --runtime`, containerd) can call it directly.
 
+mod apply_cli;
 mod container_cli;
 mod image_cli;
 mod logger;
@@ -118,6 +119,8 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network_cli::NetworkCommand),
+    /// Bring a compose file's project to what the file declares (create, replace, remove).
+    Apply(apply_cli::ApplyArgs),
     /// List a container's published ports, or the host address of one.
     Port {
         /// Container name or id.
@@ -203,7 +206,9 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
     if matches!(command, Command::Monitor { .. }) {
         // The monitor's starter puts the container's stdio on 0-2 before the runtime logs: its
         // lines must keep going to the monitor's own stderr, not into the container's output.
-        logger::Logger::install_on_stderr_copy(debug);
+        if let Some(fd) = logger::Logger::install_on_stderr_copy(debug) {
+            moat_engine::monitor::set_log_copy(fd);
+        }
     } else {
         logger::Logger::install(None, false, debug);
     }
@@ -259,6 +264,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Container(C::Prune { .. }) => return container_cli::prune(root),
         Command::Volume(v) => return volume_cli::volume(root, v),
         Command::Network(n) => return network_cli::network(root, n),
+        Command::Apply(a) => return apply_cli::apply(root, a),
         Command::Port { container, port } => {
             return network_cli::port(root, container, port.as_deref())
         }

@@ -110,21 +110,7 @@ fn state_word(paths: &Paths, row: &Row) -> &'static str {
 
 /// The container's labels (its config's annotations, moat's own excluded).
 fn labels(paths: &Paths, row: &Row) -> Vec<(String, String)> {
-    let spec: serde_json::Value = std::fs::read(paths.container_dir(&row.id).join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let mut out: Vec<(String, String)> = spec["annotations"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| !k.starts_with("moat."))
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    moat_engine::inspect::labels(paths, &row.id)
 }
 
 /// `--filter` values by key.

@@ -6,9 +6,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{can_run, eventually, inspect, Engine, RunExt, MOAT};
+use common::{can_run, eventually, inspect, output_of, Engine, RunExt, MOAT};
 
 #[test]
 fn detached_container_lifecycle() {
@@ -680,4 +680,31 @@ fn pause_unpause_top_restart() {
     assert_ne!(st["State"]["Pid"].as_i64().unwrap(), pid1);
     e.ok(&["rm", "-f", "pz"]);
     e.assert_clean();
+}
+
+#[test]
+fn a_detached_run_lets_go_of_the_callers_output() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // Both of the caller's streams are pipes read to their end (as `2>&1 | cat` or a CI
+    // runner does): the command must end when the container runs, not when it exits.
+    let t = Instant::now();
+    let out = output_of(
+        Command::new(common::MOAT)
+            .arg("--root")
+            .arg(e.dir.path())
+            // A published port: the monitor's port helper must let go too.
+            .args([
+                "run", "-d", "--name", "long", "-p", "80", "busybox", "sleep", "60",
+            ]),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    e.ok(&["rm", "-f", "long"]);
 }

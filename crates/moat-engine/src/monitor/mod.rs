@@ -57,6 +57,23 @@ pub struct MonitorConfig {
     pub name: String,
 }
 
+/// The descriptor of the monitor's log: a copy of the caller's stderr (the starter's runtime
+/// warnings reach the caller through it, not the container's output); -1 when none.
+static LOG_COPY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Tells the monitor which descriptor its logger writes to (the binary sets the logger up), so
+/// that a detached monitor lets go of the caller's stderr once the container runs: a caller
+/// reading its own stderr to the end (`moat run -d ... 2>&1 | cat`) must not wait for the
+/// container.
+pub fn set_log_copy(fd: RawFd) {
+    LOG_COPY.store(fd, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The logger's descriptor set with [`set_log_copy`] (-1: none).
+pub(crate) fn log_copy() -> RawFd {
+    LOG_COPY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The file `stop` and `kill` leave in the container's directory so that its monitor does not
 /// restart it (Docker: a container stopped by the user stays stopped).
 pub const STOPPED_BY_USER: &str = "stopped-by-user";
@@ -442,9 +459,16 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     // or pipe is released.
     let _ = nix::unistd::dup2_stdin(&null);
     let _ = nix::unistd::dup2_stdout(&null);
-    // With --debug the monitor's own lines keep going to the caller's stderr (profiling).
+    // With --debug the monitor's own lines keep going to the caller's stderr (profiling); an
+    // attached caller gets the monitor's later warnings too (it waits for the exit anyway).
     if !log::log_enabled!(log::Level::Debug) {
         let _ = nix::unistd::dup2_stderr(&null);
+        let copy = LOG_COPY.load(std::sync::atomic::Ordering::Relaxed);
+        if !cfg.attach && copy > 2 {
+            // SAFETY: `copy` is the logger's open descriptor; dup2 swaps what it refers to
+            // (the logger's File stays valid, now writing to /dev/null).
+            unsafe { libc::dup2(null.as_raw_fd(), copy) };
+        }
     }
     // The database is opened while the starter works (two cores; no fork follows).
     let root = cfg.paths.root.clone();

@@ -1,0 +1,646 @@
+//! The Compose-specification file, as far as `moat apply` carries it out: parsed strictly
+//! (an unknown key is an error naming its path and line; a key of the specification that moat
+//! does not carry out yet is refused by name, never silently ignored), interpolated first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::interpolate::{dotenv, interpolate, InterpolateError};
+
+/// Why a compose file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The file could not be read.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Interpolation failed.
+    #[error("{path}: {source}")]
+    Interpolate {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: InterpolateError,
+    },
+    /// YAML that does not fit the specification (unknown key, wrong type).
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key's path (`services.web.ports`).
+        key: String,
+        /// What is wrong, with the line and column.
+        message: String,
+    },
+    /// A key of the specification moat does not carry out yet.
+    #[error("{path}: {key}: not supported by moat apply yet")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// The key's path.
+        key: String,
+    },
+    /// A reference to something not declared, or a cycle.
+    #[error("{path}: {key}: {message}")]
+    Reference {
+        /// The file.
+        path: PathBuf,
+        /// The key's path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A string or a list of strings (`command`, `entrypoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    /// Split as a shell would (Compose splits on whitespace, keeping quotes).
+    Line(String),
+    /// As given.
+    List(Vec<String>),
+}
+
+impl Command {
+    /// The argument vector.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::List(v) => v.clone(),
+            Command::Line(s) => split_words(s),
+        }
+    }
+}
+
+/// Splits a command line as a POSIX shell's word splitting does for quotes (no expansion).
+fn split_words(s: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `environment` and `labels`: a list of `KEY=VALUE` or a map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Pairs {
+    /// `- KEY=VALUE` (`- KEY` alone: from moat's environment).
+    List(Vec<String>),
+    /// `KEY: VALUE` (a null value: from moat's environment).
+    Map(BTreeMap<String, Option<Scalar>>),
+}
+
+/// A YAML scalar written where a string is meant (`PORT: 8080`, `DEBUG: true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// A string.
+    Str(String),
+    /// A number.
+    Int(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Str(s) => s.clone(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Pairs {
+    /// `KEY=VALUE` entries (a key without a value is looked up with `lookup`; dropped when
+    /// unset, as Docker drops `-e KEY`).
+    pub fn entries(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+        let mut out = vec![];
+        match self {
+            Pairs::List(l) => {
+                for e in l {
+                    match e.split_once('=') {
+                        Some((k, v)) => out.push((k.to_string(), v.to_string())),
+                        None => {
+                            if let Some(v) = lookup(e) {
+                                out.push((e.clone(), v));
+                            }
+                        }
+                    }
+                }
+            }
+            Pairs::Map(m) => {
+                for (k, v) in m {
+                    match v {
+                        Some(v) => out.push((k.clone(), v.text())),
+                        None => {
+                            if let Some(v) = lookup(k) {
+                                out.push((k.clone(), v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A port: `"8080:80"`, `80`, `"127.0.0.1:8080:80/udp"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// The short syntax.
+    Short(String),
+    /// A bare container port.
+    Number(u16),
+}
+
+impl PortSpec {
+    /// As `-p` takes it.
+    pub fn flag(&self) -> String {
+        match self {
+            PortSpec::Short(s) => s.clone(),
+            PortSpec::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// A service's `networks`: names, or names with settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceNetworks {
+    /// `- front`.
+    List(Vec<String>),
+    /// `front: {aliases: [...]}`.
+    Map(BTreeMap<String, Option<ServiceNetwork>>),
+}
+
+/// A service's settings on one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNetwork {
+    /// More names of the service's containers there.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A fixed address (one replica only).
+    pub ipv4_address: Option<String>,
+}
+
+/// `depends_on`: names, or names with a condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DependsOn {
+    /// `- db`.
+    List(Vec<String>),
+    /// `db: {condition: service_started}`.
+    Map(BTreeMap<String, Dependency>),
+}
+
+impl DependsOn {
+    /// The services depended on.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            DependsOn::List(l) => l.clone(),
+            DependsOn::Map(m) => m.keys().cloned().collect(),
+        }
+    }
+}
+
+/// One dependency's condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    /// `service_started` (the others need healthchecks and exit tracking: not yet).
+    pub condition: String,
+}
+
+/// `deploy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// How many containers.
+    pub replicas: Option<u32>,
+}
+
+/// A service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Image (required: moat apply does not build).
+    pub image: Option<String>,
+    /// Replaces the image's Cmd.
+    pub command: Option<Command>,
+    /// Replaces the image's Entrypoint.
+    pub entrypoint: Option<Command>,
+    /// Environment.
+    pub environment: Option<Pairs>,
+    /// Labels of the containers.
+    pub labels: Option<Pairs>,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Networks (the project's `default` when absent).
+    pub networks: Option<ServiceNetworks>,
+    /// `HOST:CONTAINER[:ro]` or `VOLUME:CONTAINER[:ro]`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-w`.
+    pub working_dir: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--restart`.
+    pub restart: Option<String>,
+    /// `--cap-add`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `-m`.
+    pub mem_limit: Option<Scalar>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// Start order.
+    pub depends_on: Option<DependsOn>,
+    /// Replicas.
+    pub deploy: Option<Deploy>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// Keys of the specification not carried out yet: kept to be refused by name.
+    #[serde(default, skip_serializing)]
+    pub healthcheck: Option<serde_yaml_ng::Value>,
+    /// See `healthcheck`.
+    #[serde(default, skip_serializing)]
+    pub env_file: Option<serde_yaml_ng::Value>,
+    /// See `healthcheck`.
+    #[serde(default, skip_serializing)]
+    pub build: Option<serde_yaml_ng::Value>,
+    /// See `healthcheck`.
+    #[serde(default, skip_serializing)]
+    pub configs: Option<serde_yaml_ng::Value>,
+    /// See `healthcheck`.
+    #[serde(default, skip_serializing)]
+    pub secrets: Option<serde_yaml_ng::Value>,
+}
+
+/// A top-level network.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDef {
+    /// bridge only.
+    pub driver: Option<String>,
+    /// `--internal`.
+    #[serde(default)]
+    pub internal: bool,
+    /// Subnets.
+    pub ipam: Option<Ipam>,
+    /// Labels.
+    pub labels: Option<Pairs>,
+}
+
+/// `ipam`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipam {
+    /// Ignored driver name (`default`).
+    pub driver: Option<String>,
+    /// Subnets.
+    #[serde(default)]
+    pub config: Vec<IpamConfig>,
+}
+
+/// One subnet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamConfig {
+    /// CIDR.
+    pub subnet: Option<String>,
+    /// Gateway.
+    pub gateway: Option<String>,
+}
+
+/// A top-level volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDef {
+    /// `local` only.
+    pub driver: Option<String>,
+    /// Labels.
+    pub labels: Option<Pairs>,
+}
+
+/// A compose file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComposeFile {
+    /// Obsolete, accepted.
+    pub version: Option<String>,
+    /// The project's name.
+    pub name: Option<String>,
+    /// Services.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// Networks (`null` values: defaults).
+    #[serde(default)]
+    pub networks: BTreeMap<String, Option<NetworkDef>>,
+    /// Volumes.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Option<VolumeDef>>,
+    /// `x-*` extensions (and unknown keys, refused after parsing).
+    #[serde(flatten, skip_serializing)]
+    pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl ComposeFile {
+    /// Reads, interpolates (environment, then `.env` beside the file) and checks `path`.
+    pub fn load(path: &Path) -> Result<ComposeFile, ComposeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ComposeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let env_file = path.parent().unwrap_or(Path::new(".")).join(".env");
+        let dot = std::fs::read_to_string(env_file)
+            .map(|t| dotenv(&t))
+            .unwrap_or_default();
+        let lookup = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .or_else(|| dot.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        };
+        Self::parse(&text, path, &lookup)
+    }
+
+    /// Parses `text` (named `path` in errors).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ComposeFile, ComposeError> {
+        let text = interpolate(text, lookup).map_err(|source| ComposeError::Interpolate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        let file: ComposeFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let message = match inner.location() {
+                Some(l) => format!("{inner} (line {}, column {})", l.line(), l.column()),
+                None => inner.to_string(),
+            };
+            ComposeError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            }
+        })?;
+        file.check(path)?;
+        Ok(file)
+    }
+
+    /// What typing cannot say: unknown top-level keys, unsupported keys, references, cycles.
+    fn check(&self, path: &Path) -> Result<(), ComposeError> {
+        let err = |key: String, message: String| ComposeError::Reference {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let unsupported = |key: String| ComposeError::Unsupported {
+            path: path.to_path_buf(),
+            key,
+        };
+        for k in self.extensions.keys() {
+            if k == "configs" || k == "secrets" {
+                return Err(unsupported(k.clone()));
+            }
+            if !k.starts_with("x-") {
+                return Err(ComposeError::Invalid {
+                    path: path.to_path_buf(),
+                    key: k.clone(),
+                    message: "unknown top-level key (expected services, networks, volumes, name, version or x-*)".into(),
+                });
+            }
+        }
+        if self.services.is_empty() {
+            return Err(err("services".into(), "no services declared".into()));
+        }
+        for (name, s) in &self.services {
+            let key = |k: &str| format!("services.{name}.{k}");
+            for (k, present) in [
+                ("healthcheck", s.healthcheck.is_some()),
+                ("env_file", s.env_file.is_some()),
+                ("build", s.build.is_some()),
+                ("configs", s.configs.is_some()),
+                ("secrets", s.secrets.is_some()),
+            ] {
+                if present {
+                    return Err(unsupported(key(k)));
+                }
+            }
+            if s.image.is_none() {
+                return Err(err(
+                    key("image"),
+                    "an image is required (moat apply does not build)".into(),
+                ));
+            }
+            if let Some(DependsOn::Map(m)) = &s.depends_on {
+                for (d, c) in m {
+                    if c.condition != "service_started" {
+                        return Err(unsupported(format!(
+                            "services.{name}.depends_on.{d}.condition: {}",
+                            c.condition
+                        )));
+                    }
+                }
+            }
+            for d in s.depends_on.iter().flat_map(DependsOn::names) {
+                if !self.services.contains_key(&d) {
+                    return Err(err(
+                        key("depends_on"),
+                        format!("service {d} is not declared"),
+                    ));
+                }
+            }
+            for n in self.service_networks(name) {
+                if n != "default" && !self.networks.contains_key(&n) {
+                    return Err(err(key("networks"), format!("network {n} is not declared")));
+                }
+            }
+        }
+        self.order().map(|_| ()).map_err(|cycle| {
+            err(
+                "depends_on".into(),
+                format!("a cycle: {}", cycle.join(" -> ")),
+            )
+        })
+    }
+
+    /// The networks service `name` joins, with their settings (`default` when none is named).
+    pub fn service_networks(&self, name: &str) -> Vec<String> {
+        self.service_network_settings(name)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// As [`ComposeFile::service_networks`], with each network's settings.
+    pub fn service_network_settings(&self, name: &str) -> Vec<(String, ServiceNetwork)> {
+        match self.services.get(name).and_then(|s| s.networks.as_ref()) {
+            None => vec![("default".into(), ServiceNetwork::default())],
+            Some(ServiceNetworks::List(l)) => l
+                .iter()
+                .map(|n| (n.clone(), ServiceNetwork::default()))
+                .collect(),
+            Some(ServiceNetworks::Map(m)) => m
+                .iter()
+                .map(|(n, s)| (n.clone(), s.clone().unwrap_or_default()))
+                .collect(),
+        }
+    }
+
+    /// The services in start order (dependencies first); `Err` with a cycle.
+    pub fn order(&self) -> Result<Vec<String>, Vec<String>> {
+        let mut done: Vec<String> = vec![];
+        let mut stack: Vec<String> = vec![];
+        fn visit(
+            f: &ComposeFile,
+            s: &str,
+            done: &mut Vec<String>,
+            stack: &mut Vec<String>,
+        ) -> Result<(), Vec<String>> {
+            if done.iter().any(|d| d == s) {
+                return Ok(());
+            }
+            if let Some(at) = stack.iter().position(|x| x == s) {
+                let mut cycle = stack[at..].to_vec();
+                cycle.push(s.to_string());
+                return Err(cycle);
+            }
+            stack.push(s.to_string());
+            let deps = f.services.get(s).and_then(|x| x.depends_on.clone());
+            for d in deps.iter().flat_map(DependsOn::names) {
+                visit(f, &d, done, stack)?;
+            }
+            stack.pop();
+            done.push(s.to_string());
+            Ok(())
+        }
+        for s in self.services.keys() {
+            visit(self, s, &mut done, &mut stack)?;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ComposeFile, ComposeError> {
+        ComposeFile::parse(text, Path::new("c.yaml"), &|k| {
+            (k == "TAG").then(|| "7".to_string())
+        })
+    }
+
+    #[test]
+    fn a_file_with_the_supported_keys() {
+        let f = parse(
+            "name: shop\nx-common: &c\n  restart: always\nservices:\n  web:\n    image: busybox:${TAG}\n    command: sh -c 'echo \"a b\"'\n    environment:\n      A: 1\n      B: \"two\"\n    ports: [\"8080:80\", 9000]\n    networks:\n      front:\n        aliases: [www]\n    depends_on: [db]\n    deploy: {replicas: 3}\n  db:\n    image: busybox\n    environment: [X=1]\nnetworks:\n  front:\n    internal: true\n",
+        )
+        .unwrap();
+        let web = &f.services["web"];
+        assert_eq!(web.image.as_deref(), Some("busybox:7"));
+        assert_eq!(
+            web.command.as_ref().unwrap().argv(),
+            ["sh", "-c", "echo \"a b\""]
+        );
+        assert_eq!(
+            web.environment.as_ref().unwrap().entries(&|_| None),
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".into(), "two".into())
+            ]
+        );
+        assert_eq!(web.ports[1].flag(), "9000");
+        assert_eq!(f.service_network_settings("web")[0].1.aliases, ["www"]);
+        assert_eq!(f.service_networks("db"), ["default"]);
+        assert_eq!(f.order().unwrap(), ["db", "web"]);
+        assert_eq!(web.deploy.as_ref().unwrap().replicas, Some(3));
+    }
+
+    #[test]
+    fn bad_files_are_refused_by_key_and_line() {
+        let e = parse("services:\n  web:\n    image: x\n    imagee: y\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.web") && e.contains("imagee") && e.contains("line 4"),
+            "{e}"
+        );
+        let e = parse("services:\n  web:\n    image: x\n    ports: {a: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services.web.ports"), "{e}");
+        let e = parse("services:\n  web:\n    image: x\n    healthcheck: {test: [x]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services.web.healthcheck: not supported"), "{e}");
+        let e = parse("service:\n  web: {image: x}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown top-level key"), "{e}");
+        let e = parse(
+            "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cycle"), "{e}");
+        let e = parse("services:\n  a: {image: x, networks: [nope]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network nope is not declared"), "{e}");
+        let e = parse("services:\n  a: {image: \"${NOPE:?must be set}\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NOPE") && e.contains("must be set"), "{e}");
+        let e = parse("services:\n  a: {command: x}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("image is required"), "{e}");
+    }
+}

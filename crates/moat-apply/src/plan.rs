@@ -1,0 +1,432 @@
+//! A project's plan: what its compose file declares against what runs, as actions, and their
+//! execution through the engine in dependency order.
+//!
+//! What a project owns carries docker-compose's labels (`com.docker.compose.project`,
+//! `.service`, `.container-number`, `.network`), and each container the hash of its service's
+//! effective configuration (`com.docker.compose.config-hash`): a container is replaced only
+//! when that hash changes, so a second `apply` of the same file does nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use moat_engine::containers::{Records, Row, State};
+use moat_engine::hostconfig::{self, HostConfig, RestartPolicy};
+use moat_engine::lifecycle::Attach;
+use moat_engine::run::CreateExtras;
+use moat_engine::spec::{Network, RunOptions};
+use moat_engine::{EngineError, Paths};
+use sha2::Digest as _;
+
+use crate::compose::{ComposeFile, Service};
+
+/// docker-compose's label names.
+pub const PROJECT: &str = "com.docker.compose.project";
+/// See [`PROJECT`].
+pub const SERVICE: &str = "com.docker.compose.service";
+/// See [`PROJECT`].
+pub const NUMBER: &str = "com.docker.compose.container-number";
+/// See [`PROJECT`].
+pub const HASH: &str = "com.docker.compose.config-hash";
+/// See [`PROJECT`].
+pub const NETWORK: &str = "com.docker.compose.network";
+
+/// Errors of planning and applying.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The networks refused or failed.
+    #[error(transparent)]
+    Net(#[from] moat_net::NetError),
+    /// The container records failed.
+    #[error(transparent)]
+    Records(#[from] moat_engine::containers::RecordError),
+    /// A service's value the engine does not accept.
+    #[error("services.{service}.{key}: {message}")]
+    Value {
+        /// The service.
+        service: String,
+        /// Its key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// One step of a plan.
+#[derive(Debug)]
+pub enum Action {
+    /// A network to make.
+    CreateNetwork(moat_net::NetworkSpec),
+    /// A volume to make.
+    CreateVolume(String),
+    /// A container to create and start.
+    Create(Box<Desired>),
+    /// A container whose configuration changed: removed, then created and started anew.
+    Replace(Box<Desired>, String),
+    /// A container that exists as declared but does not run.
+    Start(String),
+    /// A container the file no longer declares.
+    Remove(String),
+    /// A network the file no longer declares.
+    RemoveNetwork(String),
+    /// A volume, with `--down -v`.
+    RemoveVolume(String),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateNetwork(n) => write!(f, "+ network {}", n.name),
+            Action::CreateVolume(v) => write!(f, "+ volume {v}"),
+            Action::Create(d) => write!(f, "+ container {} (service {})", d.name, d.service),
+            Action::Replace(d, _) => {
+                write!(
+                    f,
+                    "~ container {} (service {}: configuration changed)",
+                    d.name, d.service
+                )
+            }
+            Action::Start(n) => write!(f, "> container {n} (not running: started)"),
+            Action::Remove(n) => write!(f, "- container {n}"),
+            Action::RemoveNetwork(n) => write!(f, "- network {n}"),
+            Action::RemoveVolume(n) => write!(f, "- volume {n}"),
+        }
+    }
+}
+
+/// A container as the file declares it.
+#[derive(Debug)]
+pub struct Desired {
+    /// `PROJECT-SERVICE-N`.
+    pub name: String,
+    /// Its service.
+    pub service: String,
+    /// What `run` would be given.
+    pub opts: RunOptions,
+}
+
+/// A container with its labels.
+type Labelled = (Row, BTreeMap<String, String>);
+
+/// The project's containers that exist now, with their labels.
+fn existing(paths: &Paths, project: &str) -> Result<Vec<Labelled>, PlanError> {
+    let rows = Records::open(&paths.root)?.all()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let labels: BTreeMap<String, String> = moat_engine::inspect::labels(paths, &r.id)
+                .into_iter()
+                .collect();
+            (labels.get(PROJECT).map(String::as_str) == Some(project)).then_some((r, labels))
+        })
+        .collect())
+}
+
+/// The hash of a service's effective configuration (the file's service and the networks'
+/// names it joins), recorded on its containers.
+fn config_hash(file: &ComposeFile, name: &str, s: &Service) -> String {
+    let doc = serde_json::json!({"service": s, "networks": file.service_network_settings(name)});
+    hex::encode(sha2::Sha256::digest(doc.to_string().as_bytes()))
+}
+
+/// `PROJECT_NETWORK`, as docker-compose names them.
+pub fn network_name(project: &str, net: &str) -> String {
+    format!("{project}_{net}")
+}
+
+fn value_err<'a>(service: &'a str, key: &'static str) -> impl Fn(String) -> PlanError + 'a {
+    move |message| PlanError::Value {
+        service: service.to_string(),
+        key,
+        message,
+    }
+}
+
+/// The run options of replica `n` of service `name`.
+fn desired(
+    file: &ComposeFile,
+    project: &str,
+    name: &str,
+    n: u32,
+    hash: &str,
+) -> Result<Desired, PlanError> {
+    let s = &file.services[name];
+    let env_lookup = |k: &str| std::env::var(k).ok();
+    let mut host = HostConfig::default();
+    let mut labels: Vec<(String, String)> = s
+        .labels
+        .as_ref()
+        .map(|l| l.entries(&|_| None))
+        .unwrap_or_default();
+    labels.extend([
+        (PROJECT.to_string(), project.to_string()),
+        (SERVICE.into(), name.to_string()),
+        (NUMBER.into(), n.to_string()),
+        (HASH.into(), hash.to_string()),
+    ]);
+    host.labels = labels;
+    host.cap_add = s.cap_add.clone();
+    host.cap_drop = s.cap_drop.clone();
+    if let Some(m) = &s.mem_limit {
+        let text = match m {
+            crate::compose::Scalar::Str(t) => t.clone(),
+            crate::compose::Scalar::Int(i) => i.to_string(),
+            crate::compose::Scalar::Bool(b) => b.to_string(),
+        };
+        host.memory = Some(
+            hostconfig::parse_size(&text)
+                .map_err(|e| value_err(name, "mem_limit")(e.to_string()))?,
+        );
+    }
+    host.cpus = s.cpus;
+    host.stop_signal = s.stop_signal.clone();
+    for v in &s.volumes {
+        let mut b =
+            hostconfig::parse_bind(v).map_err(|e| value_err(name, "volumes")(e.to_string()))?;
+        // A named volume the file declares is the project's.
+        if b.volume && file.volumes.contains_key(&b.source) {
+            b.source = network_name(project, &b.source);
+        }
+        host.binds.push(b);
+    }
+    let restart = match &s.restart {
+        Some(r) => {
+            RestartPolicy::parse(r).map_err(|e| value_err(name, "restart")(e.to_string()))?
+        }
+        None => RestartPolicy::default(),
+    };
+    let mut plan = moat_engine::network::Plan::default();
+    for (net, settings) in file.service_network_settings(name) {
+        let mut aliases = vec![name.to_string()];
+        aliases.extend(settings.aliases.iter().cloned());
+        plan.networks.push(moat_net::Request {
+            network: network_name(project, &net),
+            ip: settings
+                .ipv4_address
+                .as_deref()
+                .map(moat_engine::network::parse_ip)
+                .transpose()
+                .map_err(|e| value_err(name, "networks")(e.to_string()))?,
+            mac: None,
+            aliases,
+        });
+    }
+    for p in &s.ports {
+        plan.ports.extend(
+            moat_engine::network::parse_publish(&p.flag())
+                .map_err(|e| value_err(name, "ports")(e.to_string()))?,
+        );
+    }
+    let container = format!("{project}-{name}-{n}");
+    Ok(Desired {
+        name: container.clone(),
+        service: name.to_string(),
+        opts: RunOptions {
+            image: s.image.clone().unwrap_or_default(),
+            cmd: s.command.as_ref().map(|c| c.argv()).unwrap_or_default(),
+            entrypoint: s.entrypoint.as_ref().map(|c| c.argv()),
+            env: s
+                .environment
+                .as_ref()
+                .map(|e| e.entries(&env_lookup))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            workdir: s.working_dir.clone(),
+            user: s.user.clone(),
+            hostname: Some(s.hostname.clone().unwrap_or(container)),
+            network: Network::Bridge,
+            net: plan,
+            read_only: s.read_only,
+            host,
+            restart,
+            ..Default::default()
+        },
+    })
+}
+
+/// The plan that brings `project` to what `file` declares (`down`: to nothing; `volumes`:
+/// with `down`, the project's volumes too).
+pub fn plan(
+    paths: &Paths,
+    project: &str,
+    file: &ComposeFile,
+    down: bool,
+    volumes: bool,
+) -> Result<Vec<Action>, PlanError> {
+    let mut actions = vec![];
+    let have = existing(paths, project)?;
+    let mut nets = moat_engine::network::open(paths)?;
+    let project_nets: Vec<moat_net::Network> = nets
+        .list()?
+        .into_iter()
+        .filter(|n| n.labels.get(PROJECT).map(String::as_str) == Some(project))
+        .collect();
+    let mut wanted: Vec<String> = vec![];
+    if !down {
+        // Networks the services use, then volumes, then containers in dependency order.
+        let mut used: Vec<String> = vec![];
+        for s in file.services.keys() {
+            for n in file.service_networks(s) {
+                if !used.contains(&n) {
+                    used.push(n);
+                }
+            }
+        }
+        for n in &used {
+            let full = network_name(project, n);
+            if project_nets.iter().any(|x| x.name == full) {
+                continue;
+            }
+            let def = file.networks.get(n).cloned().flatten().unwrap_or_default();
+            let cfg = def.ipam.as_ref().and_then(|i| i.config.first());
+            let mut labels: BTreeMap<String, String> = def
+                .labels
+                .as_ref()
+                .map(|l| l.entries(&|_| None).into_iter().collect())
+                .unwrap_or_default();
+            labels.insert(PROJECT.into(), project.into());
+            labels.insert(NETWORK.into(), n.clone());
+            let bad = |k: &str, v: &str| PlanError::Value {
+                service: String::new(),
+                key: "networks",
+                message: format!("network {n}: invalid {k} {v:?}"),
+            };
+            actions.push(Action::CreateNetwork(moat_net::NetworkSpec {
+                name: full,
+                driver: def.driver.clone().unwrap_or_default(),
+                subnet: match cfg.and_then(|c| c.subnet.as_deref()) {
+                    Some(s) => Some(s.parse().map_err(|_| bad("subnet", s))?),
+                    None => None,
+                },
+                gateway: match cfg.and_then(|c| c.gateway.as_deref()) {
+                    Some(g) => Some(g.parse().map_err(|_| bad("gateway", g))?),
+                    None => None,
+                },
+                internal: def.internal,
+                labels,
+                options: BTreeMap::new(),
+            }));
+        }
+        let vols = moat_engine::volumes::Volumes::open(paths)?;
+        for v in file.volumes.keys() {
+            let full = network_name(project, v);
+            if vols.get(&full)?.is_none() {
+                actions.push(Action::CreateVolume(full));
+            }
+        }
+        let order = file
+            .order()
+            .unwrap_or_else(|_| file.services.keys().cloned().collect());
+        for name in order {
+            let s = &file.services[&name];
+            let hash = config_hash(file, &name, s);
+            let replicas = s.deploy.as_ref().and_then(|d| d.replicas).unwrap_or(1);
+            for n in 1..=replicas {
+                let d = desired(file, project, &name, n, &hash)?;
+                wanted.push(d.name.clone());
+                match have.iter().find(|(r, _)| r.name == d.name) {
+                    None => actions.push(Action::Create(Box::new(d))),
+                    Some((r, l)) if l.get(HASH) != Some(&hash) => {
+                        actions.push(Action::Replace(Box::new(d), r.id.clone()))
+                    }
+                    Some((r, _)) if r.effective().0 != State::Running => {
+                        actions.push(Action::Start(r.name.clone()))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    for (r, _) in &have {
+        if !wanted.contains(&r.name) {
+            actions.push(Action::Remove(r.name.clone()));
+        }
+    }
+    for n in &project_nets {
+        let declared = !down
+            && n.labels.get(NETWORK).is_some_and(|short| {
+                file.services
+                    .keys()
+                    .any(|s| file.service_networks(s).contains(short))
+            });
+        if !declared {
+            actions.push(Action::RemoveNetwork(n.name.clone()));
+        }
+    }
+    if down && volumes {
+        let vols = moat_engine::volumes::Volumes::open(paths)?;
+        for v in file.volumes.keys() {
+            let full = network_name(project, v);
+            if vols.get(&full)?.is_some() {
+                actions.push(Action::RemoveVolume(full));
+            }
+        }
+    }
+    Ok(actions)
+}
+
+/// Carries out `actions` in order (each prints as it is done, through `report`); stops at the
+/// first failure, which is returned (what was done stays done: the next `apply` goes on from
+/// there).
+pub fn execute(
+    paths: &Paths,
+    actions: Vec<Action>,
+    report: &mut dyn FnMut(&Action),
+) -> Result<(), PlanError> {
+    for a in actions {
+        match &a {
+            Action::CreateNetwork(spec) => {
+                moat_engine::network::open(paths)?.create(spec)?;
+            }
+            Action::CreateVolume(name) => {
+                moat_engine::volumes::Volumes::open(paths)?
+                    .create(Some(name), &[(PROJECT.to_string(), String::new())])?;
+            }
+            Action::Create(d) => create_and_start(paths, d)?,
+            Action::Replace(d, old) => {
+                remove(paths, old)?;
+                create_and_start(paths, d)?;
+            }
+            Action::Start(name) => {
+                let row = Records::open(&paths.root)?.find(name)?;
+                moat_engine::lifecycle::start(paths, &row, Attach::Detached)?;
+            }
+            Action::Remove(name) => remove(paths, name)?,
+            Action::RemoveNetwork(name) => {
+                moat_engine::network::open(paths)?.remove(name)?;
+            }
+            Action::RemoveVolume(name) => {
+                moat_engine::volumes::Volumes::open(paths)?.remove(name)?;
+            }
+        }
+        report(&a);
+    }
+    Ok(())
+}
+
+fn create_and_start(paths: &Paths, d: &Desired) -> Result<(), PlanError> {
+    let row = moat_engine::run::create(
+        paths,
+        &d.opts,
+        &CreateExtras {
+            name: Some(d.name.clone()),
+            ..Default::default()
+        },
+    )?;
+    moat_engine::lifecycle::start(paths, &row, Attach::Detached)?;
+    Ok(())
+}
+
+fn remove(paths: &Paths, what: &str) -> Result<(), PlanError> {
+    let row = Records::open(&paths.root)?.find(what)?;
+    if row.effective().0 == State::Running {
+        moat_engine::lifecycle::stop_default(paths, &row)?;
+    }
+    let row = Records::open(&paths.root)?.find(what)?;
+    moat_engine::lifecycle::remove(paths, &row, true, false)?;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `moat apply`: a compose file's project created, left alone when unchanged, changed service by
+//! service, scaled, and removed; bad files refused with nothing changed.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{can_run, inspect, Engine};
+
+const FILE: &str = r#"name: shop
+services:
+  web:
+    image: busybox
+    command: sh -c 'mkdir -p /www && echo hello from $$HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www'
+    ports: ["80"]
+    deploy: {replicas: 2}
+    depends_on: [db]
+    stop_signal: KILL
+  db:
+    image: busybox
+    command: sh -c 'echo $$ROLE > /data/role; exec sleep 600'
+    environment:
+      ROLE: ${ROLE:-primary}
+    volumes: ["data:/data"]
+    networks: [default, back]
+    stop_signal: KILL
+networks:
+  back:
+    internal: true
+volumes:
+  data:
+"#;
+
+fn write(e: &Engine, text: &str) -> std::path::PathBuf {
+    let dir = e.dir.path().join("proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("compose.yaml");
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+fn id(e: &Engine, name: &str) -> String {
+    inspect(e, name)["Id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn apply_converges_and_a_second_apply_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let f = write(&e, FILE);
+    let file = f.to_str().unwrap();
+    let dry = e.ok(&["apply", "-f", file, "--dry-run"]);
+    assert!(
+        dry.contains("+ container shop-web-2") && dry.contains("+ network shop_back"),
+        "{dry}"
+    );
+    assert_eq!(e.ok(&["ps", "-aq"]), "", "a dry run changes nothing");
+    let out = e.ok(&["apply", "-f", file]);
+    assert!(out.contains("6 changes"), "{out}");
+    for c in ["shop-web-1", "shop-web-2", "shop-db-1"] {
+        assert_eq!(inspect(&e, c)["State"]["Status"], "running", "{c}");
+    }
+    // Services reach each other by name on the project's default network; db's volume is the
+    // project's.
+    let script = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 web 80 | tail -1; cat /data/role 2>/dev/null; ping -c1 -W2 db >/dev/null && echo db-reachable";
+    common::eventually("web answers by its service name", || {
+        let (_, out, _) = common::RunExt::run(
+            &e,
+            &["--network", "shop_default", "busybox", "sh", "-c", script],
+        );
+        out.contains("hello from shop-web-") && out.contains("db-reachable")
+    });
+    assert!(e.ok(&["volume", "ls"]).contains("shop_data"));
+    let web1 = id(&e, "shop-web-1");
+    let db1 = id(&e, "shop-db-1");
+    assert_eq!(
+        e.ok(&["apply", "-f", file]).trim(),
+        "project shop: no changes"
+    );
+    // One service's configuration changes: only its container is replaced.
+    let out = std::process::Command::new(common::MOAT)
+        .env("ROLE", "replica")
+        .args([
+            "--root",
+            e.dir.path().to_str().unwrap(),
+            "apply",
+            "-f",
+            file,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("1 change") && text.contains("~ container shop-db-1"),
+        "{text}"
+    );
+    assert_ne!(id(&e, "shop-db-1"), db1);
+    assert_eq!(id(&e, "shop-web-1"), web1);
+    let role = e.ok(&["exec", "shop-db-1", "cat", "/data/role"]);
+    assert_eq!(role.trim(), "replica");
+    // Scaled down: the extra replica goes.
+    let f2 = write(&e, &FILE.replace("replicas: 2", "replicas: 1"));
+    let out = std::process::Command::new(common::MOAT)
+        .env("ROLE", "replica")
+        .args([
+            "--root",
+            e.dir.path().to_str().unwrap(),
+            "apply",
+            "-f",
+            f2.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("- container shop-web-2"), "{text}");
+    assert!(e.moat(&["inspect", "shop-web-2"]).status.code() != Some(0));
+    // Down: containers and networks go; the volume only with -v.
+    let out = e.ok(&["apply", "-f", file, "--down"]);
+    assert!(out.contains("- network shop_default"), "{out}");
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+    assert!(!e.ok(&["network", "ls"]).contains("shop_"));
+    assert!(e.ok(&["volume", "ls"]).contains("shop_data"));
+    e.ok(&["apply", "-f", file, "--down", "-v"]);
+    assert!(!e.ok(&["volume", "ls"]).contains("shop_data"));
+}
+
+#[test]
+fn bad_files_are_refused_and_change_nothing() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    for (text, needle) in [
+        ("services:\n  web:\n    image: busybox\n    imagee: x\n", "services.web: unknown field `imagee`"),
+        ("services:\n  web:\n    image: busybox\n    ports: 8080\n", "services.web.ports"),
+        ("services:\n  a: {image: busybox, depends_on: [b]}\n  b: {image: busybox, depends_on: [a]}\n", "cycle"),
+        ("services:\n  a: {image: \"${NOPE:?is required}\"}\n", "NOPE"),
+        ("services:\n  a: {image: busybox, healthcheck: {test: [x]}}\n", "not supported"),
+        ("services:\n  a: {image: busybox, restart: sometimes}\n", "services.a.restart"),
+    ] {
+        let f = write(&e, text);
+        let out = e.moat(&["apply", "-f", f.to_str().unwrap(), "-p", "bad"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(err.contains("compose.yaml") || needle == "services.a.restart", "{err}");
+    }
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+    assert!(!e.ok(&["network", "ls"]).contains("bad_"));
+}
