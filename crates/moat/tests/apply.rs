@@ -39,6 +39,20 @@ fn write(e: &Engine, text: &str) -> std::path::PathBuf {
     f
 }
 
+/// `moat apply -f FILE` with `ROLE` set in its environment: its standard output.
+fn apply_with_role(e: &Engine, file: &std::path::Path, role: &str) -> String {
+    let out = std::process::Command::new(common::MOAT)
+        .env("ROLE", role)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["apply", "-f"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn id(e: &Engine, name: &str) -> String {
     inspect(e, name)["Id"].as_str().unwrap().to_string()
 }
@@ -80,19 +94,7 @@ fn apply_converges_and_a_second_apply_changes_nothing() {
         "project shop: no changes"
     );
     // One service's configuration changes: only its container is replaced.
-    let out = std::process::Command::new(common::MOAT)
-        .env("ROLE", "replica")
-        .args([
-            "--root",
-            e.dir.path().to_str().unwrap(),
-            "apply",
-            "-f",
-            file,
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let text = apply_with_role(&e, &f, "replica");
     assert!(
         text.contains("1 change") && text.contains("~ container shop-db-1"),
         "{text}"
@@ -103,18 +105,7 @@ fn apply_converges_and_a_second_apply_changes_nothing() {
     assert_eq!(role.trim(), "replica");
     // Scaled down: the extra replica goes.
     let f2 = write(&e, &FILE.replace("replicas: 2", "replicas: 1"));
-    let out = std::process::Command::new(common::MOAT)
-        .env("ROLE", "replica")
-        .args([
-            "--root",
-            e.dir.path().to_str().unwrap(),
-            "apply",
-            "-f",
-            f2.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = apply_with_role(&e, &f2, "replica");
     assert!(text.contains("- container shop-web-2"), "{text}");
     assert!(e.moat(&["inspect", "shop-web-2"]).status.code() != Some(0));
     // Down: containers and networks go; the volume only with -v.
