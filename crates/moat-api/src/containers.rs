@@ -578,8 +578,24 @@ pub(crate) fn upgraded(tty: bool) -> Response {
         .unwrap_or_default()
 }
 
-/// `POST /containers/{id}/resize`: accepted (the terminal size is set at start).
-pub async fn resize(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    find(&st, &id).await?;
-    Ok(StatusCode::OK)
+/// `?h=ROWS&w=COLUMNS` of resize.
+#[derive(Debug, Deserialize)]
+pub struct ResizeQuery {
+    h: Option<u16>,
+    w: Option<u16>,
+}
+
+/// `POST /containers/{id}/resize`: the running `-t` container's terminal gets the size (its
+/// foreground processes a SIGWINCH); 409 when it does not run.
+pub async fn resize(
+    Ext(st): St,
+    Path(id): Path<String>,
+    Query(q): Query<ResizeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let row = find(&st, &id).await?;
+    blocking(move || {
+        moat_engine::lifecycle::resize(&row, q.h.unwrap_or(0), q.w.unwrap_or(0))?;
+        Ok(StatusCode::OK)
+    })
+    .await
 }

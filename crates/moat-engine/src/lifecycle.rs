@@ -204,6 +204,25 @@ fn forwarded() -> SigSet {
     set
 }
 
+/// Resizes a running `-t` container's terminal (Docker's `resize`); a container without a
+/// terminal is left as it is.
+pub fn resize(row: &Row, rows: u16, cols: u16) -> Result<(), EngineError> {
+    if row.effective().0 != State::Running {
+        return Err(EngineError::Conflict(format!(
+            "cannot resize container {}: it is not running",
+            row.name
+        )));
+    }
+    if !row.tty || rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    crate::monitor::console::resize(row.pid, rows, cols).map_err(|source| EngineError::Io {
+        what: "resize the terminal of",
+        path: format!("/proc/{}/fd/0", row.pid).into(),
+        source,
+    })
+}
+
 /// Waits, as an attached caller, for the container started with `handle`: forwards the
 /// signals it receives to the init (pid `pid`) and returns the exit code once the monitor has
 /// recorded it and cleaned up (with `--rm`, removed the container).
@@ -215,7 +234,15 @@ pub fn wait_attached(
 ) -> Result<i32, EngineError> {
     // Blocked since `start` (so a signal sent as soon as the container runs is forwarded, not
     // fatal to us); read here through a signalfd, unblocked on the way out.
-    let set = forwarded();
+    let mut set = forwarded();
+    // With a terminal, the caller's window changes are the container's too (SIGWINCH is
+    // ignored by default: blocking it now loses none that matter).
+    if row.tty {
+        let mut winch = SigSet::empty();
+        winch.add(Signal::SIGWINCH);
+        let _ = winch.thread_block();
+        set.add(Signal::SIGWINCH);
+    }
     let sigfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let result = loop {
         let mut fds = vec![PollFd::new(handle.fd(), PollFlags::POLLIN)];
@@ -235,8 +262,16 @@ pub fn wait_attached(
         drop(fds);
         if let Some(s) = &sigfd {
             while let Ok(Some(info)) = s.read_signal() {
-                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    let _ = send(Pid::from_raw(pid), sig);
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => {
+                        if let Some((r, c)) = crate::monitor::console::caller_size() {
+                            let _ = crate::monitor::console::resize(pid, r, c);
+                        }
+                    }
+                    Ok(sig) => {
+                        let _ = send(Pid::from_raw(pid), sig);
+                    }
+                    Err(_) => {}
                 }
             }
         }

@@ -339,7 +339,7 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         no_new_privileges,
         host,
         tty: a.tty,
-        tty_size: terminal_size(),
+        tty_size: moat_engine::monitor::console::caller_size(),
         restart,
     };
     let extras = CreateExtras {
@@ -483,23 +483,6 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
         }
         Ok(hc)
     })
-}
-
-/// The size (rows, columns) of the terminal on stdin or stdout, if either is one.
-fn terminal_size() -> Option<(u16, u16)> {
-    for fd in [0, 1] {
-        let mut ws = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
-        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-            return Some((ws.ws_row, ws.ws_col));
-        }
-    }
-    None
 }
 
 /// The caller's terminal in raw mode; restored when dropped.

@@ -708,3 +708,47 @@ fn a_detached_run_lets_go_of_the_callers_output() {
     );
     e.ok(&["rm", "-f", "long"]);
 }
+
+#[test]
+fn a_terminal_follows_the_callers_window() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // The caller's terminal: a pty made by python; its size changes while the container runs,
+    // which sends the caller SIGWINCH, as a terminal emulator's resize does.
+    let script = r#"
+import os, time, fcntl, termios, struct, sys
+fd, slave = os.openpty()
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 60, 0, 0))
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for n in (0, 1, 2):
+        os.dup2(slave, n)
+    os.execv(sys.argv[1], ["moat", "--root", sys.argv[2], "run", "--rm", "-t", "busybox", "sh", "-c", "stty size; sleep 1; stty size"])
+os.close(slave)
+time.sleep(0.5)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+out = b""
+while True:
+    try:
+        d = os.read(fd, 1024)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode())
+"#;
+    let out = output_of(
+        Command::new("python3")
+            .args(["-c", script, MOAT])
+            .arg(e.dir.path()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(text, "20 60\n40 120\n", "{out:?}");
+}

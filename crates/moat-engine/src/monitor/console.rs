@@ -107,3 +107,48 @@ impl Drop for Console {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// The size (rows, columns) of the caller's terminal, from its stdin or stdout; `None` when
+/// neither is a terminal.
+pub fn caller_size() -> Option<(u16, u16)> {
+    for fd in [0, 1] {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+            return Some((ws.ws_row, ws.ws_col));
+        }
+    }
+    None
+}
+
+/// Sets the terminal size of running container `pid`'s terminal (the pty its init has on
+/// standard input) to `rows` x `cols`: the kernel sends SIGWINCH to its foreground process
+/// group. The terminal is reached through `/proc/PID/fd/0` (opened non-blocking and without
+/// becoming our controlling terminal; anything but a terminal there is refused), so no channel
+/// to the monitor is needed.
+pub fn resize(pid: i32, rows: u16, cols: u16) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(format!("/proc/{pid}/fd/0"))?;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we own; on a descriptor that is not
+    // a terminal it fails with ENOTTY and changes nothing.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
-pub(crate) mod console;
+pub mod console;
 mod pump;
 
 use console::Console;

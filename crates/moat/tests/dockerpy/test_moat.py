@@ -77,6 +77,35 @@ def test_exec_run(client):
         c.remove(force=True)
 
 
+def test_resize_a_terminal_and_networks(client):
+    c = client.containers.run("busybox", ["sh"], detach=True, tty=True, stdin_open=True)
+    try:
+        c.resize(height=33, width=101)
+        r = c.exec_run(["stty", "-F", "/proc/1/fd/0", "size"])
+        assert r.output.strip() == b"33 101", r.output
+    finally:
+        c.remove(force=True)
+    with pytest.raises(docker.errors.APIError):
+        c2 = client.containers.create("busybox", ["true"])
+        try:
+            c2.resize(height=10, width=10)
+        finally:
+            c2.remove(force=True)
+    net = client.networks.create("pynet", driver="bridge", labels={"suite": "dockerpy"})
+    try:
+        a = client.containers.run("busybox", ["sleep", "60"], detach=True, name="pya", network="pynet")
+        try:
+            out = client.containers.run("busybox", ["ping", "-c1", "-W2", "pya"], network="pynet", remove=True)
+            assert b"1 packets received" in out
+            net.reload()
+            assert [x.name for x in net.containers] == ["pya"]
+        finally:
+            a.remove(force=True)
+    finally:
+        net.remove()
+    assert [n.name for n in client.networks.list(names=["pynet"])] == []
+
+
 def test_images(client):
     names = [t for i in client.images.list() for t in i.tags]
     assert "busybox:latest" in names
