@@ -585,6 +585,13 @@ pub struct ResizeQuery {
     w: Option<u16>,
 }
 
+impl ResizeQuery {
+    /// (rows, columns), 0 for what is missing.
+    pub fn size(&self) -> (u16, u16) {
+        (self.h.unwrap_or(0), self.w.unwrap_or(0))
+    }
+}
+
 /// `POST /containers/{id}/resize`: the running `-t` container's terminal gets the size (its
 /// foreground processes a SIGWINCH); 409 when it does not run.
 pub async fn resize(
@@ -594,7 +601,8 @@ pub async fn resize(
 ) -> Result<StatusCode, ApiError> {
     let row = find(&st, &id).await?;
     blocking(move || {
-        moat_engine::lifecycle::resize(&row, q.h.unwrap_or(0), q.w.unwrap_or(0))?;
+        let (rows, cols) = q.size();
+        moat_engine::lifecycle::resize(&row, rows, cols)?;
         Ok(StatusCode::OK)
     })
     .await

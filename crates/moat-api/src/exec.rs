@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State as Ext};
+use axum::extract::{Path, Query, Request, State as Ext};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::containers::{find, pipe, upgraded};
-use crate::error::ApiError;
+use crate::error::{blocking, ApiError};
 use crate::state::State;
 use crate::stream;
 
@@ -269,8 +269,23 @@ pub async fn inspect(Ext(st): St, Path(id): Path<String>) -> Result<Json<Value>,
     })))
 }
 
-/// `POST /exec/{id}/resize`: accepted; the terminal keeps its start size (24x80) for now.
-pub async fn resize(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    st.execs.get(&id)?;
-    Ok(StatusCode::OK)
+/// `POST /exec/{id}/resize?h=&w=`: the running exec's terminal gets the size.
+pub async fn resize(
+    Ext(st): St,
+    Path(id): Path<String>,
+    Query(q): Query<crate::containers::ResizeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let e = st.execs.get(&id)?;
+    let (rows, cols) = q.size();
+    if !e.tty || rows == 0 || cols == 0 {
+        return Ok(StatusCode::OK);
+    }
+    if e.pid == 0 || !e.running {
+        return Err(ApiError::Conflict(format!("exec {id} is not running")));
+    }
+    blocking(move || {
+        moat_engine::exec::resize_exec(e.pid, rows, cols)?;
+        Ok(StatusCode::OK)
+    })
+    .await
 }

@@ -118,6 +118,13 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
         preserve_fds: 0,
         detach: req.detach,
     };
+    // SIGWINCH is taken by a thread of ours (blocked here, so every thread started from now on
+    // has it blocked too; the exec'd process's init chain resets its mask).
+    if console.is_some() {
+        let mut winch = nix::sys::signal::SigSet::empty();
+        winch.add(nix::sys::signal::Signal::SIGWINCH);
+        let _ = winch.thread_block();
+    }
     let relay = console.map(|c| std::thread::spawn(move || relay_terminal(&c)));
     let result = match moat_runtime::ops::exec::exec(&rt, &cid, &opts) {
         Ok(code) => Ok(code),
@@ -132,6 +139,77 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
         }
     }
     result
+}
+
+/// Waits for SIGWINCH (blocked in every thread) and gives the pty `master` our terminal's size
+/// each time.
+fn follow_window(master: &std::os::fd::OwnedFd) {
+    let mut winch = nix::sys::signal::SigSet::empty();
+    winch.add(nix::sys::signal::Signal::SIGWINCH);
+    while winch.wait().is_ok() {
+        if let Some((rows, cols)) = crate::monitor::console::caller_size() {
+            let ws = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize we own, on a descriptor we hold.
+            unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(master),
+                    libc::TIOCSWINSZ,
+                    &ws,
+                )
+            };
+        }
+    }
+}
+
+/// The running exec'd process under `helper` (a `moat exec -t` child of an API server): the
+/// nearest descendant whose standard input is a pseudo-terminal; its terminal gets the size.
+pub fn resize_exec(helper: u32, rows: u16, cols: u16) -> Result<(), EngineError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = Default::default();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: fields count from the last ')'.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut queue: std::collections::VecDeque<i32> = children
+        .get(&(helper as i32))
+        .cloned()
+        .unwrap_or_default()
+        .into();
+    while let Some(p) = queue.pop_front() {
+        // Major 136..=143: Unix98 pseudo-terminal slaves.
+        let pts = std::fs::metadata(format!("/proc/{p}/fd/0"))
+            .is_ok_and(|m| (136..=143).contains(&libc::major(m.rdev())));
+        if pts {
+            return crate::monitor::console::resize(p, rows, cols).map_err(|source| {
+                EngineError::Io {
+                    what: "resize the terminal of",
+                    path: format!("/proc/{p}/fd/0").into(),
+                    source,
+                }
+            });
+        }
+        queue.extend(children.get(&p).cloned().unwrap_or_default());
+    }
+    Err(EngineError::Conflict(format!(
+        "exec process {helper} has no terminal to resize (it ended, or runs without -t)"
+    )))
 }
 
 /// Copies our stdin to the exec's pty master and the master to our stdout, until the master
@@ -155,6 +233,10 @@ fn relay_terminal(console: &crate::monitor::console::Console) {
             libc::TIOCSWINSZ,
             &ws,
         );
+    }
+    // The caller's window changes reach the process's terminal.
+    if let Ok(m) = master.try_clone() {
+        std::thread::spawn(move || follow_window(&m));
     }
     let mut out = std::fs::File::from(master);
     if let Ok(mut to) = out.try_clone() {

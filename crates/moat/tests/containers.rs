@@ -751,4 +751,18 @@ sys.stdout.write(out.decode())
     );
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     assert_eq!(text, "20 60\n40 120\n", "{out:?}");
+    // `exec -t` too.
+    e.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "60"]);
+    let exec_script = script.replace(
+        r#""run", "--rm", "-t", "busybox","#,
+        r#""exec", "-t", "box","#,
+    );
+    let out = output_of(
+        Command::new("python3")
+            .args(["-c", &exec_script, MOAT])
+            .arg(e.dir.path()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(text, "20 60\n40 120\n", "{out:?}");
+    e.ok(&["rm", "-f", "box"]);
 }

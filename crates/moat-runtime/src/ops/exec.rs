@@ -43,7 +43,12 @@ pub fn exec(rt: &Runtime, id: &ContainerId, opts: &ExecOptions) -> Result<i32, O
     if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(OpsError::NoCommand);
     }
-    let set = forwarded_signals();
+    let mut set = forwarded_signals();
+    // With a console socket the terminal's size is the receiver's business (it holds the
+    // master, as with runc): SIGWINCH is left to it rather than forwarded to the process.
+    if opts.console_socket.is_some() {
+        set.remove(nix::sys::signal::Signal::SIGWINCH);
+    }
     if !opts.detach {
         block(&set)?;
     }

@@ -83,6 +83,12 @@ def test_resize_a_terminal_and_networks(client):
         c.resize(height=33, width=101)
         r = c.exec_run(["stty", "-F", "/proc/1/fd/0", "size"])
         assert r.output.strip() == b"33 101", r.output
+        # An exec's terminal, resized while it runs.
+        e = client.api.exec_create(c.id, ["sh", "-c", "sleep 1; stty size"], tty=True)
+        out = client.api.exec_start(e["Id"], tty=True, stream=True)
+        time.sleep(0.4)
+        client.api.exec_resize(e["Id"], height=25, width=90)
+        assert b"".join(out).strip() == b"25 90"
     finally:
         c.remove(force=True)
     with pytest.raises(docker.errors.APIError):
