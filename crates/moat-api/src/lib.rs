@@ -177,6 +177,7 @@ pub fn router(state: Arc<state::State>) -> Router {
         .route("/containers/{id}/pause", post(ops::pause))
         .route("/containers/{id}/unpause", post(ops::unpause))
         .route("/containers/{id}/rename", post(ops::rename))
+        .route("/containers/{id}/update", post(ops::update))
         .route("/containers/prune", post(ops::prune))
         .route("/commit", post(ops::commit))
         .route("/images/prune", post(ops::prune_images))

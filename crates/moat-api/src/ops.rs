@@ -94,6 +94,75 @@ pub struct RenameQuery {
     name: String,
 }
 
+/// The body of `POST /containers/{id}/update` (zero and empty values: unchanged, as the docker
+/// CLI sends every field).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateBody {
+    memory: i64,
+    memory_swap: i64,
+    nano_cpus: i64,
+    cpu_shares: i64,
+    cpuset_cpus: String,
+    pids_limit: Option<i64>,
+    restart_policy: Option<UpdateRestart>,
+}
+
+/// `RestartPolicy` of an update.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateRestart {
+    name: String,
+    maximum_retry_count: u32,
+}
+
+/// `POST /containers/{id}/update`: resources (applied at once to a running container) and the
+/// restart policy.
+pub async fn update(
+    Ext(st): St,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: UpdateBody = if body.is_empty() {
+        UpdateBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadParameter(format!("invalid JSON in the request body: {e}")))?
+    };
+    let row = find(&st, &id).await?;
+    let restart = match b.restart_policy.as_ref().filter(|r| !r.name.is_empty()) {
+        Some(r) => Some(
+            moat_engine::hostconfig::RestartPolicy::parse(&if r.name == "on-failure"
+                && r.maximum_retry_count > 0
+            {
+                format!("on-failure:{}", r.maximum_retry_count)
+            } else {
+                r.name.clone()
+            })
+            .map_err(|e| ApiError::BadParameter(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let host = moat_engine::hostconfig::HostConfig {
+        memory: (b.memory > 0).then_some(b.memory),
+        memory_swap: (b.memory_swap != 0).then_some(b.memory_swap),
+        cpus: (b.nano_cpus > 0).then(|| b.nano_cpus as f64 / 1e9),
+        cpu_shares: (b.cpu_shares > 0).then_some(b.cpu_shares as u64),
+        cpuset_cpus: (!b.cpuset_cpus.is_empty()).then_some(b.cpuset_cpus),
+        pids_limit: b.pids_limit.filter(|p| *p != 0),
+        ..Default::default()
+    };
+    let st2 = st.clone();
+    let r = row.clone();
+    blocking(move || {
+        let u = moat_engine::update::Update { host, restart };
+        Ok(moat_engine::update::update(&st2.paths, &r, &u)?)
+    })
+    .await?;
+    st.container_event("update", &row, &[]);
+    Ok(Json(json!({"Warnings": []})))
+}
+
 /// `POST /containers/{id}/rename?name=NEW`.
 pub async fn rename(
     Ext(st): St,

@@ -331,6 +331,18 @@ impl Records {
         Ok(())
     }
 
+    /// Sets the restart policy (`update --restart`), encoded as
+    /// [`crate::hostconfig::RestartPolicy::encode`].
+    pub fn set_restart(&self, id: &str, restart: &str) -> Result<(), RecordError> {
+        self.conn
+            .execute(
+                "UPDATE containers SET restart = ?2 WHERE id = ?1",
+                params![id, restart],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Renames a container; refuses a name in use.
     pub fn rename(&self, id: &str, name: &str) -> Result<(), RecordError> {
         check_name(name)?;

@@ -439,9 +439,9 @@ impl HostConfig {
         caps
     }
 
-    /// Applies resources, rlimits, mounts, annotations and privileges to an OCI config
-    /// document built by `spec::build`.
-    pub fn apply(&self, doc: &mut Value) {
+    /// Applies the resource limits that are set (memory, swap, CPUs, shares, cpuset, pids) to an
+    /// OCI config document (also `update`'s: what is not set stays as it was).
+    pub fn apply_resources(&self, doc: &mut Value) {
         let res = &mut doc["linux"]["resources"];
         if let Some(m) = self.memory {
             res["memory"]["limit"] = json!(m);
@@ -463,6 +463,12 @@ impl HostConfig {
         if let Some(p) = self.pids_limit {
             res["pids"]["limit"] = json!(if p <= 0 { -1 } else { p });
         }
+    }
+
+    /// Applies resources, rlimits, mounts, annotations and privileges to an OCI config
+    /// document built by `spec::build`.
+    pub fn apply(&self, doc: &mut Value) {
+        self.apply_resources(doc);
         if !self.ulimits.is_empty() {
             doc["process"]["rlimits"] = self
                 .ulimits

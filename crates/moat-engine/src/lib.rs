@@ -21,6 +21,7 @@ pub mod run;
 pub mod seccomp;
 pub mod spec;
 pub mod template;
+pub mod update;
 pub mod volumes;
 
 /// Where an engine keeps things.

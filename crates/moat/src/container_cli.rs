@@ -10,6 +10,47 @@ use moat_engine::containers::{Records, Row, State};
 use moat_engine::lifecycle::{self, Attach};
 use moat_engine::{EngineError, Paths};
 
+/// `moat update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    resources: crate::run_cli::ResourceArgs,
+    /// Restart policy: no, always, unless-stopped, on-failure[:N].
+    #[arg(long)]
+    restart: Option<String>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `moat update`: new resource limits (applied at once to running containers) and restart
+/// policy.
+pub fn update(root: &Path, a: &UpdateArgs) -> i32 {
+    let host = match a.resources.host() {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("{e}");
+            return 125;
+        }
+    };
+    let restart = match a
+        .restart
+        .as_deref()
+        .map(moat_engine::hostconfig::RestartPolicy::parse)
+    {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            log::error!("{e}");
+            return 125;
+        }
+        None => None,
+    };
+    let u = moat_engine::update::Update { host, restart };
+    each(&Paths::new(root), &a.containers, |p, row| {
+        moat_engine::update::update(p, row, &u)
+    })
+}
+
 /// `moat start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {

@@ -70,6 +70,8 @@ enum Command {
         #[arg(short, long)]
         format: Option<String>,
     },
+    /// Change containers' resource limits and restart policy.
+    Update(container_cli::UpdateArgs),
     /// Rename a container.
     Rename {
         /// Container.
@@ -253,6 +255,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             return container_cli::inspect(root, containers, format.as_deref())
         }
         Command::Inspect { names, format } => return inspect_any(root, names, format.as_deref()),
+        Command::Update(a) => return container_cli::update(root, a),
         Command::Rename {
             container,
             new_name,

@@ -28,24 +28,8 @@ pub struct RunArgs {
     /// Log driver options: max-size=SIZE, max-file=N (json-file).
     #[arg(long)]
     log_opt: Vec<String>,
-    /// Memory limit (e.g. 512m).
-    #[arg(short = 'm', long)]
-    memory: Option<String>,
-    /// Memory plus swap limit (-1: unlimited).
-    #[arg(long, allow_hyphen_values = true)]
-    memory_swap: Option<String>,
-    /// Number of CPUs (e.g. 0.5).
-    #[arg(long)]
-    cpus: Option<String>,
-    /// CPU shares (relative weight).
-    #[arg(short = 'c', long)]
-    cpu_shares: Option<u64>,
-    /// CPUs in which to allow execution (e.g. 0-1).
-    #[arg(long)]
-    cpuset_cpus: Option<String>,
-    /// Process limit (-1: unlimited).
-    #[arg(long, allow_hyphen_values = true)]
-    pids_limit: Option<i64>,
+    #[command(flatten)]
+    resources: ResourceArgs,
     /// Resource limit NAME=SOFT[:HARD]; repeatable.
     #[arg(long)]
     ulimit: Vec<String>,
@@ -349,6 +333,60 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
     Some((paths, opts, extras))
 }
 
+/// The resource flags `run`, `create` and `update` share.
+#[derive(Debug, Args, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (e.g. 512m).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Memory plus swap limit (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (e.g. 0-1).
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Process limit (-1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// A host config with these resources (and nothing else) set, each value checked.
+    pub fn host(&self) -> Result<HostConfig, String> {
+        use moat_engine::hostconfig as h;
+        let e = |e: h::FlagError| e.to_string();
+        Ok(HostConfig {
+            memory: self
+                .memory
+                .as_deref()
+                .map(h::parse_size)
+                .transpose()
+                .map_err(e)?,
+            memory_swap: match self.memory_swap.as_deref() {
+                Some("-1") => Some(-1),
+                Some(s) => Some(h::parse_size(s).map_err(e)?),
+                None => None,
+            },
+            cpus: self
+                .cpus
+                .as_deref()
+                .map(h::parse_cpus)
+                .transpose()
+                .map_err(e)?,
+            cpu_shares: self.cpu_shares,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            pids_limit: self.pids_limit,
+            ..Default::default()
+        })
+    }
+}
+
 /// The network flags, checked: the mode and the plan (networks, ports).
 fn net_plan(a: &RunArgs) -> Result<(Network, moat_engine::network::Plan), String> {
     use moat_engine::network as n;
@@ -418,27 +456,8 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
             "--cap-add {c}: this host does not grant {c} (it is not in moat's bounding set)"
         ));
     }
+    let base = a.resources.host()?;
     Ok(HostConfig {
-        memory: a
-            .memory
-            .as_deref()
-            .map(h::parse_size)
-            .transpose()
-            .map_err(e)?,
-        memory_swap: match a.memory_swap.as_deref() {
-            Some("-1") => Some(-1),
-            Some(s) => Some(h::parse_size(s).map_err(e)?),
-            None => None,
-        },
-        cpus: a
-            .cpus
-            .as_deref()
-            .map(h::parse_cpus)
-            .transpose()
-            .map_err(e)?,
-        cpu_shares: a.cpu_shares,
-        cpuset_cpus: a.cpuset_cpus.clone(),
-        pids_limit: a.pids_limit,
         ulimits: a
             .ulimit
             .iter()
@@ -473,6 +492,7 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
             .map_err(e)?,
         stop_signal,
         stop_timeout: a.stop_timeout,
+        ..base
     })
     .and_then(|mut hc| {
         for m in &a.mount {

@@ -1042,3 +1042,82 @@ fn docker_cli_network_commands_and_published_ports() {
     let pruned = ok(&e, &s, &["network", "prune", "-f"]);
     assert!(!pruned.contains("bridge"), "{pruned}");
 }
+
+#[test]
+fn docker_cli_update_changes_limits_at_once_and_the_restart_policy() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    ok(
+        &e,
+        &s,
+        &["run", "-d", "--name", "upd", "busybox", "sleep", "60"],
+    );
+    ok(
+        &e,
+        &s,
+        &[
+            "update",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "--restart",
+            "on-failure:3",
+            "upd",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&e, &s, &["inspect", "upd"])).unwrap();
+    let hc = &v[0]["HostConfig"];
+    assert_eq!(hc["Memory"], 64 << 20, "{hc}");
+    assert_eq!(hc["MemorySwap"], 128 << 20, "{hc}");
+    assert_eq!(hc["NanoCpus"], 500_000_000, "{hc}");
+    assert_eq!(hc["PidsLimit"], 50, "{hc}");
+    assert_eq!(hc["RestartPolicy"]["Name"], "on-failure", "{hc}");
+    assert_eq!(hc["RestartPolicy"]["MaximumRetryCount"], 3, "{hc}");
+    // The running container's cgroup has the new limits now.
+    let id = v[0]["Id"].as_str().unwrap();
+    let cg = |ctl: &str, file: &str| {
+        let v1 = format!("/sys/fs/cgroup/{ctl}/moat/{id}/{file}");
+        std::fs::read_to_string(v1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(cg("pids", "pids.max"), "50");
+    // Bad values are refused, nothing changed.
+    let bad = docker(&e, &s, &["update", "--memory", "256m", "upd"]);
+    assert!(!bad.status.success(), "{bad:?}");
+    assert!(cg("memory", "memory.limit_in_bytes") == (64u64 << 20).to_string());
+    ok(&e, &s, &["rm", "-f", "upd"]);
+    // A new restart policy reaches a running container's monitor: it restarts on failure.
+    ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "rst",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    e.ok(&["update", "--restart", "on-failure:2", "rst"]);
+    common::eventually("two restarts", || {
+        let v = common::inspect(&e, "rst");
+        v["RestartCount"] == 2 && v["State"]["Status"] == "exited"
+    });
+}

@@ -267,7 +267,16 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
             Ok(code) => (code, None),
             Err((code, e)) => (code, Some(e.to_string())),
         };
-        if error.is_some() || !cfg.restart.restarts(code, restarts, marker.exists()) {
+        // `update --restart` may have changed the policy while it ran.
+        let policy = std::fs::read_to_string(
+            cfg.paths
+                .container_dir(cfg.id.as_str())
+                .join(crate::update::RESTART_POLICY),
+        )
+        .ok()
+        .and_then(|p| crate::hostconfig::RestartPolicy::parse(p.trim()).ok())
+        .unwrap_or_else(|| cfg.restart.clone());
+        if error.is_some() || !policy.restarts(code, restarts, marker.exists()) {
             break (code, error);
         }
         stop_network(cfg, net.take());

@@ -1,0 +1,90 @@
+//! `update`: a container's resource limits and restart policy changed after its creation
+//! (Docker's `docker update`): kept in its OCI config for its next starts, applied to its
+//! cgroup now when it runs; the restart policy goes to its record and to its monitor.
+
+use serde_json::Value;
+
+use crate::containers::{Records, Row, State};
+use crate::hostconfig::{HostConfig, RestartPolicy};
+use crate::{EngineError, Paths};
+
+/// The file through which a running container's monitor learns a new restart policy (it
+/// reads it when the container exits).
+pub const RESTART_POLICY: &str = "restart-policy";
+
+/// What `update` changes: the resources set in `host` (the rest of it is ignored), and the
+/// restart policy when given.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    /// Memory, swap, CPUs, shares, cpuset, pids.
+    pub host: HostConfig,
+    /// `--restart`.
+    pub restart: Option<RestartPolicy>,
+}
+
+/// Updates container `row`.
+pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
+    if let Some(r) = &u.restart {
+        if row.auto_remove && !matches!(r, RestartPolicy::No) {
+            return Err(EngineError::Conflict(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                    .into(),
+            ));
+        }
+    }
+    let dir = paths.container_dir(&row.id);
+    let path = dir.join("config.json");
+    let io = |what: &'static str| {
+        let path = path.clone();
+        move |source| EngineError::Io { what, path, source }
+    };
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).map_err(io("read"))?)
+        .map_err(|e| EngineError::Spec(format!("{}: {e}", path.display())))?;
+    let before = doc["linux"]["resources"].clone();
+    let mut host = u.host.clone();
+    // A new memory limit keeps the swap limit already set (`run`'s "twice the memory" default
+    // is for a container without one), as Docker's update does.
+    if host.memory.is_some() && host.memory_swap.is_none() {
+        host.memory_swap = before["memory"]["swap"].as_i64();
+    }
+    host.apply_resources(&mut doc);
+    let res = &doc["linux"]["resources"];
+    // Docker's rule: the memory limit may not exceed the swap limit (memory + swap).
+    if let (Some(m), Some(s)) = (
+        res["memory"]["limit"].as_i64(),
+        res["memory"]["swap"].as_i64(),
+    ) {
+        if s > 0 && m > s {
+            return Err(EngineError::Conflict(format!(
+                "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time (memory {m}, memoryswap {s})"
+            )));
+        }
+    }
+    if *res != before {
+        if row.effective().0 == State::Running {
+            let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(res.clone())
+                .map_err(|e| EngineError::Spec(e.to_string()))?;
+            let rt = moat_runtime::Runtime::new(&paths.runtime_root);
+            let cid = row
+                .id
+                .parse()
+                .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?;
+            moat_runtime::ops::update::update(&rt, &cid, &resources)?;
+        }
+        let tmp = dir.join("config.json.update");
+        let text = serde_json::to_vec(&doc).map_err(|e| EngineError::Spec(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(io("write"))?;
+        std::fs::rename(&tmp, &path).map_err(io("rename"))?;
+    }
+    if let Some(r) = &u.restart {
+        let encoded = r.encode();
+        Records::open(&paths.root)?.set_restart(&row.id, &encoded)?;
+        let p = dir.join(RESTART_POLICY);
+        std::fs::write(&p, &encoded).map_err(|source| EngineError::Io {
+            what: "write",
+            path: p,
+            source,
+        })?;
+    }
+    Ok(())
+}
