@@ -275,7 +275,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         )
         .ok()
         .and_then(|p| crate::hostconfig::RestartPolicy::parse(p.trim()).ok())
-        .unwrap_or_else(|| cfg.restart.clone());
+        .unwrap_or(cfg.restart);
         if error.is_some() || !policy.restarts(code, restarts, marker.exists()) {
             break (code, error);
         }
