@@ -284,6 +284,9 @@ pub struct Service {
     /// `--read-only`.
     #[serde(default)]
     pub read_only: bool,
+    /// `--init`.
+    #[serde(default)]
+    pub init: bool,
     /// `--restart`.
     pub restart: Option<String>,
     /// `--cap-add`.

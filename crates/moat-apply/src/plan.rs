@@ -241,6 +241,7 @@ fn desired(
             network: Network::Bridge,
             net: plan,
             read_only: s.read_only,
+            init: s.init,
             host,
             restart,
             ..Default::default()

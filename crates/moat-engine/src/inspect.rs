@@ -145,6 +145,7 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
             "NetworkMode": crate::network::mode(&dir, &spec),
             "PortBindings": crate::network::load(&dir).map(|p| crate::network::bindings(&p.ports)),
             "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
+            "Init": spec["process"]["args"][0] == crate::spec::INIT_PATH,
             "Isolation": "",
             "Memory": res["memory"]["limit"].as_i64().unwrap_or(0),
             "MemorySwap": res["memory"]["swap"].as_i64().unwrap_or(0),

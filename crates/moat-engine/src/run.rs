@@ -132,6 +132,11 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         }
     }
     let opts = &opts;
+    let init = if opts.init {
+        Some(init_binary(paths)?)
+    } else {
+        None
+    };
     let spec = build(
         &config,
         opts,
@@ -140,6 +145,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
             rootfs: &rootfs,
             dir: &path,
             netns: netns.as_deref(),
+            init: init.as_deref(),
         },
     )?;
     spec.save(path.join("config.json"))
@@ -149,11 +155,15 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         name,
         image: image.as_str().to_string(),
         image_ref: opts.image.clone(),
+        // The user's command: `--init`'s own prefix is not shown, as Docker does not.
         command: spec
             .process()
             .as_ref()
             .and_then(|p| p.args().clone())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .into_iter()
+            .skip(if init.is_some() { 2 } else { 0 })
+            .collect(),
         created: moat_runtime::state::now_rfc3339(),
         auto_remove: opts.rm,
         log_rotation: extras.rotation.encode(),
@@ -195,6 +205,29 @@ pub fn run(
     let code = crate::lifecycle::wait_attached(paths, &row, handle, pid)?;
     log::debug!("run: exited with {code}");
     Ok((row, code))
+}
+
+/// `<root>/bin/docker-init`: a copy of this binary (which acts as an init under that name) for
+/// `--init` containers to mount, made or refreshed when it differs from the running binary.
+fn init_binary(paths: &Paths) -> Result<PathBuf, EngineError> {
+    let target = paths.root.join("bin").join("docker-init");
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EngineError::Io { what, path, source }
+    };
+    let exe = Path::new("/proc/self/exe");
+    let current = fs::read(exe).map_err(io("read", exe))?;
+    if fs::read(&target).is_ok_and(|t| t == current) {
+        return Ok(target);
+    }
+    let dir = paths.root.join("bin");
+    fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let tmp = dir.join(format!(".docker-init.{}", std::process::id()));
+    fs::write(&tmp, &current).map_err(io("write", &tmp))?;
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o555))
+        .map_err(io("chmod", &tmp))?;
+    fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
+    Ok(target)
 }
 
 /// The container's network plan, checked (the networks exist, the container to share a

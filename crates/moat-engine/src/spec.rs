@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub net: crate::network::Plan,
     /// `-P`: publish every port the image exposes.
     pub publish_all: bool,
+    /// `--init`: moat's own init (`/sbin/docker-init`) as pid 1, the command its child.
+    pub init: bool,
     /// `--read-only`.
     pub read_only: bool,
     /// `--security-opt seccomp=unconfined`: no seccomp filter.
@@ -188,7 +190,12 @@ pub struct Context<'a> {
     /// The network namespace to join (a bridge container's pin, or another container's);
     /// `None` with [`Network::None`]: a new one.
     pub netns: Option<&'a Path>,
+    /// With `--init`: the init binary to mount at [`INIT_PATH`].
+    pub init: Option<&'a Path>,
 }
+
+/// Where `--init`'s init is mounted in the container (Docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
 
 /// Builds the OCI config.
 pub fn build(
@@ -197,7 +204,10 @@ pub fn build(
     ctx: &Context<'_>,
 ) -> Result<Spec, EngineError> {
     let cfg = &image_config["config"];
-    let args = command(cfg, opts)?;
+    let mut args = command(cfg, opts)?;
+    if ctx.init.is_some() {
+        args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+    }
     let hostname = opts
         .hostname
         .clone()
@@ -265,6 +275,14 @@ pub fn build(
         mounts.push(json!({
             "destination": format!("/etc/{f}"), "type": "bind",
             "source": ctx.dir.join(f), "options": ["rbind", "rprivate"]
+        }));
+    }
+    if let Some(init) = ctx.init {
+        // Read-only: the container runs the file but can never write it (CVE-2019-5736's
+        // lesson for any host binary a container executes).
+        mounts.push(json!({
+            "destination": INIT_PATH, "type": "bind",
+            "source": init, "options": ["bind", "ro", "nosuid", "nodev", "rprivate"]
         }));
     }
     let mut namespaces = vec![

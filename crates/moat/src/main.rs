@@ -7,6 +7,7 @@
 mod apply_cli;
 mod container_cli;
 mod image_cli;
+mod init_cli;
 mod logger;
 mod network_cli;
 mod ps_cli;
@@ -384,14 +385,16 @@ fn inspect_any(root: &std::path::Path, names: &[String], format: Option<&str>) -
 }
 
 fn main() {
-    let invoked_as_runtime = std::env::args_os()
-        .next()
-        .and_then(|a| {
-            std::path::Path::new(&a)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .is_some_and(|n| n == "moat-runtime");
+    let invoked_as = std::env::args_os().next().and_then(|a| {
+        std::path::Path::new(&a)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    // `--init`: this binary is the container's pid 1, under Docker's name for it.
+    if invoked_as.as_deref() == Some("docker-init") {
+        std::process::exit(init_cli::main(std::env::args_os().collect()));
+    }
+    let invoked_as_runtime = invoked_as.is_some_and(|n| n == "moat-runtime");
     let code = if invoked_as_runtime {
         runtime_cli::main(runtime_cli::RuntimeCli::parse())
     } else {

@@ -107,6 +107,9 @@ pub struct RunArgs {
     /// DNS server (the embedded DNS forwards to it on user-defined networks); repeatable.
     #[arg(long)]
     dns: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
     /// Publish every port the image exposes on a port the kernel picks.
     #[arg(short = 'P', long)]
     publish_all: bool,
@@ -318,6 +321,7 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         network,
         net,
         publish_all: a.publish_all,
+        init: a.init,
         read_only: a.read_only,
         seccomp_unconfined,
         no_new_privileges,

@@ -132,7 +132,7 @@ pub fn reset(root: &Path) -> i32 {
         // Containers or networks still there: their files stay with them.
         return code;
     }
-    for d in ["image", "containers", "volumes", "network", "netns"] {
+    for d in ["image", "containers", "volumes", "network", "netns", "bin"] {
         let p = root.join(d);
         if p.exists() {
             if let Err(e) = std::fs::remove_dir_all(&p) {

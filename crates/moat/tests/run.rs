@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{can_run, Engine, RunExt, MOAT};
+use common::{can_run, inspect, Engine, RunExt, MOAT};
 
 #[test]
 fn runs_the_image_command_with_docker_defaults() {
@@ -405,4 +405,55 @@ fn without_sig_proxy_a_signal_stops_moat_and_the_container_runs_on() {
     assert_eq!(st["State"]["Status"], "running", "the container runs on");
     assert!(!String::from_utf8_lossy(&e.moat(&["logs", "sp"]).stdout).contains("forwarded"));
     e.ok(&["rm", "-f", "sp"]);
+}
+
+#[test]
+fn init_is_pid_1_forwards_signals_and_reaps() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // The command is the init's child; pid 1 is moat's init.
+    let (code, out, err) = e.run(&[
+        "--init",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '; exit 7",
+    ]);
+    assert_eq!(code, 7, "{err}");
+    let mut lines = out.lines();
+    assert_ne!(lines.next(), Some("1"), "{out}");
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("/sbin/docker-init -- sh -c echo $$; cat /proc/1/cmdline | tr '\\0' ' '; exit 7"),
+        "{out}"
+    );
+    // SIGTERM reaches a command that has no handler of its own through the init: stop is quick.
+    e.ok(&[
+        "run", "-d", "--init", "--name", "sleeper", "busybox", "sleep", "60",
+    ]);
+    let v = inspect(&e, "sleeper");
+    assert_eq!(v["HostConfig"]["Init"], true, "{v}");
+    assert_eq!(v["Config"]["Cmd"], serde_json::json!(["sleep", "60"]));
+    let t = std::time::Instant::now();
+    e.ok(&["stop", "sleeper"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(inspect(&e, "sleeper")["State"]["ExitCode"], 143);
+    // Orphans are reaped: no zombie is left behind by a background child whose parent exited.
+    let (_, out, _) = e.run(&[
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "sh -c 'sleep 0.2 &' ; sleep 0.6; ps -o stat | grep -c Z || true",
+    ]);
+    assert_eq!(out.trim(), "0", "{out}");
+    e.ok(&["rm", "-f", "sleeper"]);
 }
