@@ -124,6 +124,8 @@ fn watch_exits(st: Arc<State>, row: Row, mut handle: moat_engine::monitor::Handl
                 st.set_phase(&row.id, Phase::Exited(code))
             }
             Event::Failed(code, _) => st.set_phase(&row.id, Phase::Exited(code)),
+            // Only a CLI's terminal types detach keys; the API's attach streams go on.
+            Event::Detached => {}
         }
     }
     st.forget(&row.id);

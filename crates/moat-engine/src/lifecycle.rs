@@ -278,6 +278,8 @@ pub fn wait_attached(
         if report {
             match handle.next_event() {
                 Some(Event::Exited(code)) => break Ok(code),
+                // The detach keys: the container runs on without us (Docker's exit code 0).
+                Some(Event::Detached) => break Ok(0),
                 Some(_) => {}
                 // The monitor died: what the record says, if anything.
                 None => {

@@ -766,3 +766,44 @@ sys.stdout.write(out.decode())
     assert_eq!(text, "20 60\n40 120\n", "{out:?}");
     e.ok(&["rm", "-f", "box"]);
 }
+
+#[test]
+fn detach_keys_leave_the_container_running() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // `run -it` on a python-made terminal; ctrl-p ctrl-q once the shell answered.
+    let script = r#"
+import os, time, fcntl, termios, sys
+fd, slave = os.openpty()
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for n in (0, 1, 2):
+        os.dup2(slave, n)
+    os.execv(sys.argv[1], ["moat", "--root", sys.argv[2], "run", "-it", "--name", "det", "busybox", "sh"])
+os.close(slave)
+out = b""
+os.write(fd, b"echo ready-$((40+2))\r")
+deadline = time.time() + 20
+while b"ready-42" not in out and time.time() < deadline:
+    out += os.read(fd, 1024)
+os.write(fd, b"\x10\x11")
+_, status = os.waitpid(pid, 0)
+print("exit", os.waitstatus_to_exitcode(status))
+"#;
+    let out = output_of(
+        Command::new("python3")
+            .args(["-c", script, MOAT])
+            .arg(e.dir.path()),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit 0"), "{out:?}");
+    assert_eq!(inspect(&e, "det")["State"]["Status"], "running");
+    // Still usable: another exec answers.
+    assert_eq!(e.ok(&["exec", "det", "echo", "alive"]).trim(), "alive");
+    e.ok(&["rm", "-f", "det"]);
+}

@@ -87,6 +87,8 @@ pub enum Event {
     Failed(i32, String),
     /// It exited with this code (128+N for signal N), and the monitor has cleaned up.
     Exited(i32),
+    /// The attached caller typed the detach keys: it may go; the container runs on.
+    Detached,
 }
 
 impl Event {
@@ -96,6 +98,7 @@ impl Event {
             Event::Started(pid) => format!("started {pid}\n"),
             Event::Failed(code, msg) => format!("failed {code} {}\n", msg.replace('\n', " ")),
             Event::Exited(code) => format!("exited {code}\n"),
+            Event::Detached => "detached -\n".to_string(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Event {
         match word {
             "started" => rest.parse().ok().map(Event::Started),
             "exited" => rest.parse().ok().map(Event::Exited),
+            "detached" => Some(Event::Detached),
             "failed" => {
                 let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
                 Some(Event::Failed(code.parse().ok()?, msg.to_string()))
@@ -533,6 +537,7 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
         outputs,
         attached,
         input,
+        detach: report.try_clone().ok(),
     };
     Ok(pump(pid, streams, &mut log))
 }
@@ -594,6 +599,7 @@ mod tests {
             Event::Started(42),
             Event::Exited(137),
             Event::Failed(127, "exec: \"nope\": not found\nsecond line".into()),
+            Event::Detached,
         ] {
             let back = Event::decode(&e.encode()).unwrap();
             match (&e, &back) {

@@ -51,6 +51,44 @@ pub(super) struct Streams {
     pub attached: Option<[OwnedFd; 2]>,
     /// The attached caller's stdin and where it goes (the pty master), for `-it`.
     pub input: Option<(OwnedFd, OwnedFd)>,
+    /// The report pipe, to tell the caller it detached (the detach keys were typed).
+    pub detach: Option<std::fs::File>,
+}
+
+/// Docker's default detach keys: ctrl-p, ctrl-q.
+const DETACH: [u8; 2] = [0x10, 0x11];
+
+/// Finds the detach keys in the caller's input as it arrives (they may span reads): what to
+/// pass on, and whether they were typed. A ctrl-p not followed by ctrl-q is passed on with what
+/// follows it.
+#[derive(Debug, Default)]
+pub(super) struct DetachKeys {
+    matched: usize,
+}
+
+impl DetachKeys {
+    /// Scans `input`; returns the bytes for the container and whether to detach.
+    pub(super) fn scan(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            if b == DETACH[self.matched] {
+                self.matched += 1;
+                if self.matched == DETACH.len() {
+                    self.matched = 0;
+                    return (out, true);
+                }
+                continue;
+            }
+            out.extend_from_slice(&DETACH[..self.matched]);
+            self.matched = 0;
+            if b == DETACH[0] {
+                self.matched = 1;
+            } else {
+                out.push(b);
+            }
+        }
+        (out, false)
+    }
 }
 
 /// Copies the container's output into the log (and to the attached caller) and the caller's
@@ -62,6 +100,7 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let mut code = None;
     let mut buf = vec![0u8; 16 * 1024];
+    let mut keys = DetachKeys::default();
     // Once the init is gone, processes it left (a container sharing a pid namespace) may still
     // hold the pipes: wait for them a little, then stop; the runtime's delete kills them.
     let mut grace = 200;
@@ -115,15 +154,26 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
             s.outputs.remove(slot);
         }
         if n_in > n_out && ready[n_out] {
-            let done = match &s.input {
+            let (done, detached) = match &s.input {
                 Some((from, to)) => match nix::unistd::read(from, &mut buf) {
-                    Ok(0) | Err(_) => true,
-                    Ok(n) => write_all(to, &buf[..n]).is_err(),
+                    Ok(0) | Err(_) => (true, false),
+                    Ok(n) => {
+                        let (pass, detach) = keys.scan(&buf[..n]);
+                        (write_all(to, &pass).is_err(), detach)
+                    }
                 },
-                None => true,
+                None => (true, false),
             };
-            if done {
+            if done || detached {
                 s.input = None;
+            }
+            if detached {
+                // The caller goes; its terminal is no longer ours to write to.
+                s.attached = None;
+                if let Some(mut r) = s.detach.take() {
+                    use std::io::Write;
+                    let _ = r.write_all(super::Event::Detached.encode().as_bytes());
+                }
             }
         }
         if let Some(sig) = &sigfd {
@@ -164,4 +214,22 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_across_reads_and_false_starts() {
+        let mut k = DetachKeys::default();
+        assert_eq!(k.scan(b"ls\r"), (b"ls\r".to_vec(), false));
+        // ctrl-p then something else: both go to the container.
+        assert_eq!(k.scan(&[0x10, b'x']), (vec![0x10, b'x'], false));
+        // ctrl-p ctrl-p ctrl-q: the first ctrl-p goes on, then detach.
+        assert_eq!(k.scan(&[0x10, 0x10, 0x11]), (vec![0x10], true));
+        // Split across two reads.
+        assert_eq!(k.scan(&[b'a', 0x10]), (vec![b'a'], false));
+        assert_eq!(k.scan(&[0x11, b'z']), (vec![], true));
+    }
 }
