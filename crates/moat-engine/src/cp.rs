@@ -219,6 +219,42 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Docker's copy-up: a volume that is empty when a container first mounts it at `dest` gets
+/// what the image has there (files, modes, owners). `rootfs` is the container's mounted root;
+/// `dest` is resolved inside it (symlinks cannot lead out). Returns whether anything was copied.
+pub fn copy_up(rootfs: &Path, dest: &str, volume: &Path) -> Result<bool, EngineError> {
+    let empty = std::fs::read_dir(volume)
+        .map_err(io_err("read", volume))?
+        .next()
+        .is_none();
+    if !empty {
+        return Ok(false);
+    }
+    let root = File::open(rootfs).map_err(io_err("open", rootfs))?;
+    let Ok(resolved) = open_in_root(root.as_fd(), Path::new(dest)) else {
+        // Nothing there in the image: nothing to copy.
+        return Ok(false);
+    };
+    let from = fd_path(&resolved);
+    if !std::fs::metadata(&from).is_ok_and(|m| m.is_dir()) {
+        return Ok(false);
+    }
+    let to = volume.to_path_buf();
+    piped(
+        move |w| archive(&from, Path::new("."), w),
+        |r| {
+            let mut a = tar::Archive::new(r);
+            a.set_preserve_permissions(true);
+            a.set_preserve_ownerships(true);
+            a.set_overwrite(true);
+            a.unpack(&to)
+                .map_err(io_err("copy the image's content into", &to))
+        },
+        Path::new(dest),
+    )?;
+    Ok(true)
+}
+
 /// Writes `src` (a host path, or a resolved descriptor's /proc path) as a tar whose top entry
 /// is `name`, into `out`.
 fn archive(src: &Path, name: &Path, out: impl io::Write) -> io::Result<()> {

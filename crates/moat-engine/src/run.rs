@@ -127,7 +127,10 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         let volumes = crate::volumes::Volumes::open(paths)?;
         for b in opts.host.binds.iter_mut().filter(|b| b.volume) {
             let name = volumes.create((!b.source.is_empty()).then_some(b.source.as_str()), &[])?;
-            b.source = volumes.mountpoint(&name).to_string_lossy().into_owned();
+            let dir = volumes.mountpoint(&name);
+            // An empty volume gets the image's content at its mount point, as Docker's.
+            crate::cp::copy_up(&rootfs, &b.destination, &dir)?;
+            b.source = dir.to_string_lossy().into_owned();
             b.volume = false;
         }
     }

@@ -160,3 +160,48 @@ fn mount_flag_binds_volumes_and_tmpfs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --mount"));
     e.assert_clean();
 }
+
+#[test]
+fn an_empty_volume_gets_the_images_content_once() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // A new named volume over /etc: the image's files are copied up, with their modes.
+    let (code, out, err) = e.run(&[
+        "--network",
+        "none",
+        "-v",
+        "seeded:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "grep -c root /etc/group; stat -c %a /etc/passwd; rm /etc/group",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1\n644\n", "{out}");
+    // Not empty any more: nothing is copied again (the removed file stays removed).
+    let (_, out, _) = e.run(&[
+        "--network",
+        "none",
+        "-v",
+        "seeded:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "test -e /etc/group && echo back || echo gone; test -e /etc/passwd && echo kept",
+    ]);
+    assert_eq!(out, "gone\nkept\n", "{out}");
+    // An anonymous volume over a path the image lacks stays empty.
+    let (_, out, _) = e.run(&[
+        "--network",
+        "none",
+        "-v",
+        "/fresh",
+        "busybox",
+        "ls",
+        "-A",
+        "/fresh",
+    ]);
+    assert_eq!(out, "", "{out}");
+}
