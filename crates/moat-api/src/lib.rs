@@ -227,6 +227,19 @@ pub fn serve(paths: Paths, hosts: &[Host]) -> Result<(), ServeError> {
         Err(e) => log::warn!("network clean-up: {e}"),
         Ok(Ok(_)) => {}
     }
+    // Containers whose restart policy says they run, and which do not (a reboot), start again,
+    // as dockerd does when it starts.
+    match moat_engine::lifecycle::restart_after_boot(&paths) {
+        Ok(tried) => {
+            for (name, r) in tried {
+                match r {
+                    Ok(()) => log::info!("restarted {name} (restart policy)"),
+                    Err(e) => log::warn!("restart {name}: {e}"),
+                }
+            }
+        }
+        Err(e) => log::warn!("restart policies: {e}"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

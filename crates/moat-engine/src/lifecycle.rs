@@ -204,6 +204,36 @@ fn forwarded() -> SigSet {
     set
 }
 
+/// What a boot does for containers (Docker's daemon start): those with `--restart always`, and
+/// those with `unless-stopped` that the user did not stop, that do not run (the machine
+/// rebooted, or their monitor was killed) are started again. Returns each one tried, with the
+/// outcome.
+pub fn restart_after_boot(
+    paths: &Paths,
+) -> Result<Vec<(String, Result<(), EngineError>)>, EngineError> {
+    use crate::hostconfig::RestartPolicy;
+    let mut out = vec![];
+    for row in Records::open(&paths.root)?.all()? {
+        if row.effective().0 == State::Running || row.started_at.is_empty() {
+            continue;
+        }
+        let stopped = paths
+            .container_dir(&row.id)
+            .join(crate::monitor::STOPPED_BY_USER)
+            .exists();
+        let go = match RestartPolicy::parse(&row.restart) {
+            Ok(RestartPolicy::Always) => true,
+            Ok(RestartPolicy::UnlessStopped) => !stopped,
+            _ => false,
+        };
+        if go {
+            let started = start(paths, &row, Attach::Detached).map(|_| ());
+            out.push((row.name.clone(), started));
+        }
+    }
+    Ok(out)
+}
+
 /// Resizes a running `-t` container's terminal (Docker's `resize`); a container without a
 /// terminal is left as it is.
 pub fn resize(row: &Row, rows: u16, cols: u16) -> Result<(), EngineError> {

@@ -1121,3 +1121,66 @@ fn docker_cli_update_changes_limits_at_once_and_the_restart_policy() {
         v["RestartCount"] == 2 && v["State"]["Status"] == "exited"
     });
 }
+
+#[test]
+fn serve_restarts_what_the_restart_policy_keeps_running_after_a_reboot() {
+    if !can_run() || !docker_present() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    for (name, policy) in [
+        ("al", "always"),
+        ("us", "unless-stopped"),
+        ("usstop", "unless-stopped"),
+        ("plain", "no"),
+    ] {
+        e.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "busybox",
+            "sleep",
+            "600",
+        ]);
+    }
+    e.ok(&["stop", "-t", "1", "usstop"]);
+    // A "reboot": every monitor and container process killed at once.
+    let pids: Vec<i32> = ["al", "us", "plain"]
+        .iter()
+        .map(|n| common::inspect(&e, n)["State"]["Pid"].as_i64().unwrap() as i32)
+        .collect();
+    let root = e.dir.path().display().to_string();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(" monitor ") && cmd.contains(&root) {
+            let pid: i32 = p.file_name().to_string_lossy().parse().unwrap();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    for p in pids.into_iter().filter(|p| *p > 1) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    common::eventually("all shown exited", || {
+        ["al", "us", "plain"]
+            .iter()
+            .all(|n| common::inspect(&e, n)["State"]["Status"] == "exited")
+    });
+    // The engine comes back: always and unless-stopped (not stopped by the user) run again.
+    let _s = Server::start(&e);
+    common::eventually("restarted by policy", || {
+        common::inspect(&e, "al")["State"]["Status"] == "running"
+            && common::inspect(&e, "us")["State"]["Status"] == "running"
+    });
+    assert_eq!(common::inspect(&e, "usstop")["State"]["Status"], "exited");
+    assert_eq!(common::inspect(&e, "plain")["State"]["Status"], "exited");
+}
