@@ -204,6 +204,9 @@ fn forwarded() -> SigSet {
     set
 }
 
+/// A container [`restart_after_boot`] tried: its name and the outcome.
+pub type Restarted = (String, Result<(), EngineError>);
+
 /// What a boot does for containers (Docker's daemon start): those with `--restart always`, and
 /// those with `unless-stopped` that the user did not stop, that do not run (the machine
 /// rebooted, or their monitor was killed) are started again. Returns each one tried, with the
