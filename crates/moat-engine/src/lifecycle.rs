@@ -211,9 +211,7 @@ pub type Restarted = (String, Result<(), EngineError>);
 /// those with `unless-stopped` that the user did not stop, that do not run (the machine
 /// rebooted, or their monitor was killed) are started again. Returns each one tried, with the
 /// outcome.
-pub fn restart_after_boot(
-    paths: &Paths,
-) -> Result<Vec<(String, Result<(), EngineError>)>, EngineError> {
+pub fn restart_after_boot(paths: &Paths) -> Result<Vec<Restarted>, EngineError> {
     use crate::hostconfig::RestartPolicy;
     let mut out = vec![];
     for row in Records::open(&paths.root)?.all()? {
