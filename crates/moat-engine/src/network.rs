@@ -483,6 +483,24 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
     let attached = nets.attach(id, name, &plan.networks, &plan.ports)?;
     drop(nets);
     log::debug!("network: attached");
+    // Whatever fails from here undoes the attach (nothing is left for a start that failed).
+    let finished = finish_start(paths, id, &dir, attached, &plan);
+    if finished.is_err() {
+        if let Ok(mut n) = open(paths) {
+            let _ = n.detach(id, true);
+        }
+    }
+    finished.map(Some)
+}
+
+/// The rest of a start once attached: /etc/hosts, and the helper when ports or names need one.
+fn finish_start(
+    paths: &Paths,
+    id: &str,
+    dir: &Path,
+    attached: moat_net::Attached,
+    plan: &Plan,
+) -> Result<Running, EngineError> {
     let hostname = fs::read_to_string(dir.join("hostname")).unwrap_or_default();
     let addrs: Vec<Ipv4Addr> = attached.endpoints.iter().map(|(_, e)| e.ip).collect();
     let hosts_path = dir.join("hosts");
@@ -496,17 +514,22 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
     } else {
         None
     };
-    Ok(Some(Running { helper }))
+    Ok(Running { helper })
 }
 
-/// At a stop: the helper ended, the endpoints and ports released.
-pub fn stop(paths: &Paths, id: &str, running: Running) -> Result<(), EngineError> {
+/// At a stop, before the exit is reported: the helper ended (the ports it held are free), the
+/// endpoints and port rules released. What is left to delete (veths, the pin) is returned for
+/// after the report.
+pub fn stop(
+    paths: &Paths,
+    id: &str,
+    running: Running,
+) -> Result<Option<moat_net::Released>, EngineError> {
     if let Some(pid) = running.helper {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
     }
-    open(paths)?.detach(id, true)?;
-    Ok(())
+    Ok(open(paths)?.release(id, true)?)
 }
 
 /// Forks the helper: it serves the published ports and the DNS responder on threads until it
@@ -517,7 +540,13 @@ fn fork_helper(
     attached: moat_net::Attached,
     dns: &[std::net::IpAddr],
 ) -> Result<nix::unistd::Pid, EngineError> {
-    let upstreams: moat_net::dns::Upstreams = if dns.is_empty() {
+    // A container only on internal networks has no way out, its questions included (the
+    // resolver forwarding them would leak what it asks: CVE-2024-29018): ours are answered,
+    // the rest fail.
+    let internal_only = attached.endpoints.iter().all(|(n, _)| n.internal);
+    let upstreams: moat_net::dns::Upstreams = if internal_only {
+        std::sync::Arc::new(Vec::new)
+    } else if dns.is_empty() {
         moat_net::dns::from_resolv_conf(PathBuf::from("/etc/resolv.conf"))
     } else {
         let fixed: Vec<std::net::SocketAddr> = dns
@@ -528,6 +557,7 @@ fn fork_helper(
     };
     let root = paths.root.clone();
     let id = id.to_string();
+    let monitor = nix::unistd::getpid();
     // SAFETY: the monitor is single-threaded here (the namespace's thread has been joined),
     // so the child may allocate and start threads of its own.
     match unsafe { nix::unistd::fork() } {
@@ -539,6 +569,11 @@ fn fork_helper(
         Ok(nix::unistd::ForkResult::Child) => {
             // SAFETY: prctl with integer arguments only.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // The monitor may have died before the request took: then nobody would end us.
+            if nix::unistd::getppid() != monitor {
+                // SAFETY: ends the forked helper without running the monitor's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
             // The caller's terminal or pipes, and the monitor's report pipe, are not the
             // helper's to hold open (a reader waiting for their end would wait for it too).
             if let Ok(null) = fs::File::options().read(true).write(true).open("/dev/null") {
@@ -546,11 +581,7 @@ fn fork_helper(
                 let _ = nix::unistd::dup2_stdout(&null);
                 let _ = nix::unistd::dup2_stderr(&null);
                 // The monitor's log is a copy of the caller's stderr: not the helper's either.
-                let copy = crate::monitor::log_copy();
-                if copy > 2 {
-                    // SAFETY: dup2 onto the logger's open descriptor; nothing here logs.
-                    unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), copy) };
-                }
+                crate::monitor::release_log_copy();
             }
             // SAFETY: closes the report pipe's descriptor, which nothing here owns.
             unsafe { libc::close(crate::monitor::REPORT_FD) };

@@ -117,10 +117,17 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
             .and_then(|p| p.networks.first().map(|n| n.network != "bridge"))
             .unwrap_or(false);
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write(
-        &path.join("resolv.conf"),
-        &crate::network::resolv_conf(&host_resolv, embedded_dns, &opts.net.dns),
-    )?;
+    let mut resolv = crate::network::resolv_conf(&host_resolv, embedded_dns, &opts.net.dns);
+    // Only loopback resolvers on the host (systemd-resolved's stub): its upstreams, else
+    // Docker's defaults, as dockerd does.
+    if !resolv.lines().any(|l| l.starts_with("nameserver")) {
+        let upstream = fs::read_to_string("/run/systemd/resolve/resolv.conf").unwrap_or_default();
+        resolv = crate::network::resolv_conf(&upstream, false, &[]);
+        if !resolv.lines().any(|l| l.starts_with("nameserver")) {
+            resolv.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        }
+    }
+    write(&path.join("resolv.conf"), &resolv)?;
     // Volumes named in -v are made now (an existing one is used as it is).
     let mut opts = opts.clone();
     if opts.host.binds.iter().any(|b| b.volume) {

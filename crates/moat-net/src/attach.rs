@@ -12,6 +12,25 @@ use crate::{
     PortRequest, Request,
 };
 
+/// What [`Networks::release`] left to delete: the veths and the namespace pin.
+#[derive(Debug)]
+pub struct Released {
+    pin: std::path::PathBuf,
+    veths: Vec<String>,
+}
+
+impl Released {
+    /// Deletes them.
+    pub fn cleanup(self) -> Result<(), NetError> {
+        netns::remove(&self.pin);
+        let mut host = Rtnl::open()?;
+        for v in &self.veths {
+            host.delete(v)?;
+        }
+        Ok(())
+    }
+}
+
 impl Networks {
     /// Starts container `id`'s network: a namespace pinned at [`Config::netns_path`], an
     /// endpoint on each requested network (the first one's gateway is the default route), the
@@ -42,6 +61,9 @@ impl Networks {
         ports: &[PortRequest],
         path: &Path,
     ) -> Result<Attached, NetError> {
+        // What dead monitors left goes first: their addresses may be handed out below, and
+        // their published ports' rules must not send traffic to whoever gets them.
+        self.reconcile()?;
         let mut nets = vec![];
         for r in requests {
             let net = self.get(&r.network)?;
@@ -185,22 +207,38 @@ impl Networks {
     /// container's exit: a new start may already have taken over, and its endpoints, veths
     /// and pin are left alone); otherwise whatever is there (`rm` after a monitor died).
     pub fn detach(&mut self, id: &str, mine: bool) -> Result<(), NetError> {
+        match self.release(id, mine)? {
+            Some(r) => r.cleanup(),
+            None => Ok(()),
+        }
+    }
+
+    /// The fast half of [`Networks::detach`], for the exit path: the records and the port
+    /// rules go (the addresses and ports are free for the next start at once) and the host's
+    /// veths are set down (off the bridge's forwarding, so a reused address has no twin);
+    /// deleting the veths and the pin, which takes the kernel tens of milliseconds, is left
+    /// to [`Released::cleanup`]. `None`: nothing of this process's was there.
+    pub fn release(&mut self, id: &str, mine: bool) -> Result<Option<Released>, NetError> {
         let holder = mine.then(me);
         let had_ports = self.store.ports()?.iter().any(|p| p.container_id == id);
         let eps = self.store.release(id, holder)?;
         if mine && eps.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        netns::remove(&self.cfg.netns_path(id));
         let mut host = Rtnl::open()?;
-        for e in eps {
-            host.delete(&e.veth)?;
+        for e in &eps {
+            if let Some(i) = host.index(&e.veth)? {
+                let _ = host.set_down(i, &e.veth);
+            }
         }
         if had_ports {
             let _lock = lock()?;
             self.write_rules()?;
         }
-        Ok(())
+        Ok(Some(Released {
+            pin: self.cfg.netns_path(id),
+            veths: eps.into_iter().map(|e| e.veth).collect(),
+        }))
     }
 
     /// `network connect` of a running container: one more endpoint in its pinned namespace
@@ -281,6 +319,11 @@ impl Networks {
         let net = self.get(network)?;
         if let Some(ep) = self.store.remove_endpoint(&net.id, id)? {
             Rtnl::open()?.delete(&ep.veth)?;
+            // Its published ports went to that address, which the next container may get.
+            if self.store.remove_ports_to(id, ep.ip)? {
+                let _lock = lock()?;
+                self.write_rules()?;
+            }
         }
         Ok(())
     }

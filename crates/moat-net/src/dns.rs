@@ -153,13 +153,21 @@ pub fn serve(sockets: Sockets, lookup: Lookup, ups: Upstreams) {
     let ups2 = ups.clone();
     let lookup2 = lookup.clone();
     let udp = Arc::new(udp);
+    // Questions in flight, UDP and TCP together: a container flooding its resolver gets
+    // answers dropped beyond the bound, not threads without end in the host's cgroup.
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let busy2 = busy.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 65535];
         while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let Some(slot) = Slot::take(&busy) else {
+                continue;
+            };
             let query = buf[..n].to_vec();
             let (udp, lookup, ups) = (udp.clone(), lookup.clone(), ups.clone());
             // A slow upstream must not hold up the container's other questions.
             std::thread::spawn(move || {
+                let _slot = slot;
                 if let Some(r) = respond(&query, &lookup, &ups()) {
                     let _ = udp.send_to(&r, from);
                 }
@@ -168,12 +176,40 @@ pub fn serve(sockets: Sockets, lookup: Lookup, ups: Upstreams) {
     });
     std::thread::spawn(move || {
         for conn in tcp.incoming().flatten() {
+            let Some(slot) = Slot::take(&busy2) else {
+                continue;
+            };
             let (lookup, ups) = (lookup2.clone(), ups2.clone());
             std::thread::spawn(move || {
+                let _slot = slot;
                 let _ = tcp_session(conn, &lookup, &ups());
             });
         }
     });
+}
+
+/// The most questions (or TCP sessions) answered at once.
+const IN_FLIGHT: usize = 64;
+
+/// One of the [`IN_FLIGHT`] places, given back when dropped.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(busy: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        let taken = busy.fetch_add(1, Ordering::AcqRel);
+        if taken >= IN_FLIGHT {
+            busy.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(busy.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Questions over TCP: each prefixed with its 16-bit length.

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
+pub use attach::Released;
 pub use store::{Endpoint, NetStore, Network, NetworkSpec, Port, StoreError};
 
 use netlink::{NetlinkError, Rtnl};

@@ -262,6 +262,16 @@ impl Rtnl {
         })
     }
 
+    /// Sets link `index` down.
+    pub fn set_down(&mut self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("set link {name} down")
+        })
+    }
+
     /// Deletes link `name` (a veth's peer goes with it); `Ok(false)` when there is none.
     pub fn delete(&mut self, name: &str) -> Result<bool, NetlinkError> {
         let mut msg = LinkMessage::default();

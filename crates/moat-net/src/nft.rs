@@ -73,9 +73,18 @@ pub fn ruleset(table: &str, networks: &[Network], ports: &[Port]) -> Option<Stri
         );
     }
     let _ = writeln!(t, "  }}");
+    // Not from the bridges: a container reaching a published port through the host's address
+    // goes to the proxy, which answers it from the host (a DNAT back into its own bridge would
+    // have the reply bypass the translation).
+    let from_bridges = if bridges.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = bridges.iter().map(|n| quote(&n.bridge)).collect();
+        format!("iifname != {{ {} }} ", names.join(", "))
+    };
     let _ = writeln!(
         t,
-        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump ports\n  }}"
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {from_bridges}fib daddr type local jump ports\n  }}"
     );
     let _ = writeln!(
         t,
@@ -119,6 +128,18 @@ pub fn ruleset(table: &str, networks: &[Network], ports: &[Port]) -> Option<Stri
                 others.join(", ")
             );
         }
+    }
+    // Into a bridge from elsewhere only what answers the containers' own connections, or what
+    // a published port's DNAT sends: forwarding is on, and nothing else routed to a subnet
+    // (a LAN host with a route to it) reaches a container (Docker's rule since v28).
+    for n in &bridges {
+        let br = quote(&n.bridge);
+        let _ = writeln!(
+            t,
+            "    oifname {br} iifname != {br} ct state established,related accept"
+        );
+        let _ = writeln!(t, "    oifname {br} iifname != {br} ct status dnat accept");
+        let _ = writeln!(t, "    oifname {br} iifname != {br} drop");
     }
     let _ = writeln!(t, "  }}");
     let _ = writeln!(t, "}}");
@@ -215,5 +236,9 @@ mod tests {
         assert!(!t.contains("172.18.0.0/16 oifname"), "{t}");
         assert!(t.contains("iifname \"br-b\" oifname != \"br-b\" drop"));
         assert!(t.contains("iifname \"moat0\" oifname { \"br-b\" } drop"));
+        // Routed traffic into a bridge: only replies and published ports.
+        assert!(t.contains("oifname \"moat0\" iifname != \"moat0\" ct status dnat accept"));
+        assert!(t.contains("oifname \"moat0\" iifname != \"moat0\" drop"));
+        assert!(t.contains("iifname != { \"moat0\", \"br-b\" } fib daddr type local jump ports"));
     }
 }

@@ -204,7 +204,7 @@ impl Drop for World {
 #[test]
 fn egress_is_forwarded_and_masqueraded() {
     let Some((_sb, e)) = engine() else { return };
-    let _world = World::start();
+    let world = World::start();
     common::eventually("the world's server", || {
         http_get(Ipv4Addr::new(198, 18, 0, 2), 8000).is_ok()
     });
@@ -228,6 +228,34 @@ fn egress_is_forwarded_and_masqueraded() {
         ],
     );
     assert_eq!(out, "blocked\n");
+    // From the world: a published port answers (DNAT); the container's address itself, routed
+    // to, does not (forwarding is on, but only replies and published ports go into a bridge).
+    web(&e, "exposed", &["--hostname", "x1", "-p", "18200:80"]);
+    let ip = inspect(&e, "exposed")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let from_world = |addr: &str, port: u16| {
+        let py = format!(
+            "import socket\ns=socket.create_connection(('{addr}', {port}), timeout=2)\ns.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\nprint(s.recv(4096).decode().split('\\r\\n\\r\\n')[-1], end='')"
+        );
+        let pid = world.0.id().to_string();
+        Command::new("nsenter")
+            .args(["-t", &pid, "-n", "sh", "-c"])
+            .arg(format!(
+                "ip route replace 172.16.0.0/12 via 198.18.0.1; python3 -c \"{py}\""
+            ))
+            .output()
+            .unwrap()
+    };
+    common::eventually("the published port from the world", || {
+        String::from_utf8_lossy(&from_world("198.18.0.1", 18200).stdout).contains("hello from x1")
+    });
+    let direct = from_world(&ip, 80);
+    assert!(
+        !String::from_utf8_lossy(&direct.stdout).contains("hello"),
+        "routed straight to {ip}: {direct:?}"
+    );
 }
 
 #[test]

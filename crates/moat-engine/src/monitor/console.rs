@@ -139,6 +139,14 @@ pub fn resize(pid: i32, rows: u16, cols: u16) -> std::io::Result<()> {
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(format!("/proc/{pid}/fd/0"))?;
+    // The container chose what its fd 0 is: only a pseudo-terminal slave (majors 136-143) is
+    // touched.
+    let md = f.metadata()?;
+    let pts = std::os::unix::fs::FileTypeExt::is_char_device(&md.file_type())
+        && (136..=143).contains(&libc::major(std::os::unix::fs::MetadataExt::rdev(&md)));
+    if !pts {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOTTY));
+    }
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,

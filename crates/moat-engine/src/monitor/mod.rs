@@ -69,6 +69,19 @@ pub fn set_log_copy(fd: RawFd) {
     LOG_COPY.store(fd, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Points the logger's copy of the caller's stderr at /dev/null (the caller is gone, or was
+/// never waiting): the monitor's later lines are lost, as a daemon's would be without a log.
+pub(crate) fn release_log_copy() {
+    let copy = log_copy();
+    if copy > 2 {
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            // SAFETY: `copy` is the logger's open descriptor; dup2 swaps what it refers to
+            // (the logger's File stays valid, now writing to /dev/null).
+            unsafe { libc::dup2(null.as_raw_fd(), copy) };
+        }
+    }
+}
+
 /// The logger's descriptor set with [`set_log_copy`] (-1: none).
 pub(crate) fn log_copy() -> RawFd {
     LOG_COPY.load(std::sync::atomic::Ordering::Relaxed)
@@ -263,6 +276,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     // The network of the last start: undone after the exit is reported (deleting a veth takes
     // the kernel tens of milliseconds, which `run --rm` need not wait for).
     let mut net;
+    let mut net_leftover = None;
     let (code, error) = loop {
         let started = std::time::Instant::now();
         let (result, started_net) = run_networked(cfg, &mut report, total);
@@ -280,10 +294,14 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         .ok()
         .and_then(|p| crate::hostconfig::RestartPolicy::parse(p.trim()).ok())
         .unwrap_or(cfg.restart);
+        // The network's records and ports go before the exit is reported (the next start may
+        // want them at once); the slow deletes after it.
+        let leftover = stop_network(cfg, net.take());
         if error.is_some() || !policy.restarts(code, restarts, marker.exists()) {
+            net_leftover = leftover;
             break (code, error);
         }
-        stop_network(cfg, net.take());
+        cleanup_network(cfg, leftover);
         // Docker's back-off: 100 ms doubling per restart, reset after 10 s of running.
         if started.elapsed() >= std::time::Duration::from_secs(10) {
             restarts = 0;
@@ -308,7 +326,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     };
     let _ = report.write_all(event.encode().as_bytes());
     drop(report);
-    stop_network(cfg, net);
+    cleanup_network(cfg, net_leftover);
     if let Some(t) = trash {
         let _ = std::fs::remove_dir_all(t);
     }
@@ -341,11 +359,26 @@ fn run_networked(
     }
 }
 
-/// Undoes a start's network (logged, not fatal: `rm` cleans up what is left).
-fn stop_network(cfg: &MonitorConfig, net: Option<crate::network::Running>) {
-    if let Some(n) = net {
-        if let Err(e) = crate::network::stop(&cfg.paths, cfg.id.as_str(), n) {
+/// Undoes a start's network, the fast half (logged, not fatal: `rm` cleans up what is left).
+fn stop_network(
+    cfg: &MonitorConfig,
+    net: Option<crate::network::Running>,
+) -> Option<moat_net::Released> {
+    let n = net?;
+    match crate::network::stop(&cfg.paths, cfg.id.as_str(), n) {
+        Ok(left) => left,
+        Err(e) => {
             log::warn!("container {}: network teardown: {e}", cfg.id.as_str());
+            None
+        }
+    }
+}
+
+/// The slow half: the veths and the namespace pin deleted.
+fn cleanup_network(cfg: &MonitorConfig, left: Option<moat_net::Released>) {
+    if let Some(l) = left {
+        if let Err(e) = l.cleanup() {
+            log::warn!("container {}: network clean-up: {e}", cfg.id.as_str());
         }
     }
 }
@@ -476,11 +509,8 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     // attached caller gets the monitor's later warnings too (it waits for the exit anyway).
     if !log::log_enabled!(log::Level::Debug) {
         let _ = nix::unistd::dup2_stderr(&null);
-        let copy = LOG_COPY.load(std::sync::atomic::Ordering::Relaxed);
-        if !cfg.attach && copy > 2 {
-            // SAFETY: `copy` is the logger's open descriptor; dup2 swaps what it refers to
-            // (the logger's File stays valid, now writing to /dev/null).
-            unsafe { libc::dup2(null.as_raw_fd(), copy) };
+        if !cfg.attach {
+            release_log_copy();
         }
     }
     // The database is opened while the starter works (two cores; no fork follows).

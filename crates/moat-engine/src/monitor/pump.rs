@@ -168,8 +168,10 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
                 s.input = None;
             }
             if detached {
-                // The caller goes; its terminal is no longer ours to write to.
+                // The caller goes; its terminal is no longer ours to write to (our log's copy of
+                // its stderr included).
                 s.attached = None;
+                super::release_log_copy();
                 if let Some(mut r) = s.detach.take() {
                     use std::io::Write;
                     let _ = r.write_all(super::Event::Detached.encode().as_bytes());

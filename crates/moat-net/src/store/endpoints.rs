@@ -36,6 +36,10 @@ impl NetStore {
             .filter(|(_, h)| !alive(*h))
             .collect();
         let holders = self.port_holders()?;
+        // Nothing dead (every start asks): no write transaction.
+        if dead.is_empty() && holders.iter().all(|h| alive(*h)) {
+            return Ok((vec![], false));
+        }
         let sql = sql_err(&self.path);
         let tx = self.conn.transaction().map_err(&sql)?;
         for (e, (pid, start)) in &dead {
@@ -224,6 +228,23 @@ impl NetStore {
             )
             .map_err(self.sql())?;
         Ok(ep)
+    }
+
+    /// Removes container `container_id`'s ports that go to `ip` (its endpoint there is gone);
+    /// whether any did.
+    pub fn remove_ports_to(
+        &mut self,
+        container_id: &str,
+        ip: Ipv4Addr,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM ports WHERE container_id = ?1 AND container_ip = ?2",
+                params![container_id, ip.to_string()],
+            )
+            .map_err(self.sql())?;
+        Ok(n > 0)
     }
 
     /// Records a container's published ports, held by `holder`.
