@@ -16,6 +16,16 @@ pub enum InterpolateError {
         /// The file's message.
         message: String,
     },
+    /// A value with a line break: spliced into the file's text it would add YAML of its own.
+    #[error(
+        "line {line}: variable {name} holds a line break, which a compose value cannot take here"
+    )]
+    LineBreak {
+        /// The 1-based line.
+        line: usize,
+        /// The variable.
+        name: String,
+    },
     /// `${` without its `}`, or a bad name.
     #[error("line {line}: invalid interpolation format {text:?}")]
     Syntax {
@@ -47,6 +57,28 @@ fn is_name(c: char) -> bool {
 }
 
 fn interpolate_line(
+    line: &str,
+    n: usize,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, InterpolateError> {
+    // Values are spliced into the text before it is parsed: one with a line break could add
+    // keys (a service's volumes, say) that the file does not have.
+    let broken = std::cell::Cell::new(None);
+    let checked = |name: &str| {
+        let v = lookup(name);
+        if v.as_deref().is_some_and(|v| v.contains(['\n', '\r'])) {
+            broken.set(Some(name.to_string()));
+        }
+        v
+    };
+    let out = splice(line, n, &checked)?;
+    match broken.into_inner() {
+        Some(name) => Err(InterpolateError::LineBreak { line: n, name }),
+        None => Ok(out),
+    }
+}
+
+fn splice(
     line: &str,
     n: usize,
     lookup: &dyn Fn(&str) -> Option<String>,

@@ -475,9 +475,16 @@ pub struct Running {
 /// `None` when the container has no network plan (none, host, container:).
 pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, EngineError> {
     let dir = paths.container_dir(id);
-    let Some(plan) = load(&dir).filter(|p| !p.networks.is_empty()) else {
+    let Some(plan) = load(&dir) else {
         return Ok(None);
     };
+    if let Some(target) = &plan.container {
+        join_target(paths, &dir, target)?;
+        return Ok(None);
+    }
+    if plan.networks.is_empty() {
+        return Ok(None);
+    }
     let mut nets = open(paths)?;
     log::debug!("network: records open");
     let attached = nets.attach(id, name, &plan.networks, &plan.ports)?;
@@ -491,6 +498,44 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
         }
     }
     finished.map(Some)
+}
+
+/// `--network container:NAME` at each start: the namespace of `target` as it runs now (its
+/// pin, or its init's), written into the config the runtime reads. A namespace found at
+/// create could belong to another process by now (pids are reused); a target that does not
+/// run is refused, as Docker does.
+fn join_target(paths: &Paths, dir: &Path, target: &str) -> Result<(), EngineError> {
+    let row = crate::containers::Records::open(&paths.root)?.find(target)?;
+    if row.effective().0 != crate::containers::State::Running || row.pid <= 0 {
+        return Err(EngineError::Conflict(format!(
+            "cannot join network namespace of container {target}: it is not running"
+        )));
+    }
+    let pin = config(paths).netns_path(&row.id);
+    let ns = if pin.exists() {
+        pin
+    } else {
+        PathBuf::from(format!("/proc/{}/ns/net", row.pid))
+    };
+    let path = dir.join("config.json");
+    let io = |what: &'static str| {
+        let path = path.clone();
+        move |source| EngineError::Io { what, path, source }
+    };
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).map_err(io("read"))?)
+        .map_err(|e| EngineError::Spec(format!("{}: {e}", path.display())))?;
+    if let Some(list) = doc["linux"]["namespaces"].as_array_mut() {
+        for n in list.iter_mut().filter(|n| n["type"] == "network") {
+            n["path"] = serde_json::json!(ns);
+        }
+    }
+    let tmp = dir.join("config.json.join");
+    fs::write(
+        &tmp,
+        serde_json::to_vec(&doc).map_err(|e| EngineError::Spec(e.to_string()))?,
+    )
+    .map_err(io("write"))?;
+    fs::rename(&tmp, &path).map_err(io("rename"))
 }
 
 /// The rest of a start once attached: /etc/hosts, and the helper when ports or names need one.

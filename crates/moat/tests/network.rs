@@ -464,6 +464,32 @@ fn a_container_can_join_another_ones_namespace() {
             .starts_with("172."),
         "{v}"
     );
+    // The namespace is the target's as it runs at each start: refused while it is stopped,
+    // joined again (its new namespace) once it runs.
+    let script = format!("{GET}get 127.0.0.1 80");
+    e.ok(&[
+        "create",
+        "--name",
+        "joined",
+        "--network",
+        "container:host1",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    e.ok(&["stop", "-t", "1", "host1"]);
+    let refused = e.moat(&["start", "-a", "joined"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not running"),
+        "{refused:?}"
+    );
+    e.ok(&["start", "host1"]);
+    common::eventually("the joined container reaches the restarted target", || {
+        e.moat(&["start", "-a", "joined"])
+            .stdout
+            .ends_with(b"hello from h1\n")
+    });
 }
 
 /// A resolver standing for the world's (on 127.0.0.1:53 of the test's namespace): answers every
