@@ -182,6 +182,12 @@ impl World {
             .spawn()
             .unwrap();
         let pid = child.id().to_string();
+        // The link goes into the child's namespace only once unshare has made it (until then
+        // the pid is still in ours).
+        let mine = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        common::eventually("the world's namespace", || {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n != mine)
+        });
         for cmd in [
             format!("ip link add w0 type veth peer name w1 netns {pid}"),
             "ip addr add 198.18.0.1/24 dev w0".into(),
