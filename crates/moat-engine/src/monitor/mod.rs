@@ -273,14 +273,11 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     // Every restart by the policy since this start, as Docker's RestartCount (`restarts`
     // restarts with the back-off).
     let mut total = 0u32;
-    // The network of the last start: undone after the exit is reported (deleting a veth takes
-    // the kernel tens of milliseconds, which `run --rm` need not wait for).
-    let mut net;
-    let mut net_leftover = None;
+    // The network of the last start, undone below.
+    let mut last_net = None;
     let (code, error) = loop {
         let started = std::time::Instant::now();
-        let (result, started_net) = run_networked(cfg, &mut report, total);
-        net = started_net;
+        let (result, net) = run_networked(cfg, &mut report, total);
         let (code, error) = match result {
             Ok(code) => (code, None),
             Err((code, e)) => (code, Some(e.to_string())),
@@ -294,13 +291,11 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         .ok()
         .and_then(|p| crate::hostconfig::RestartPolicy::parse(p.trim()).ok())
         .unwrap_or(cfg.restart);
-        // The network's records and ports go before the exit is reported (the next start may
-        // want them at once); the slow deletes after it.
-        let leftover = stop_network(cfg, net.take());
         if error.is_some() || !policy.restarts(code, restarts, marker.exists()) {
-            net_leftover = leftover;
+            last_net = net;
             break (code, error);
         }
+        let leftover = stop_network(cfg, net);
         cleanup_network(cfg, leftover);
         // Docker's back-off: 100 ms doubling per restart, reset after 10 s of running.
         if started.elapsed() >= std::time::Duration::from_secs(10) {
@@ -317,8 +312,16 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         }
     };
     log::debug!("monitor: container exited");
+    // The network's records and ports go before the exit is reported (the next start may want
+    // them at once), on a thread while the runtime state and the rootfs go (no fork follows);
+    // the slow deletes (veths, the pin: tens of milliseconds in the kernel) after the report.
+    let stopping = last_net.map(|n| {
+        let c = cfg.clone();
+        std::thread::spawn(move || stop_network(&c, Some(n)))
+    });
     let mut volumes = vec![];
     let trash = finish(cfg, code, error.as_deref().unwrap_or(""), &mut volumes);
+    let net_leftover = stopping.and_then(|t| t.join().ok().flatten());
     log::debug!("monitor: recorded");
     let event = match error {
         None => Event::Exited(code),
