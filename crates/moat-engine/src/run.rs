@@ -321,10 +321,24 @@ fn check_networks(paths: &Paths, plan: &mut crate::network::Plan) -> Result<(), 
 /// within milliseconds of reporting the exit; older ones are what a monitor killed mid-way left).
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Deletes the `.rm-<id>` directories of removed containers that their monitor did not finish
-/// deleting (it was killed between the rename and the delete); returns how many went. Run by
-/// `container prune`.
+/// Deletes the container directories nobody owns, at least [`ABANDONED_AFTER`] old (see
+/// [`sweep`]); returns how many went. Run by `container prune`.
 pub fn sweep_removed(paths: &Paths) -> usize {
+    sweep(paths, ABANDONED_AFTER)
+}
+
+/// Deletes the container directories nobody owns once they are `min_age` old: `.rm-<id>` ones
+/// whose monitor was killed between renaming and deleting them, and ones without a record (a
+/// `create` killed between making the directory and recording it). Their rootfs mount and
+/// network pin go first (a delete through a mounted rootfs would reach into the image's
+/// layers). A directory younger than `min_age` may be a `create` under way, and is left.
+/// Returns how many went.
+pub fn sweep(paths: &Paths, min_age: std::time::Duration) -> usize {
+    // Without the records, an unrecorded directory cannot be told from a recorded one.
+    let known: Option<Vec<String>> = Records::open(&paths.root)
+        .and_then(|r| r.all())
+        .ok()
+        .map(|rows| rows.into_iter().map(|r| r.id).collect());
     let now = std::time::SystemTime::now();
     let mut n = 0;
     for e in fs::read_dir(paths.root.join("containers"))
@@ -337,14 +351,17 @@ pub fn sweep_removed(paths: &Paths) -> usize {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age >= ABANDONED_AFTER);
-        if e.file_name().to_string_lossy().starts_with(".rm-") && old {
-            // Its rootfs was unmounted before the rename; a mount still there (a monitor killed
-            // before that) goes first, or the delete would reach into the image's layers.
-            let rootfs = e.path().join("rootfs");
-            if moat_image::mount::unmount(&rootfs).is_ok() && fs::remove_dir_all(e.path()).is_ok() {
-                n += 1;
-            }
+            .is_some_and(|age| age >= min_age);
+        let name = e.file_name().to_string_lossy().into_owned();
+        let id = name.strip_prefix(".rm-").unwrap_or(&name).to_string();
+        let orphan = name.starts_with(".rm-") || known.as_ref().is_some_and(|k| !k.contains(&id));
+        if !(orphan && old) {
+            continue;
+        }
+        moat_net::netns::remove(&crate::network::config(paths).netns_path(&id));
+        let rootfs = e.path().join("rootfs");
+        if moat_image::mount::unmount(&rootfs).is_ok() && fs::remove_dir_all(e.path()).is_ok() {
+            n += 1;
         }
     }
     n

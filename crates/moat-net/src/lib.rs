@@ -297,9 +297,16 @@ impl Networks {
         Ok(self.store.endpoints(alive)?)
     }
 
-    /// The published ports of running containers.
+    /// The published ports of running containers (not those a dead monitor left in the
+    /// records until the next reconcile: a port comes with its container's endpoints).
     pub fn ports(&self) -> Result<Vec<Port>, NetError> {
-        Ok(self.store.ports()?)
+        let live = self.store.endpoints(alive)?;
+        Ok(self
+            .store
+            .ports()?
+            .into_iter()
+            .filter(|p| live.iter().any(|e| e.container_id == p.container_id))
+            .collect())
     }
 
     /// `network create`: the record, then the bridge and the rules.

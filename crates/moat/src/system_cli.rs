@@ -124,6 +124,8 @@ pub fn reset(root: &Path) -> i32 {
             code = 1;
         }
     }
+    // Directories without a record (a create killed half-way) have mounts of their own.
+    moat_engine::run::sweep(&paths, std::time::Duration::ZERO);
     if let Err(e) = moat_engine::network::teardown(&paths) {
         log::error!("{e}");
         code = 1;

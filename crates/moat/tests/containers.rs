@@ -821,3 +821,29 @@ print("still attached")
     assert_eq!(e.ok(&["exec", "det", "echo", "alive"]).trim(), "alive");
     e.ok(&["rm", "-f", "det"]);
 }
+
+#[test]
+fn reset_cleans_a_container_directory_without_its_record() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&["create", "--name", "half", "busybox", "true"]);
+    // What a `create` killed between mounting the rootfs and recording the row leaves.
+    let db = e.dir.path().join("image/moat.db");
+    let out = output_of(Command::new("python3").args([
+        "-c",
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM containers'); c.commit()",
+        db.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+    let root = e.dir.path().display().to_string();
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&root));
+    e.ok(&["system", "reset", "--force"]);
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&root));
+}
