@@ -148,20 +148,7 @@ fn follow_window(master: &std::os::fd::OwnedFd) {
     winch.add(nix::sys::signal::Signal::SIGWINCH);
     while winch.wait().is_ok() {
         if let Some((rows, cols)) = crate::monitor::console::caller_size() {
-            let ws = libc::winsize {
-                ws_row: rows,
-                ws_col: cols,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize we own, on a descriptor we hold.
-            unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(master),
-                    libc::TIOCSWINSZ,
-                    &ws,
-                )
-            };
+            let _ = crate::monitor::console::set_size(std::os::fd::AsFd::as_fd(master), rows, cols);
         }
     }
 }
@@ -219,21 +206,9 @@ fn relay_terminal(console: &crate::monitor::console::Console) {
     let Ok(master) = console.wait_master() else {
         return;
     };
-    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize struct we own, on descriptors we
-    // hold open for the duration of the calls.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) != 0 || ws.ws_row == 0 {
-            // No terminal of ours (an API server's pipes): a conventional 24x80.
-            ws.ws_row = 24;
-            ws.ws_col = 80;
-        }
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&master),
-            libc::TIOCSWINSZ,
-            &ws,
-        );
-    }
+    // Our terminal's size, or (an API server's pipes) a conventional 24x80.
+    let (rows, cols) = crate::monitor::console::caller_size().unwrap_or((24, 80));
+    let _ = crate::monitor::console::set_size(std::os::fd::AsFd::as_fd(&master), rows, cols);
     // The caller's window changes reach the process's terminal.
     if let Ok(m) = master.try_clone() {
         std::thread::spawn(move || follow_window(&m));

@@ -517,25 +517,14 @@ fn join_target(paths: &Paths, dir: &Path, target: &str) -> Result<(), EngineErro
     } else {
         PathBuf::from(format!("/proc/{}/ns/net", row.pid))
     };
-    let path = dir.join("config.json");
-    let io = |what: &'static str| {
-        let path = path.clone();
-        move |source| EngineError::Io { what, path, source }
-    };
-    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&path).map_err(io("read"))?)
-        .map_err(|e| EngineError::Spec(format!("{}: {e}", path.display())))?;
-    if let Some(list) = doc["linux"]["namespaces"].as_array_mut() {
-        for n in list.iter_mut().filter(|n| n["type"] == "network") {
-            n["path"] = serde_json::json!(ns);
+    crate::spec::edit_config(dir, |doc| {
+        if let Some(list) = doc["linux"]["namespaces"].as_array_mut() {
+            for n in list.iter_mut().filter(|n| n["type"] == "network") {
+                n["path"] = serde_json::json!(ns);
+            }
         }
-    }
-    let tmp = dir.join("config.json.join");
-    fs::write(
-        &tmp,
-        serde_json::to_vec(&doc).map_err(|e| EngineError::Spec(e.to_string()))?,
-    )
-    .map_err(io("write"))?;
-    fs::rename(&tmp, &path).map_err(io("rename"))
+        Ok(true)
+    })
 }
 
 /// The rest of a start once attached: /etc/hosts, and the helper when ports or names need one.

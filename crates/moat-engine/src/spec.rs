@@ -194,6 +194,29 @@ pub struct Context<'a> {
     pub init: Option<&'a Path>,
 }
 
+/// Changes a container's saved OCI config (`<dir>/config.json`) with `edit`, which returns
+/// whether it changed anything; a change is written whole to a temporary file and renamed over
+/// the config, so a reader sees the old config or the new one.
+pub fn edit_config(
+    dir: &Path,
+    edit: impl FnOnce(&mut Value) -> Result<bool, EngineError>,
+) -> Result<(), EngineError> {
+    let path = dir.join("config.json");
+    let io = |what: &'static str| {
+        let path = path.clone();
+        move |source| EngineError::Io { what, path, source }
+    };
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).map_err(io("read"))?)
+        .map_err(|e| EngineError::Spec(format!("{}: {e}", path.display())))?;
+    if !edit(&mut doc)? {
+        return Ok(());
+    }
+    let tmp = dir.join("config.json.edit");
+    let text = serde_json::to_vec(&doc).map_err(|e| EngineError::Spec(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(io("write"))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename"))
+}
+
 /// Where `--init`'s init is mounted in the container (Docker's path).
 pub const INIT_PATH: &str = "/sbin/docker-init";
 

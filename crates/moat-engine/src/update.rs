@@ -2,8 +2,6 @@
 //! (Docker's `docker update`): kept in its OCI config for its next starts, applied to its
 //! cgroup now when it runs; the restart policy goes to its record and to its monitor.
 
-use serde_json::Value;
-
 use crate::containers::{Records, Row, State};
 use crate::hostconfig::{HostConfig, RestartPolicy};
 use crate::{EngineError, Paths};
@@ -33,34 +31,30 @@ pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
         }
     }
     let dir = paths.container_dir(&row.id);
-    let path = dir.join("config.json");
-    let io = |what: &'static str| {
-        let path = path.clone();
-        move |source| EngineError::Io { what, path, source }
-    };
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).map_err(io("read"))?)
-        .map_err(|e| EngineError::Spec(format!("{}: {e}", path.display())))?;
-    let before = doc["linux"]["resources"].clone();
-    let mut host = u.host.clone();
-    // A new memory limit keeps the swap limit already set (`run`'s "twice the memory" default
-    // is for a container without one), as Docker's update does.
-    if host.memory.is_some() && host.memory_swap.is_none() {
-        host.memory_swap = before["memory"]["swap"].as_i64();
-    }
-    host.apply_resources(&mut doc);
-    let res = &doc["linux"]["resources"];
-    // Docker's rule: the memory limit may not exceed the swap limit (memory + swap).
-    if let (Some(m), Some(s)) = (
-        res["memory"]["limit"].as_i64(),
-        res["memory"]["swap"].as_i64(),
-    ) {
-        if s > 0 && m > s {
-            return Err(EngineError::Conflict(format!(
-                "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time (memory {m}, memoryswap {s})"
-            )));
+    crate::spec::edit_config(&dir, |doc| {
+        let before = doc["linux"]["resources"].clone();
+        let mut host = u.host.clone();
+        // A new memory limit keeps the swap limit already set (`run`'s "twice the memory"
+        // default is for a container without one), as Docker's update does.
+        if host.memory.is_some() && host.memory_swap.is_none() {
+            host.memory_swap = before["memory"]["swap"].as_i64();
         }
-    }
-    if *res != before {
+        host.apply_resources(doc);
+        let res = &doc["linux"]["resources"];
+        // Docker's rule: the memory limit may not exceed the swap limit (memory + swap).
+        if let (Some(m), Some(s)) = (
+            res["memory"]["limit"].as_i64(),
+            res["memory"]["swap"].as_i64(),
+        ) {
+            if s > 0 && m > s {
+                return Err(EngineError::Conflict(format!(
+                    "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time (memory {m}, memoryswap {s})"
+                )));
+            }
+        }
+        if *res == before {
+            return Ok(false);
+        }
         if row.effective().0 == State::Running {
             let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(res.clone())
                 .map_err(|e| EngineError::Spec(e.to_string()))?;
@@ -71,11 +65,8 @@ pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
                 .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?;
             moat_runtime::ops::update::update(&rt, &cid, &resources)?;
         }
-        let tmp = dir.join("config.json.update");
-        let text = serde_json::to_vec(&doc).map_err(|e| EngineError::Spec(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(io("write"))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename"))?;
-    }
+        Ok(true)
+    })?;
     if let Some(r) = &u.restart {
         let encoded = r.encode();
         Records::open(&paths.root)?.set_restart(&row.id, &encoded)?;

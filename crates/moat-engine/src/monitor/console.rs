@@ -132,7 +132,6 @@ pub fn caller_size() -> Option<(u16, u16)> {
 /// becoming our controlling terminal; anything but a terminal there is refused), so no channel
 /// to the monitor is needed.
 pub fn resize(pid: i32, rows: u16, cols: u16) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::File::options()
         .read(true)
@@ -147,15 +146,21 @@ pub fn resize(pid: i32, rows: u16, cols: u16) -> std::io::Result<()> {
     if !pts {
         return Err(std::io::Error::from_raw_os_error(libc::ENOTTY));
     }
+    set_size(std::os::fd::AsFd::as_fd(&f), rows, cols)
+}
+
+/// Sets the size of the terminal behind `fd` (a pty's master or slave).
+pub fn set_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads one winsize from the struct we own; on a descriptor that is not
-    // a terminal it fails with ENOTTY and changes nothing.
-    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we own, on a descriptor borrowed
+    // for the call; on one that is not a terminal it fails with ENOTTY and changes nothing.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
