@@ -19,7 +19,9 @@ APT="apt-get -o DPkg::Lock::Timeout=300"
 # image interoperability tests: skopeo and umoci (they write and read the archives moat does);
 # registry tests: Debian's docker-registry, and htpasswd (apache2-utils) for basic auth.
 # API tests: docker-compose (v1) against moat serve; openssl makes the registry tests' certificates.
-PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl"
+# networks: nftables (moat writes its rules with nft), iproute2 and util-linux (the tests' own
+# namespaces: ip, unshare, nsenter), python3 (pty-driven terminal tests, the tests' world server).
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils nftables iproute2 util-linux python3 crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
