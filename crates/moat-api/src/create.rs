@@ -240,14 +240,11 @@ pub fn options(
     }
     let hc = b.host_config.unwrap_or_default();
     let warnings = vec![];
-    match hc.isolation.as_str() {
-        "" | "default" | "process" => {}
-        "vm" | "hyperv" => {
-            return Err(bad(
-                "isolation \"vm\" is not available yet: only process containers run today",
-            ))
-        }
-        other => return Err(bad(format!("invalid isolation {other:?}"))),
+    let vm = h::parse_isolation(&hc.isolation).map_err(bad)?;
+    // A VM container has no network yet: the CLI's default ("" or "default") means none.
+    let mut hc = hc;
+    if vm && matches!(hc.network_mode.as_str(), "" | "default") {
+        hc.network_mode = "none".into();
     }
     let (network, net) = net_plan(&hc, b.networking_config.as_ref())?;
 
@@ -314,6 +311,7 @@ pub fn options(
         cap_add: cap(hc.cap_add)?,
         cap_drop: cap(hc.cap_drop)?,
         privileged: hc.privileged,
+        vm,
         binds: hc
             .binds
             .unwrap_or_default()
@@ -402,8 +400,8 @@ mod tests {
         for (body, needle) in [
             (r#"{"Cmd":["x"]}"#, "no image"),
             (
-                r#"{"Image":"b","HostConfig":{"Isolation":"hyperv"}}"#,
-                "not available yet",
+                r#"{"Image":"b","HostConfig":{"Isolation":"kvm"}}"#,
+                "invalid isolation",
             ),
             (
                 r#"{"Image":"b","HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":"x"}]}}}"#,

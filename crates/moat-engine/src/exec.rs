@@ -39,6 +39,7 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
             "exec needs a command to run".to_string(),
         ));
     }
+    crate::lifecycle::refuse_vm(paths, row, "exec")?;
     let dir = paths.container_dir(&row.id);
     let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
         .map_err(|e| EngineError::Spec(e.to_string()))?;

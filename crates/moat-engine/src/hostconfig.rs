@@ -31,6 +31,9 @@ pub enum FlagError {
     /// `-l`
     #[error("invalid label {0:?}: KEY=VALUE")]
     Label(String),
+    /// `--isolation`
+    #[error("invalid isolation {0:?}: default, process, vm or hyperv")]
+    Isolation(String),
     /// a bind source that does not exist
     #[error("invalid volume: bind source path does not exist: {0}")]
     NoSource(String),
@@ -109,12 +112,26 @@ pub struct HostConfig {
     pub stop_signal: Option<String>,
     /// `--stop-timeout` seconds.
     pub stop_timeout: Option<u64>,
+    /// `--isolation`: the container runs in a micro-VM (`vm`, Docker's `hyperv`).
+    pub vm: bool,
 }
 
 /// Annotation keys moat keeps its own settings under in the container's config.json.
 pub const STOP_SIGNAL: &str = "moat.stop-signal";
 /// See [`STOP_SIGNAL`].
 pub const STOP_TIMEOUT: &str = "moat.stop-timeout";
+/// See [`STOP_SIGNAL`]: `vm` for a VM container.
+pub const ISOLATION: &str = "moat.isolation";
+
+/// Parses `--isolation` (Docker's values: `default`, `process`, `hyperv`; moat's `vm`): true
+/// for a VM container.
+pub fn parse_isolation(s: &str) -> Result<bool, FlagError> {
+    match s {
+        "" | "default" | "process" => Ok(false),
+        "vm" | "hyperv" => Ok(true),
+        other => Err(FlagError::Isolation(other.to_string())),
+    }
+}
 
 /// Parses Docker's size syntax (`1024`, `512k`, `64m`, `1g`; `b` suffix allowed).
 pub fn parse_size(s: &str) -> Result<i64, FlagError> {
@@ -502,6 +519,9 @@ impl HostConfig {
         }
         if let Some(t) = self.stop_timeout {
             annotations.insert(STOP_TIMEOUT.into(), json!(t.to_string()));
+        }
+        if self.vm {
+            annotations.insert(ISOLATION.into(), json!("vm"));
         }
         if !annotations.is_empty() {
             doc["annotations"] = Value::Object(annotations);

@@ -146,7 +146,7 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
             "PortBindings": crate::network::load(&dir).map(|p| crate::network::bindings(&p.ports)),
             "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
             "Init": spec["process"]["args"][0] == crate::spec::INIT_PATH,
-            "Isolation": "",
+            "Isolation": if spec["annotations"][crate::hostconfig::ISOLATION] == "vm" { "vm" } else { "" },
             "Memory": res["memory"]["limit"].as_i64().unwrap_or(0),
             "MemorySwap": res["memory"]["swap"].as_i64().unwrap_or(0),
             "NanoCpus": nano_cpus,

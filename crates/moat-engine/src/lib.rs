@@ -22,6 +22,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod template;
 pub mod update;
+pub mod vm;
 pub mod volumes;
 
 /// Where an engine keeps things.
@@ -120,6 +121,12 @@ pub enum EngineError {
     /// network failure
     #[error(transparent)]
     Net(#[from] moat_net::NetError),
+    /// VM isolation failure
+    #[error(transparent)]
+    Vm(#[from] moat_vm::VmError),
+    /// what VM containers cannot do yet
+    #[error("VM containers (--isolation=vm) do not support {0} yet")]
+    NotForVm(&'static str),
     /// a network flag's value is malformed
     #[error(transparent)]
     NetFlag(#[from] network::NetFlagError),

@@ -387,6 +387,14 @@ pub fn is_paused(paths: &Paths, row: &Row) -> bool {
         })
 }
 
+/// Refuses `what` for a VM container (its processes live in the guest, not in a host cgroup).
+pub(crate) fn refuse_vm(paths: &Paths, row: &Row, what: &'static str) -> Result<(), EngineError> {
+    if crate::vm::is_vm(&paths.container_dir(&row.id)) {
+        return Err(EngineError::NotForVm(what));
+    }
+    Ok(())
+}
+
 /// Freezes every process of a running container (`pause`).
 pub fn pause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
     if row.effective().0 != State::Running {
@@ -401,6 +409,7 @@ pub fn pause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
             row.id
         )));
     }
+    refuse_vm(paths, row, "pause")?;
     let rt = Runtime::new(&paths.runtime_root);
     moat_runtime::ops::pause::pause(&rt, &container_id(row)?)?;
     Ok(())
@@ -442,6 +451,7 @@ pub fn top(paths: &Paths, row: &Row) -> Result<Vec<Process>, EngineError> {
             row.id
         )));
     }
+    refuse_vm(paths, row, "top")?;
     let rt = Runtime::new(&paths.runtime_root);
     let mut pids = moat_runtime::ops::pause::pids(&rt, &container_id(row)?)?;
     pids.sort_unstable();
@@ -499,6 +509,7 @@ pub fn stats(
             row.id
         )));
     }
+    refuse_vm(paths, row, "stats")?;
     let rt = Runtime::new(&paths.runtime_root);
     let cid = container_id(row)?;
     let t0 = Instant::now();
@@ -519,6 +530,10 @@ pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
         )));
     }
     mark_stopped_by_user(paths, row);
+    let dir = paths.container_dir(&row.id);
+    if crate::vm::is_vm(&dir) {
+        return crate::vm::signal(&dir, sig);
+    }
     let rt = Runtime::new(&paths.runtime_root);
     moat_runtime::ops::kill::kill(&rt, &container_id(row)?, sig, false)?;
     Ok(())
@@ -558,6 +573,10 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
         return Ok(());
     }
     mark_stopped_by_user(paths, row);
+    let dir = paths.container_dir(&row.id);
+    if crate::vm::is_vm(&dir) {
+        return stop_vm(&dir, row, sig, timeout);
+    }
     let rt = Runtime::new(&paths.runtime_root);
     let cid = container_id(row)?;
     // A paused container cannot act on the signal: thawed first, as Docker does.
@@ -574,6 +593,27 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
     }
     Err(EngineError::Conflict(format!(
         "container {} did not stop: its monitor (pid {}) is still there after SIGKILL",
+        row.name, row.monitor.0
+    )))
+}
+
+/// [`stop`] for a VM container: the signals go to its init in the guest; a guest that does
+/// not answer loses its VM.
+fn stop_vm(dir: &Path, row: &Row, sig: Signal, timeout: Duration) -> Result<(), EngineError> {
+    let _ = crate::vm::signal(dir, sig);
+    if wait_monitor(row, timeout) {
+        return Ok(());
+    }
+    let _ = crate::vm::signal(dir, Signal::SIGKILL);
+    if wait_monitor(row, Duration::from_secs(5)) {
+        return Ok(());
+    }
+    let _ = crate::vm::kill_vm(dir);
+    if wait_monitor(row, Duration::from_secs(10)) {
+        return Ok(());
+    }
+    Err(EngineError::Conflict(format!(
+        "container {} did not stop: its monitor (pid {}) is still there after its VM was killed",
         row.name, row.monitor.0
     )))
 }

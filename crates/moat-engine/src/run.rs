@@ -61,6 +61,9 @@ pub struct CreateExtras {
 /// bundle (config.json, rootfs/upper/work, hosts, hostname, resolv.conf) and its record, in state
 /// `created`. Nothing is left behind when it fails.
 pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result<Row, EngineError> {
+    if opts.host.vm {
+        crate::vm::check_create(opts.tty, opts.network == Network::None)?;
+    }
     let store = ImageStore::open(&paths.images())?;
     let image = store.resolve(&opts.image).map_err(|e| match e {
         moat_image::StoreError::NoSuchImage(_) => EngineError::NoImage(opts.image.clone()),

@@ -394,6 +394,17 @@ fn main() {
     if invoked_as.as_deref() == Some("docker-init") {
         std::process::exit(init_cli::main(std::env::args_os().collect()));
     }
+    // VM containers boot moat's guest agent, built beside this binary. Its path is known only
+    // before the binary re-executes itself from a sealed copy (CVE-2019-5736), so it is kept in
+    // the environment that the copy and the monitors inherit.
+    if std::env::var_os("MOAT_AGENT").is_none() {
+        if let Ok(exe) = std::env::current_exe() {
+            let agent = exe.with_file_name("moat-agent");
+            if agent.is_file() {
+                std::env::set_var("MOAT_AGENT", agent);
+            }
+        }
+    }
     let invoked_as_runtime = invoked_as.is_some_and(|n| n == "moat-runtime");
     let code = if invoked_as_runtime {
         runtime_cli::main(runtime_cli::RuntimeCli::parse())

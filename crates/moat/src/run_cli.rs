@@ -90,8 +90,13 @@ pub struct RunArgs {
     entrypoint: Option<String>,
     /// Network: bridge (the default), a user-defined network's name, none (loopback only),
     /// host, or container:NAME.
-    #[arg(long, visible_alias = "net", default_value = "bridge")]
-    network: String,
+    /// (VM containers: none, the only one they support yet.)
+    #[arg(long, visible_alias = "net")]
+    network: Option<String>,
+    /// Isolation: default or process (namespaces on the host kernel), vm or hyperv (a micro-VM
+    /// with its own kernel).
+    #[arg(long, default_value = "default")]
+    isolation: String,
     /// Address on the network (user-defined networks).
     #[arg(long)]
     ip: Option<String>,
@@ -394,7 +399,12 @@ impl ResourceArgs {
 /// The network flags, checked: the mode and the plan (networks, ports).
 fn net_plan(a: &RunArgs) -> Result<(Network, moat_engine::network::Plan), String> {
     use moat_engine::network as n;
-    let (network, name) = Network::parse(&a.network);
+    let vm = moat_engine::hostconfig::parse_isolation(&a.isolation).map_err(|e| e.to_string())?;
+    let mode = a
+        .network
+        .as_deref()
+        .unwrap_or(if vm { "none" } else { "bridge" });
+    let (network, name) = Network::parse(mode);
     let mut plan = n::Plan::default();
     if let Some(name) = name {
         plan.networks.push(moat_net::Request {
@@ -496,6 +506,7 @@ fn host_config(a: &RunArgs) -> Result<HostConfig, String> {
             .map_err(e)?,
         stop_signal,
         stop_timeout: a.stop_timeout,
+        vm: h::parse_isolation(&a.isolation).map_err(e)?,
         ..base
     })
     .and_then(|mut hc| {

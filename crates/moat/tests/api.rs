@@ -241,10 +241,10 @@ fn docker_cli_runs_lists_logs_stops_and_removes() {
     let out = docker(
         &e,
         &s,
-        &["run", "--rm", "--isolation", "hyperv", "busybox", "true"],
+        &["run", "--rm", "--isolation", "kvm", "busybox", "true"],
     );
     assert_eq!(out.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid isolation"));
     ok(
         &e,
         &s,

@@ -320,7 +320,12 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
         std::thread::spawn(move || stop_network(&c, Some(n)))
     });
     let mut volumes = vec![];
-    let trash = finish(cfg, code, error.as_deref().unwrap_or(""), &mut volumes);
+    // A VM that ended before its container leaves why, for the record (an exit, not a failed
+    // start: the restart policy applied above as for any exit).
+    let note = error
+        .clone()
+        .or_else(|| crate::vm::take_reason(&cfg.paths.container_dir(cfg.id.as_str())));
+    let trash = finish(cfg, code, note.as_deref().unwrap_or(""), &mut volumes);
     let net_leftover = stopping.and_then(|t| t.join().ok().flatten());
     log::debug!("monitor: recorded");
     let event = match error {
@@ -487,6 +492,8 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     } else {
         None
     };
+    // A VM container's driver takes the init's place (see crate::vm).
+    let vm = crate::vm::is_vm(&dir);
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let (started_r, started_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -495,7 +502,11 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     let starter = match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop((out_r, err_r, started_r));
-            let event = start(cfg, &null, out_w, err_w, console.as_ref().map(|c| &*c.path));
+            let event = if vm {
+                crate::vm::start(cfg, out_w, err_w)
+            } else {
+                start(cfg, &null, out_w, err_w, console.as_ref().map(|c| &*c.path))
+            };
             let _ = File::from(started_w).write_all(event.encode().as_bytes());
             // SAFETY: ends the starter without running atexit handlers.
             unsafe { libc::_exit(0) }

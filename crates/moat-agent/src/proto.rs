@@ -1,0 +1,311 @@
+//! The protocol between the host (a VM container's driver) and the guest agent, over one
+//! virtio-serial port: a byte stream of frames, each a 9-byte header (kind: u8, stream: u32 LE,
+//! length: u32 LE) and a payload of at most [`MAX_PAYLOAD`] bytes. Control messages carry JSON;
+//! stdio carries raw bytes. `stream` names the process a frame is about: 0 is the container's
+//! init (exec'd processes get their own numbers).
+//!
+//! The agent speaks first ([`Kind::Hello`] with its [`VERSION`]); the host refuses a version it
+//! does not know rather than guessing, so an agent and an engine from different builds fail
+//! with a clear message instead of misreading each other.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version; bumped on any incompatible change.
+pub const VERSION: u32 = 1;
+
+/// The name of the virtio-serial port the agent talks on (`/sys/class/virtio-ports/*/name`).
+pub const PORT_NAME: &str = "moat.agent.0";
+
+/// The 9p tag of the directory with the container's config.json and the files it binds from
+/// the container's directory on the host (hosts, hostname, resolv.conf), by the same names.
+pub const BUNDLE_TAG: &str = "bundle";
+
+/// The 9p tag of the container's root filesystem.
+pub const ROOTFS_TAG: &str = "rootfs";
+
+/// The largest payload a frame may carry (stdio is cut into pieces of at most this size).
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+const HEADER: usize = 9;
+
+/// Errors of the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// frame of an unknown kind
+    #[error("agent protocol: unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// frame too large
+    #[error("agent protocol: frame of {0} bytes is larger than the limit")]
+    TooLarge(usize),
+    /// malformed JSON payload
+    #[error("agent protocol: bad {kind:?} message: {source}")]
+    Json {
+        /// The frame kind.
+        kind: Kind,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// an unexpected frame
+    #[error("agent protocol: expected {expected}, got {got:?}")]
+    Unexpected {
+        /// What was expected.
+        expected: &'static str,
+        /// What came.
+        got: Kind,
+    },
+    /// the other side's version is not ours
+    #[error("agent protocol version {0} is not this engine's ({VERSION}): agent and engine come from different builds")]
+    Version(u32),
+    /// reading or writing the channel failed
+    #[error("agent channel: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// guest → host, first: [`Hello`].
+    Hello = 1,
+    /// host → guest: [`Start`].
+    Start = 2,
+    /// guest → host: the process runs ([`Started`]).
+    Started = 3,
+    /// host → guest: bytes for the process's stdin.
+    Stdin = 4,
+    /// host → guest: the process's stdin reached its end.
+    StdinClose = 5,
+    /// guest → host: bytes the process wrote to stdout.
+    Stdout = 6,
+    /// guest → host: bytes the process wrote to stderr.
+    Stderr = 7,
+    /// host → guest: [`Signal`] for the process.
+    Signal = 8,
+    /// guest → host: the process exited ([`Exit`]); its output was sent before.
+    Exit = 9,
+    /// guest → host: the process could not start ([`Failed`]).
+    Failed = 10,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Result<Kind, ProtoError> {
+        Ok(match b {
+            1 => Kind::Hello,
+            2 => Kind::Start,
+            3 => Kind::Started,
+            4 => Kind::Stdin,
+            5 => Kind::StdinClose,
+            6 => Kind::Stdout,
+            7 => Kind::Stderr,
+            8 => Kind::Signal,
+            9 => Kind::Exit,
+            10 => Kind::Failed,
+            other => return Err(ProtoError::UnknownKind(other)),
+        })
+    }
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What it is.
+    pub kind: Kind,
+    /// The process it is about (0: the container's init).
+    pub stream: u32,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame with a JSON payload.
+    pub fn json<T: Serialize>(kind: Kind, stream: u32, msg: &T) -> Frame {
+        // Serializing our own plain structs cannot fail.
+        let payload = serde_json::to_vec(msg).unwrap_or_default();
+        Frame {
+            kind,
+            stream,
+            payload,
+        }
+    }
+
+    /// The JSON payload, parsed.
+    pub fn parse<T: for<'a> Deserialize<'a>>(&self) -> Result<T, ProtoError> {
+        serde_json::from_slice(&self.payload).map_err(|source| ProtoError::Json {
+            kind: self.kind,
+            source,
+        })
+    }
+
+    /// The frame's bytes on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.payload.len());
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.stream.to_le_bytes());
+        out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+}
+
+/// Reassembles frames from a byte stream read in arbitrary pieces.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    /// Adds bytes read from the channel.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, if one has arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
+        if self.buf.len() < HEADER {
+            return Ok(None);
+        }
+        let kind = Kind::from_u8(self.buf[0])?;
+        let word = |at: usize| {
+            u32::from_le_bytes([
+                self.buf[at],
+                self.buf[at + 1],
+                self.buf[at + 2],
+                self.buf[at + 3],
+            ])
+        };
+        let stream = word(1);
+        let len = word(5) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(ProtoError::TooLarge(len));
+        }
+        if self.buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        let payload = self.buf[HEADER..HEADER + len].to_vec();
+        self.buf.drain(..HEADER + len);
+        Ok(Some(Frame {
+            kind,
+            stream,
+            payload,
+        }))
+    }
+}
+
+/// The agent's greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`VERSION`] of the agent.
+    pub version: u32,
+    /// The guest kernel's release (`uname -r`).
+    pub kernel: String,
+}
+
+/// A directory of the host shared into the guest for the container's bind mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    /// The 9p tag.
+    pub tag: String,
+    /// The host path, as the container's config.json names it.
+    pub host_path: String,
+}
+
+/// Runs the container whose bundle is the 9p share [`BUNDLE_TAG`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// The bundle's path on the host (bind sources under it are found in the share).
+    pub host_bundle: String,
+    /// Other host directories the config's bind mounts use.
+    pub shares: Vec<Share>,
+    /// Give the process a stdin (fed by [`Kind::Stdin`]); otherwise /dev/null.
+    pub stdin: bool,
+}
+
+/// The process started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Its pid in the guest.
+    pub pid: i32,
+}
+
+/// The process could not start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// Docker's exit code: 125, or 126/127 when the command cannot be run or found.
+    pub code: i32,
+    /// Why.
+    pub message: String,
+}
+
+/// A signal for the process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    /// The signal number.
+    pub signal: i32,
+}
+
+/// The process exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Its exit code (128+N for signal N).
+    pub code: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_survive_any_split() {
+        let frames = [
+            Frame::json(
+                Kind::Hello,
+                0,
+                &Hello {
+                    version: VERSION,
+                    kernel: "6.1".into(),
+                },
+            ),
+            Frame {
+                kind: Kind::Stdout,
+                stream: 0,
+                payload: b"hello\n".to_vec(),
+            },
+            Frame {
+                kind: Kind::StdinClose,
+                stream: 7,
+                payload: vec![],
+            },
+            Frame::json(Kind::Exit, 0, &Exit { code: 3 }),
+        ];
+        let wire: Vec<u8> = frames.iter().flat_map(Frame::encode).collect();
+        for piece in [1, 2, 5, 9, 10, wire.len()] {
+            let mut d = Decoder::default();
+            let mut got = vec![];
+            for chunk in wire.chunks(piece) {
+                d.push(chunk);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, frames, "pieces of {piece}");
+        }
+        let exit: Exit = frames[3].parse().unwrap();
+        assert_eq!(exit.code, 3);
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let mut d = Decoder::default();
+        d.push(&[42, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(d.next_frame(), Err(ProtoError::UnknownKind(42))));
+        let mut d = Decoder::default();
+        d.push(&[6, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(d.next_frame(), Err(ProtoError::TooLarge(_))));
+        let f = Frame {
+            kind: Kind::Exit,
+            stream: 0,
+            payload: b"{".to_vec(),
+        };
+        assert!(f.parse::<Exit>().is_err());
+    }
+}

@@ -1,0 +1,329 @@
+//! VM containers (`--isolation=vm`): the same bundle as a process container's, run by moat's
+//! agent inside a micro-VM instead of by the runtime on the host (see the moat-vm crate).
+//!
+//! In the monitor, the starter forks a *driver* where a process container's init would be: it
+//! boots the VM, has the agent start the container, and relays the guest's stdout and stderr
+//! onto the monitor's pipes, so the monitor's pump, logs, attach and exit handling are the same
+//! for both classes; the driver's exit code is the container's. `stop` and `kill` reach the
+//! guest through the driver's control socket (`vm.sock` in the container's directory).
+//!
+//! The guest sees two shares: the container's rootfs (the same overlay a process container
+//! gets), and `vm/` holding config.json and copies of the files it binds from the container's
+//! directory (hosts, hostname, resolv.conf): not the directory itself, whose other files
+//! (network plan, restart policy, logs) the host trusts.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use moat_agent::proto;
+use moat_vm::{Accel, Share, VmConfig};
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, pipe2, ForkResult};
+use serde_json::Value;
+
+use crate::monitor::{Event, MonitorConfig};
+use crate::{EngineError, Paths};
+
+/// The driver's control socket, in the container's directory.
+const CONTROL: &str = "vm.sock";
+/// Why the VM ended without the container's own exit code (the driver leaves it for the
+/// monitor's record).
+const REASON: &str = "vm-exit-reason";
+/// Guest memory when the container has no memory limit, MiB (QEMU backs it lazily).
+const DEFAULT_MEMORY_MIB: u64 = 512;
+/// Guest memory on top of a container's limit: the guest kernel and the agent, MiB.
+const OVERHEAD_MIB: u64 = 64;
+/// How long a VM may take from launch to a started container under software emulation.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether the container in `dir` is a VM container (its config.json says so).
+pub fn is_vm(dir: &Path) -> bool {
+    oci_spec::runtime::Spec::load(dir.join("config.json"))
+        .ok()
+        .and_then(|s| s.annotations().clone())
+        .is_some_and(|a| {
+            a.get(crate::hostconfig::ISOLATION)
+                .is_some_and(|v| v == "vm")
+        })
+}
+
+/// Sends `sig` to the init of the running VM container in `dir`.
+pub fn signal(dir: &Path, sig: Signal) -> Result<(), EngineError> {
+    control(dir, &format!("signal {}", sig as i32))
+}
+
+/// Kills the VM of the container in `dir` (its guest no longer answers).
+pub fn kill_vm(dir: &Path) -> Result<(), EngineError> {
+    control(dir, "kill-vm")
+}
+
+fn control(dir: &Path, request: &str) -> Result<(), EngineError> {
+    // Through the directory's descriptor: a socket path is limited to 108 bytes, and an engine
+    // root can be deep.
+    let d = File::open(dir).map_err(|source| EngineError::Io {
+        what: "open",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let sock = PathBuf::from(format!("/proc/self/fd/{}/{CONTROL}", d.as_raw_fd()));
+    moat_vm::driver::control(&sock, request).map_err(EngineError::from)
+}
+
+/// The reason the last run's VM ended without an exit code, taken (read and removed).
+pub(crate) fn take_reason(dir: &Path) -> Option<String> {
+    let p = dir.join(REASON);
+    let r = std::fs::read_to_string(&p).ok()?;
+    let _ = std::fs::remove_file(&p);
+    Some(r)
+}
+
+/// What a VM container cannot do yet, refused at create.
+pub fn check_create(tty: bool, network_none: bool) -> Result<(), EngineError> {
+    if tty {
+        return Err(EngineError::NotForVm("a terminal (-t)"));
+    }
+    if !network_none {
+        return Err(EngineError::NotForVm(
+            "networking (use --network none; bridge networks come with tap devices)",
+        ));
+    }
+    Ok(())
+}
+
+/// In the monitor's starter: forks the driver, which boots the VM and starts the container;
+/// the event for the monitor (the driver's pid as the container's, or the failure).
+pub(crate) fn start(cfg: &MonitorConfig, out: OwnedFd, err: OwnedFd) -> Event {
+    let dir = cfg.paths.container_dir(cfg.id.as_str());
+    let prepared = match prepare(&cfg.paths, &dir) {
+        Ok(p) => p,
+        Err(e) => return Event::Failed(125, e.to_string()),
+    };
+    let stdin = if cfg.stdin && !cfg.tty {
+        nix::unistd::dup(std::io::stdin()).ok()
+    } else {
+        None
+    };
+    let (ready_r, ready_w) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return Event::Failed(125, format!("pipe: {e}")),
+    };
+    // SAFETY: the starter is single-threaded (a fork of the single-threaded monitor).
+    match unsafe { fork() } {
+        Err(e) => Event::Failed(125, format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(ready_r);
+            let code = drive(&dir, prepared, stdin, out, err, File::from(ready_w));
+            // SAFETY: ends the driver without running atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((ready_w, out, err, stdin));
+            let mut line = String::new();
+            let _ = File::from(ready_r).read_to_string(&mut line);
+            match line.trim_end().split_once(' ') {
+                Some(("started", _)) => Event::Started(child.as_raw()),
+                Some(("failed", rest)) => {
+                    let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest));
+                    Event::Failed(code.parse().unwrap_or(125), msg.to_string())
+                }
+                _ => Event::Failed(
+                    125,
+                    "the VM driver died before the container started".into(),
+                ),
+            }
+        }
+    }
+}
+
+/// What the driver boots.
+struct Prepared {
+    vm: VmConfig,
+    start: proto::Start,
+}
+
+/// The guest's shares and the VM's size from the container's config.json.
+fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EngineError::Io { what, path, source }
+    };
+    let config = dir.join("config.json");
+    let text = std::fs::read(&config).map_err(io("read", &config))?;
+    let doc: Value = serde_json::from_slice(&text).map_err(|e| EngineError::Spec(e.to_string()))?;
+    let (memory_mib, vcpus) = size(&doc);
+    let guest = dir.join("vm");
+    std::fs::create_dir_all(&guest).map_err(io("create", &guest))?;
+    let host_bundle = dir.to_string_lossy().into_owned();
+    let mut shares = vec![];
+    let mut vm_shares = vec![
+        Share {
+            tag: proto::BUNDLE_TAG.into(),
+            path: guest.clone(),
+            readonly: true,
+        },
+        Share {
+            tag: proto::ROOTFS_TAG.into(),
+            path: dir.join("rootfs"),
+            readonly: false,
+        },
+    ];
+    for m in doc["mounts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let bind = m["type"] == "bind"
+            || m["options"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+        let Some(src) = m["source"].as_str().filter(|_| bind) else {
+            continue;
+        };
+        let src = Path::new(src);
+        if let Ok(rel) = src.strip_prefix(dir) {
+            // A file of the container's own (hosts, hostname, resolv.conf): copied.
+            let name = rel.to_string_lossy();
+            if rel.components().count() != 1 || !src.is_file() {
+                return Err(EngineError::NotForVm(
+                    "binds of the container's directories",
+                ));
+            }
+            let to = guest.join(&*name);
+            std::fs::copy(src, &to).map_err(io("copy", src))?;
+        } else if src.is_dir() {
+            let tag = format!("s{}", shares.len());
+            let readonly = m["options"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|x| x == "ro"));
+            vm_shares.push(Share {
+                tag: tag.clone(),
+                path: src.to_path_buf(),
+                readonly,
+            });
+            shares.push(proto::Share {
+                tag,
+                host_path: src.to_string_lossy().into_owned(),
+            });
+        } else {
+            return Err(EngineError::NotForVm("bind mounts of single host files"));
+        }
+    }
+    std::fs::write(guest.join("config.json"), &text).map_err(io("write", &guest))?;
+    let kernel = moat_vm::assets::kernel()?;
+    let agent = moat_vm::assets::agent()?;
+    let initrd = moat_vm::assets::initramfs(&agent, &paths.root.join("vm"))?;
+    Ok(Prepared {
+        vm: VmConfig {
+            kernel,
+            initrd,
+            memory_mib,
+            vcpus,
+            shares: vm_shares,
+            console_log: dir.join("console.log"),
+            accel: Accel::probe(),
+        },
+        start: proto::Start {
+            host_bundle,
+            shares,
+            stdin: false,
+        },
+    })
+}
+
+/// The VM's memory (MiB) and vCPUs from the container's limits: `--memory` plus the guest's
+/// own overhead, `--cpus` rounded up.
+fn size(doc: &Value) -> (u64, u32) {
+    let res = &doc["linux"]["resources"];
+    let memory = res["memory"]["limit"]
+        .as_i64()
+        .filter(|m| *m > 0)
+        .map_or(DEFAULT_MEMORY_MIB, |m| {
+            (m as u64).div_ceil(1 << 20) + OVERHEAD_MIB
+        });
+    let vcpus = match (res["cpu"]["quota"].as_i64(), res["cpu"]["period"].as_u64()) {
+        (Some(q), Some(p)) if q > 0 && p > 0 => (q as u64).div_ceil(p).max(1) as u32,
+        _ => 1,
+    };
+    (memory, vcpus)
+}
+
+/// The driver's life: the VM up, the container started, then the relay; its exit code is the
+/// container's.
+fn drive(
+    dir: &Path,
+    mut p: Prepared,
+    stdin: Option<OwnedFd>,
+    out: OwnedFd,
+    err: OwnedFd,
+    mut ready: File,
+) -> i32 {
+    let fail = |ready: &mut File, code: i32, msg: String| {
+        let _ = ready.write_all(format!("failed {code} {}\n", msg.replace('\n', " ")).as_bytes());
+        code
+    };
+    // The socket is bound by a relative name from inside the directory (108-byte limit).
+    if let Err(e) = std::env::set_current_dir(dir) {
+        return fail(&mut ready, 125, format!("enter {}: {e}", dir.display()));
+    }
+    let _ = std::fs::remove_file(CONTROL);
+    let _ = std::fs::remove_file(REASON);
+    let control = match UnixListener::bind(CONTROL) {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(
+                &mut ready,
+                125,
+                format!("listen on {}/{CONTROL}: {e}", dir.display()),
+            )
+        }
+    };
+    p.start.stdin = stdin.is_some();
+    let vmm = match moat_vm::qemu::Qemu::find() {
+        Ok(q) => q,
+        Err(e) => return fail(&mut ready, 125, e.to_string()),
+    };
+    let booted = match moat_vm::driver::boot(&vmm, &p.vm, &p.start, BOOT_TIMEOUT) {
+        Ok(b) => b,
+        Err((code, e)) => {
+            let _ = std::fs::remove_file(CONTROL);
+            return fail(&mut ready, code, e.to_string());
+        }
+    };
+    let _ = ready.write_all(format!("started {}\n", booted.vmm_pid()).as_bytes());
+    drop(ready);
+    let outcome = booted.relay(stdin, out, err, control);
+    let _ = std::fs::remove_file(CONTROL);
+    if let Some(r) = &outcome.reason {
+        let _ = std::fs::write(REASON, r);
+    }
+    outcome.code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn vm_size_follows_the_limits() {
+        assert_eq!(size(&json!({})), (DEFAULT_MEMORY_MIB, 1));
+        let doc = json!({"linux": {"resources": {
+            "memory": {"limit": 256i64 << 20},
+            "cpu": {"quota": 150_000, "period": 100_000}}}});
+        assert_eq!(size(&doc), (256 + OVERHEAD_MIB, 2));
+    }
+
+    #[test]
+    fn isolation_flag_values() {
+        use crate::hostconfig::parse_isolation;
+        assert!(!parse_isolation("default").unwrap_or(true));
+        assert!(!parse_isolation("process").unwrap_or(true));
+        assert!(parse_isolation("vm").unwrap_or(false));
+        assert!(parse_isolation("hyperv").unwrap_or(false));
+        assert!(parse_isolation("kvm").is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! The host side of one VM container: boots the VM, waits for the agent's greeting, starts the
+//! container in the guest, then relays until it exits: the guest's stdout and stderr to two
+//! descriptors, a stdin to the guest, and signals asked for on a control socket (`stop`,
+//! `kill`). Its result is the container's exit code, or why the VM ended without one.
+//!
+//! Control socket protocol, one line per connection: `signal N` (to the container's init in
+//! the guest) or `kill-vm` (the VMM itself, when the guest no longer answers); answered `ok`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use moat_agent::proto::{self, Decoder, Frame, Kind, ProtoError};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::vmm::{VmConfig, Vmm};
+use crate::VmError;
+
+/// A VM whose agent has started the container.
+#[derive(Debug)]
+pub struct Booted {
+    child: Child,
+    chan: UnixStream,
+    decoder: Decoder,
+    console: PathBuf,
+    /// The guest kernel's release.
+    pub kernel: String,
+    /// The container's init, as a guest pid.
+    pub guest_pid: i32,
+}
+
+/// How a VM container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code (128+N for signal N; 137 when the VM died first).
+    pub code: i32,
+    /// Why there is no code of the container's own: the VM ended first.
+    pub reason: Option<String>,
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> VmError {
+    move |source| VmError::Sys { what, source }
+}
+
+/// Boots `cfg` with `vmm` and has the agent start the container described by `start`; fails
+/// with Docker's exit code (125, or the agent's 126/127 for a command that cannot run) and why.
+pub fn boot(
+    vmm: &dyn Vmm,
+    cfg: &VmConfig,
+    start: &proto::Start,
+    timeout: Duration,
+) -> Result<Booted, (i32, VmError)> {
+    let e125 = |e: VmError| (125, e);
+    let (ours, theirs) = UnixStream::pair()
+        .map_err(crate::io_err("socketpair", Path::new("agent")))
+        .map_err(e125)?;
+    let child = vmm.launch(cfg, OwnedFd::from(theirs)).map_err(e125)?;
+    let mut vm = Booted {
+        child,
+        chan: ours,
+        decoder: Decoder::default(),
+        console: cfg.console_log.clone(),
+        kernel: String::new(),
+        guest_pid: 0,
+    };
+    let until = Instant::now() + timeout;
+    let result = (|| {
+        let hello = vm.expect(Kind::Hello, "the agent's hello", until)?;
+        let hello: proto::Hello = hello.parse()?;
+        if hello.version != proto::VERSION {
+            return Err(ProtoError::Version(hello.version).into());
+        }
+        vm.kernel = hello.kernel;
+        vm.send(&Frame::json(Kind::Start, 0, start))?;
+        let f = vm.expect(Kind::Started, "the container's start", until)?;
+        let started: proto::Started = f.parse()?;
+        vm.guest_pid = started.pid;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(vm),
+        Err(e) => {
+            vm.kill();
+            Err(match e {
+                VmError::Command { code, .. } => (code, e),
+                e => (125, e),
+            })
+        }
+    }
+}
+
+impl Booted {
+    /// The VMM's pid.
+    pub fn vmm_pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn send(&mut self, f: &Frame) -> Result<(), VmError> {
+        self.chan.write_all(&f.encode()).map_err(ProtoError::from)?;
+        Ok(())
+    }
+
+    /// Waits for a frame of `kind` (a `Failed` frame is the start's failure).
+    fn expect(&mut self, kind: Kind, what: &'static str, until: Instant) -> Result<Frame, VmError> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                if f.kind == kind {
+                    return Ok(f);
+                }
+                if f.kind == Kind::Failed {
+                    let failed: proto::Failed = f.parse()?;
+                    return Err(VmError::Command {
+                        code: failed.code,
+                        message: failed.message,
+                    });
+                }
+                return Err(ProtoError::Unexpected {
+                    expected: what,
+                    got: f.kind,
+                }
+                .into());
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(VmError::Timeout(
+                    (until.elapsed() + left).as_secs(),
+                    self.console.clone(),
+                ));
+            }
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                return Err(VmError::EarlyExit {
+                    status: status.to_string(),
+                    console: console_tail(&self.console),
+                });
+            }
+            // Short polls: the VMM's early death is noticed while waiting.
+            let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+            let slice = left.min(Duration::from_millis(50));
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(slice).unwrap_or(PollTimeout::ZERO),
+            ) {
+                Ok(0) | Err(nix::Error::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(sys("poll")(e)),
+            }
+            let n = self.chan.read(&mut buf).map_err(ProtoError::from)?;
+            if n == 0 {
+                // The VMM closed its end: it is exiting; its status says more.
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(VmError::EarlyExit {
+                    status,
+                    console: console_tail(&self.console),
+                });
+            }
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Relays until the container has exited and the VM is gone. `stdin` (when given) feeds
+    /// the container's stdin; its output goes to `out` and `err`; `control` takes signals.
+    pub fn relay(
+        mut self,
+        mut stdin: Option<OwnedFd>,
+        out: OwnedFd,
+        err: OwnedFd,
+        control: UnixListener,
+    ) -> Outcome {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        let _ = mask.thread_block();
+        let sigfd =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+        let _ = control.set_nonblocking(true);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut code = None;
+        let mut reason = None;
+        let mut vm_status = None;
+        while code.is_none() && vm_status.is_none() {
+            let mut fds = vec![
+                PollFd::new(self.chan.as_fd(), PollFlags::POLLIN),
+                PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(s) = &sigfd {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            let has_in = stdin.is_some();
+            if let Some(i) = &stdin {
+                fds.push(PollFd::new(i.as_fd(), PollFlags::POLLIN));
+            }
+            // Without a signalfd the VMM's exit is polled for.
+            let timeout = if sigfd.is_some() {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::from(100u16)
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(_) => break,
+            }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            if ready[0] {
+                match self.chan.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        // The VMM closed the channel: it is going; its status is below.
+                        vm_status = self.child.wait().ok().map(|s| s.to_string());
+                    }
+                    Ok(n) => {
+                        self.decoder.push(&buf[..n]);
+                        loop {
+                            match self.decoder.next_frame() {
+                                Ok(Some(f)) => match f.kind {
+                                    Kind::Stdout => {
+                                        let _ = write_all(&out, &f.payload);
+                                    }
+                                    Kind::Stderr => {
+                                        let _ = write_all(&err, &f.payload);
+                                    }
+                                    Kind::Exit => {
+                                        code = f.parse::<proto::Exit>().ok().map(|e| e.code);
+                                    }
+                                    _ => {}
+                                },
+                                Ok(None) => break,
+                                Err(e) => {
+                                    reason = Some(e.to_string());
+                                    self.kill();
+                                    vm_status = Some("killed".into());
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if ready[1] {
+                self.serve_control(&control);
+            }
+            let sig_slot = 2;
+            if sigfd.is_some() && ready.get(sig_slot).copied().unwrap_or(false) {
+                if let Some(s) = &sigfd {
+                    while let Ok(Some(_)) = s.read_signal() {}
+                }
+            }
+            if vm_status.is_none() {
+                if let Ok(Some(st)) = self.child.try_wait() {
+                    vm_status = Some(st.to_string());
+                }
+            }
+            let in_slot = if sigfd.is_some() { 3 } else { 2 };
+            if has_in && ready.get(in_slot).copied().unwrap_or(false) {
+                let n = stdin
+                    .as_ref()
+                    .map(|i| nix::unistd::read(i, &mut buf))
+                    .unwrap_or(Ok(0));
+                let frame = match n {
+                    Ok(0) | Err(_) => {
+                        stdin = None;
+                        Frame {
+                            kind: Kind::StdinClose,
+                            stream: 0,
+                            payload: vec![],
+                        }
+                    }
+                    Ok(n) => Frame {
+                        kind: Kind::Stdin,
+                        stream: 0,
+                        payload: buf[..n].to_vec(),
+                    },
+                };
+                let _ = self.send(&frame);
+            }
+        }
+        match code {
+            Some(code) => {
+                // The agent powers the guest off after the exit: give it a moment.
+                self.wait_exit(Duration::from_secs(5));
+                Outcome { code, reason: None }
+            }
+            None => {
+                self.kill();
+                let status = vm_status.unwrap_or_else(|| "unknown".into());
+                let why = reason
+                    .unwrap_or_else(|| format!("the VM exited before the container ({status})"));
+                let tail = console_tail(&self.console);
+                let why = if tail.is_empty() {
+                    why
+                } else {
+                    format!("{why}; its console: {tail}")
+                };
+                Outcome {
+                    code: 137,
+                    reason: Some(why),
+                }
+            }
+        }
+    }
+
+    fn wait_exit(&mut self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill();
+    }
+
+    fn serve_control(&mut self, control: &UnixListener) {
+        while let Ok((conn, _)) = control.accept() {
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut line = String::new();
+            let _ = BufReader::new(&conn).read_line(&mut line);
+            let answer = match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["signal", n] => match n.parse::<i32>() {
+                    Ok(signal) => {
+                        let f = Frame::json(Kind::Signal, 0, &proto::Signal { signal });
+                        match self.send(&f) {
+                            Ok(()) => "ok".to_string(),
+                            Err(e) => format!("error {e}"),
+                        }
+                    }
+                    Err(_) => format!("error bad signal {n:?}"),
+                },
+                ["kill-vm"] => {
+                    let _ = self.child.kill();
+                    "ok".to_string()
+                }
+                _ => format!("error unknown request {:?}", line.trim()),
+            };
+            let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
+        }
+    }
+}
+
+/// Sends one control request to the driver listening at `socket`; its answer.
+pub fn control(socket: &Path, request: &str) -> Result<(), VmError> {
+    let io = |what| crate::io_err(what, socket);
+    let mut conn = UnixStream::connect(socket).map_err(io("connect to"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io("configure"))?;
+    conn.write_all(format!("{request}\n").as_bytes())
+        .map_err(io("write to"))?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(io("read from"))?;
+    match answer.trim() {
+        "ok" => Ok(()),
+        other => Err(VmError::Io {
+            what: "control request refused by",
+            path: socket.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        }),
+    }
+}
+
+/// The last lines of the guest's console, on one line.
+fn console_tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

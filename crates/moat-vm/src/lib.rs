@@ -1,0 +1,80 @@
+//! VM isolation: the same container inside a micro-VM with its own guest kernel.
+//!
+//! - [`vmm`]: the hypervisor behind a small trait ([`vmm::Vmm`]); [`qemu`] is the backend used
+//!   today (QEMU's `microvm` machine, KVM when the host has hardware virtualization, TCG
+//!   otherwise), so a rust-vmm based backend can replace it on hosts with hardware KVM.
+//! - [`assets`]: the guest kernel and the initramfs holding the agent (`moat-agent`).
+//! - [`driver`]: the host side of one VM container: launches the VM, speaks the agent protocol
+//!   (`moat_agent::proto`), relays stdio, signals and the exit code.
+
+pub mod assets;
+pub mod driver;
+pub mod qemu;
+pub mod vmm;
+
+pub use vmm::{Accel, Share, VmConfig, Vmm};
+
+/// Errors of VM isolation.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// no guest kernel
+    #[error("VM isolation needs a guest kernel: {0} does not exist (build it with scripts/vm-kernel.sh, or set MOAT_VM_KERNEL)")]
+    NoKernel(std::path::PathBuf),
+    /// no agent binary
+    #[error("VM isolation needs the guest agent: {0} does not exist (it is built with moat; or set MOAT_AGENT)")]
+    NoAgent(std::path::PathBuf),
+    /// no hypervisor
+    #[error("VM isolation needs QEMU: {0} not found (install qemu-system-x86)")]
+    NoQemu(String),
+    /// a file operation failed
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was done.
+        what: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// a system call failed
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was done.
+        what: &'static str,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// the agent did not answer in time
+    #[error("the VM's agent did not answer within {0} s (see {1})")]
+    Timeout(u64, std::path::PathBuf),
+    /// the VM ended before the container started
+    #[error("the VM exited before the container started ({status}; its console: {console})")]
+    EarlyExit {
+        /// QEMU's exit status.
+        status: String,
+        /// The last lines of the guest console.
+        console: String,
+    },
+    /// the agent protocol failed
+    #[error(transparent)]
+    Proto(#[from] moat_agent::proto::ProtoError),
+    /// the container's process could not start in the guest (the agent's message)
+    #[error("{message}")]
+    Command {
+        /// Docker's exit code: 125, 126 or 127.
+        code: i32,
+        /// What the agent said.
+        message: String,
+    },
+}
+
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> VmError + 'a {
+    move |source| VmError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
