@@ -21,7 +21,9 @@ APT="apt-get -o DPkg::Lock::Timeout=300"
 # API tests: docker-compose (v1) against moat serve; openssl makes the registry tests' certificates.
 # networks: nftables (moat writes its rules with nft), iproute2 and util-linux (the tests' own
 # namespaces: ip, unshare, nsenter), python3 (pty-driven terminal tests, the tests' world server).
-PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils nftables iproute2 util-linux python3 crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl"
+# VM containers: qemu-system-x86 (the VMM), and linux-source-6.1 with the kernel's build tools
+# (bc, flex, bison, libelf-dev) for the guest kernel scripts/vm-kernel.sh builds.
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils nftables iproute2 util-linux python3 crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl qemu-system-x86 linux-source-6.1 bc flex bison libelf-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -41,6 +43,8 @@ if ! command -v cargo >/dev/null; then
   echo "setup.sh: cargo not found: install a Rust toolchain >= 1.87 (rustup), then run this again" >&2
   exit 1
 fi
+# The guest kernel of VM containers: built once (4-5 min), cached in /var/cache/moat/kernel.
+bash scripts/vm-kernel.sh
 [ "${1:-}" = --deps-only ] && exit 0
 
 cargo build --release

@@ -3,81 +3,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::docker::{docker, docker_cmd, docker_present, ok, Server};
 use common::registry::{Auth, Registry};
-use common::{can_run, output_of, Engine, MOAT};
-
-/// `moat serve` on a unix socket in the engine's directory; stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Server {
-    fn start(e: &Engine) -> Server {
-        let sock = e.dir.path().join("moat.sock");
-        let child = Command::new(MOAT)
-            .arg("--root")
-            .arg(e.dir.path())
-            .arg("serve")
-            .arg("-H")
-            .arg(format!("unix://{}", sock.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(e.dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < until, "moat serve did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, sock }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-/// The docker CLI set up for the server, with its own (empty) config directory.
-fn docker_cmd(e: &Engine, s: &Server) -> Command {
-    let mut c = Command::new("/usr/local/bin/docker");
-    c.env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
-        .env("DOCKER_CONFIG", e.dir.path().join("docker-cli"));
-    c
-}
-
-/// `docker ARGS` against the server.
-fn docker(e: &Engine, s: &Server, args: &[&str]) -> Output {
-    output_of(docker_cmd(e, s).args(args).stdin(Stdio::null()))
-}
-
-fn ok(e: &Engine, s: &Server, args: &[&str]) -> String {
-    let out = docker(e, s, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_present() -> bool {
-    let ok = std::path::Path::new("/usr/local/bin/docker").exists();
-    assert!(ok, "the docker CLI is missing at /usr/local/bin/docker");
-    ok
-}
+use common::{can_run, output_of, Engine};
 
 #[test]
 fn docker_cli_runs_lists_logs_stops_and_removes() {

@@ -40,6 +40,7 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+pub mod docker;
 pub mod registry;
 
 const PREFIX: &str = "moat-test-";

@@ -1,0 +1,308 @@
+//! VM containers (`--isolation=vm`): the same image and flags inside a micro-VM with its own
+//! kernel, under QEMU's software emulation on this kind of host (root only).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{can_run, eventually, inspect, Engine, RunExt, MOAT};
+
+/// True when VM containers can run here: QEMU and the guest kernel (setup.sh installs and
+/// builds both, so CI never skips); otherwise prints why.
+pub fn vm_ready() -> bool {
+    if !can_run() {
+        return false;
+    }
+    let qemu = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join("qemu-system-x86_64").is_file());
+    if !qemu {
+        eprintln!("SKIP: qemu-system-x86_64 missing: run scripts/setup.sh");
+        return false;
+    }
+    let kernel =
+        std::env::var("MOAT_VM_KERNEL").unwrap_or_else(|_| "/var/cache/moat/kernel/vmlinux".into());
+    if !Path::new(&kernel).is_file() {
+        eprintln!("SKIP: no guest kernel at {kernel}: run scripts/setup.sh (scripts/vm-kernel.sh)");
+        return false;
+    }
+    true
+}
+
+/// VMM processes started for this engine root.
+fn vmms(e: &Engine) -> usize {
+    let root = e.dir.path().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.starts_with("/usr/bin/qemu-system") && c.contains(&root)
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Nothing of any container left, no VMM either.
+fn assert_clean(e: &Engine) {
+    e.assert_clean();
+    eventually("the VMMs to be gone", || vmms(e) == 0);
+}
+
+#[test]
+fn runs_the_command_in_its_own_kernel_with_the_containers_defaults() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let host = String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    let (code, out, err) = e.run(&[
+        "--isolation=vm",
+        "-e",
+        "X=from-env",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sh",
+        "-c",
+        "uname -r; echo $X $IMG $(pwd) pid=$$; grep CapEff /proc/self/status; echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(
+        lines[0],
+        host.trim(),
+        "the guest runs its own kernel: {out}"
+    );
+    assert_eq!(lines[1], "from-env 1 /tmp pid=1", "{out}");
+    // Inside the guest the container still gets Docker's default capability set.
+    assert_eq!(lines[2], "CapEff:\t00000000a80425fb", "{out}");
+    assert!(err.contains("to-stderr"), "{err}");
+    // A command that does not exist: Docker's 127, as for a process container.
+    let (code, _, err) = e.run(&["--isolation=vm", "busybox", "no-such-command"]);
+    assert_eq!(code, 127, "{err}");
+    assert_clean(&e);
+}
+
+#[test]
+fn stdin_bind_mounts_and_memory_follow_the_flags() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let data = e.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(format!("{data}/in.txt"), "from the host\n").unwrap();
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["run", "--rm", "-i", "--isolation", "vm", "-m", "64m", "-v"])
+        .arg(format!("{data}:/data"))
+        .args([
+            "busybox",
+            "sh",
+            "-c",
+            "read line; echo got:$line; cat /data/in.txt; echo from the guest > /data/out.txt; \
+             grep MemTotal /proc/meminfo; cat /sys/fs/cgroup/memory.max",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let text = common::read_within(child.stdout.take().unwrap(), "the VM container's stdout");
+    let err = common::read_within(child.stderr.take().unwrap(), "the VM container's stderr");
+    let status = common::wait_or_dump(child, "a VM container with stdin");
+    assert!(status.success(), "{text}{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "got:typed", "{text}");
+    assert_eq!(lines[1], "from the host", "{text}");
+    assert_eq!(
+        std::fs::read_to_string(format!("{data}/out.txt")).unwrap(),
+        "from the guest\n"
+    );
+    // The VM is sized from the limit (64 MiB plus the guest's own), and the limit holds inside.
+    let kb: u64 = lines[2].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(kb < 160 * 1024, "VM memory follows -m: {text}");
+    assert_eq!(lines[3], "67108864", "{text}");
+    // Memory beyond the limit kills the process, not the host.
+    let (code, _, err) = e.run(&[
+        "--isolation=vm",
+        "-m",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=60M count=1",
+    ]);
+    assert_eq!(code, 137, "{err}");
+    assert_clean(&e);
+}
+
+#[test]
+fn stop_kill_and_a_crashed_vmm_are_reported() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vmsleep",
+        "--isolation",
+        "vm",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 7' TERM; echo ready; while true; do sleep 1; done",
+    ]);
+    eventually("the guest to run the command", || {
+        e.ok(&["logs", "vmsleep"]).contains("ready")
+    });
+    let i = inspect(&e, "vmsleep");
+    assert_eq!(i["HostConfig"]["Isolation"], "vm", "{i}");
+    assert_eq!(i["State"]["Status"], "running");
+    // What runs in the guest has no host cgroup: refused with a reason, not a crash.
+    let out = e.moat(&["exec", "vmsleep", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VM containers"));
+    e.ok(&["stop", "vmsleep"]);
+    let i = inspect(&e, "vmsleep");
+    assert_eq!(i["State"]["ExitCode"], 7, "the trap ran in the guest: {i}");
+    assert!(e.ok(&["logs", "vmsleep"]).contains("bye"));
+    // Started again (a new VM), then killed.
+    e.ok(&["start", "vmsleep"]);
+    eventually("the second start", || {
+        e.ok(&["logs", "vmsleep"]).matches("ready").count() == 2
+    });
+    e.ok(&["kill", "vmsleep"]);
+    eventually("the kill", || {
+        inspect(&e, "vmsleep")["State"]["Status"] == "exited"
+    });
+    assert_eq!(inspect(&e, "vmsleep")["State"]["ExitCode"], 137);
+    // The VMM dies under the container: it is an exited container with the reason, and
+    // nothing of it is left running.
+    e.ok(&["start", "vmsleep"]);
+    eventually("the third start", || {
+        e.ok(&["logs", "vmsleep"]).matches("ready").count() == 3
+    });
+    let driver = inspect(&e, "vmsleep")["State"]["Pid"].as_i64().unwrap();
+    assert!(driver > 0);
+    let children =
+        std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children")).unwrap();
+    let qemu: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(qemu > 1);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), nix::sys::signal::SIGKILL).unwrap();
+    eventually("the crash to be recorded", || {
+        inspect(&e, "vmsleep")["State"]["Status"] == "exited"
+    });
+    let i = inspect(&e, "vmsleep");
+    assert_eq!(i["State"]["ExitCode"], 137, "{i}");
+    assert!(
+        i["State"]["Error"]
+            .as_str()
+            .unwrap()
+            .contains("VM exited before the container"),
+        "{i}"
+    );
+    assert!(!e
+        .dir
+        .path()
+        .join("containers")
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .any(|c| c.path().join("vm.sock").exists()));
+    e.ok(&["rm", "vmsleep"]);
+    assert_clean(&e);
+}
+
+#[test]
+fn what_vm_containers_cannot_do_yet_is_refused_at_create() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    for (args, needle) in [
+        (&["--isolation=vm", "-t", "busybox"][..], "a terminal"),
+        (
+            &["--isolation=vm", "--network", "bridge", "busybox"][..],
+            "networking",
+        ),
+        (&["--isolation=kvm", "busybox"][..], "invalid isolation"),
+    ] {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        let out = e.moat(&all);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert_clean(&e);
+}
+
+#[test]
+fn the_docker_cli_runs_a_vm_container_through_the_api() {
+    if !vm_ready() || !common::docker::docker_present() {
+        return;
+    }
+    use common::docker::{docker, ok, Server};
+    let e = Engine::with_busybox();
+    let s = Server::start(&e);
+    let host = String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    // Docker's own name for the class (Windows' Hyper-V isolation) selects a VM.
+    let out = ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--isolation",
+            "hyperv",
+            "busybox",
+            "uname",
+            "-r",
+        ],
+    );
+    assert!(!out.trim().is_empty() && out.trim() != host.trim(), "{out}");
+    ok(
+        &e,
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "apivm",
+            "--isolation",
+            "vm",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    assert_eq!(
+        ok(
+            &e,
+            &s,
+            &[
+                "inspect",
+                "-f",
+                "{{.HostConfig.Isolation}} {{.State.Status}}",
+                "apivm"
+            ]
+        )
+        .trim(),
+        "vm running"
+    );
+    let out = docker(&e, &s, &["rm", "-f", "apivm"]);
+    assert!(out.status.success(), "{out:?}");
+    drop(s);
+    assert_clean(&e);
+}
