@@ -104,9 +104,59 @@ fn power_off() -> ! {
     }
 }
 
+/// The guest's uptime in milliseconds (the agent's steps, for `--debug`).
+fn uptime_ms() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 * 1e3 + t.tv_nsec() as f64 / 1e6)
+        .unwrap_or(0.0)
+}
+
+/// The agent's steps with their times, written to the console when the host asks (`--debug`).
+#[derive(Debug, Default)]
+struct Trace {
+    steps: Vec<(&'static str, f64)>,
+    on: bool,
+}
+
+impl Trace {
+    fn step(&mut self, what: &'static str) {
+        self.steps.push((what, uptime_ms()));
+        if self.on {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        for (what, at) in self.steps.drain(..) {
+            eprintln!("moat-agent: {at:.1} ms: {what}");
+        }
+    }
+}
+
+/// With `--debug`, moat-runtime's own steps in the guest go to the console too (through a
+/// descriptor of the agent's, never the container's stdio).
+#[derive(Debug)]
+struct ConsoleLog(File);
+
+impl log::Log for ConsoleLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Debug
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        let line = format!("moat-agent: {:.1} ms: {}\n", uptime_ms(), r.args());
+        let _ = (&self.0).write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
 fn run() -> Result<(), AgentError> {
+    let mut trace = Trace::default();
+    trace.step("agent started");
     switch_root()?;
     boot_mounts()?;
+    trace.step("mounted");
     let port = open_port()?;
     let mut chan = Channel::new(port);
     let uname = nix::sys::utsname::uname().map_err(sys("uname"))?;
@@ -131,8 +181,17 @@ fn run() -> Result<(), AgentError> {
         let target = Path::new(SHARES).join(&share.tag);
         mount_9p(&share.tag, &target)?;
     }
+    trace.on = start.debug;
+    if start.debug {
+        if let Ok(c) = File::options().write(true).open("/dev/console") {
+            if log::set_boxed_logger(Box::new(ConsoleLog(c))).is_ok() {
+                log::set_max_level(log::LevelFilter::Debug);
+            }
+        }
+    }
+    trace.step("start received, shares mounted");
     guest_config(&start)?;
-    supervise(&mut chan, &start)
+    supervise(&mut chan, &start, &mut trace)
 }
 
 /// Moves a tmpfs over the initramfs and chroots into it (see the module comment).
@@ -343,7 +402,11 @@ pub fn rewrite_config(doc: &mut Value, start: &proto::Start) -> Result<(), Agent
 }
 
 /// Creates the container, then relays its stdio and signals until it exits.
-fn supervise(chan: &mut Channel, start: &proto::Start) -> Result<(), AgentError> {
+fn supervise(
+    chan: &mut Channel,
+    start: &proto::Start,
+    trace: &mut Trace,
+) -> Result<(), AgentError> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block().map_err(sys("block SIGCHLD"))?;
@@ -387,9 +450,14 @@ fn supervise(chan: &mut Channel, start: &proto::Start) -> Result<(), AgentError>
                 };
                 return chan.send(&Frame::json(Kind::Failed, 0, &failed));
             }
+            trace.step("container started");
             chan.send(&Frame::json(Kind::Started, 0, &proto::Started { pid }))?;
             let stdin = start.stdin.then_some(in_w);
             let code = relay(chan, pid, stdin, out_r, err_r, &sigfd)?;
+            trace.step("container exited");
+            // Everything the container wrote reaches the host before the exit is reported:
+            // the host may end the VM as soon as it hears of it.
+            nix::unistd::sync();
             chan.send(&Frame::json(Kind::Exit, 0, &proto::Exit { code }))
         }
     }
@@ -560,6 +628,7 @@ mod tests {
                 host_path: "/srv/data".into(),
             }],
             stdin: false,
+            debug: false,
         };
         let mut doc = json!({
             "root": {"path": "rootfs"},

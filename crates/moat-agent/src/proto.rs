@@ -217,6 +217,9 @@ pub struct Start {
     pub shares: Vec<Share>,
     /// Give the process a stdin (fed by [`Kind::Stdin`]); otherwise /dev/null.
     pub stdin: bool,
+    /// Write the agent's steps, with the guest's uptime, to the guest console.
+    #[serde(default)]
+    pub debug: bool,
 }
 
 /// The process started.

@@ -230,6 +230,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             host_bundle,
             shares,
             stdin: false,
+            debug: log::log_enabled!(log::Level::Debug),
         },
     })
 }

@@ -60,7 +60,13 @@ pub fn boot(
     let (ours, theirs) = UnixStream::pair()
         .map_err(crate::io_err("socketpair", Path::new("agent")))
         .map_err(e125)?;
+    let t0 = Instant::now();
     let child = vmm.launch(cfg, OwnedFd::from(theirs)).map_err(e125)?;
+    log::debug!(
+        "vm: VMM launched (pid {}) in {:?}",
+        child.id(),
+        t0.elapsed()
+    );
     let mut vm = Booted {
         child,
         chan: ours,
@@ -77,8 +83,17 @@ pub fn boot(
             return Err(ProtoError::Version(hello.version).into());
         }
         vm.kernel = hello.kernel;
+        log::debug!(
+            "vm: agent up (kernel {}) after {:?}",
+            vm.kernel,
+            t0.elapsed()
+        );
         vm.send(&Frame::json(Kind::Start, 0, start))?;
         let f = vm.expect(Kind::Started, "the container's start", until)?;
+        log::debug!(
+            "vm: container started in the guest after {:?}",
+            t0.elapsed()
+        );
         let started: proto::Started = f.parse()?;
         vm.guest_pid = started.pid;
         Ok(())
@@ -289,8 +304,19 @@ impl Booted {
         }
         match code {
             Some(code) => {
-                // The agent powers the guest off after the exit: give it a moment.
-                self.wait_exit(Duration::from_secs(5));
+                log::debug!("vm: the container exited ({code})");
+                // The agent synced the guest's writes before it reported the exit: nothing in
+                // the guest is worth its power-off sequence (a third of a second under TCG).
+                self.kill();
+                log::debug!("vm: VMM gone");
+                if log::log_enabled!(log::Level::Debug) {
+                    for l in std::fs::read_to_string(&self.console)
+                        .unwrap_or_default()
+                        .lines()
+                    {
+                        log::debug!("vm console: {l}");
+                    }
+                }
                 Outcome { code, reason: None }
             }
             None => {
@@ -310,17 +336,6 @@ impl Booted {
                 }
             }
         }
-    }
-
-    fn wait_exit(&mut self, limit: Duration) {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.kill();
     }
 
     fn serve_control(&mut self, control: &UnixListener) {
