@@ -79,6 +79,8 @@ const BUNDLE: &str = "/run/bundle";
 const ROOTFS: &str = "/run/rootfs";
 /// Where the guest's own copy of the (rewritten) config.json lives.
 const GUEST_BUNDLE: &str = "/run/container";
+/// The guest runtime's state root; its seccomp cache is the host's precompiled program.
+const RUNTIME_ROOT: &str = "/run/moat-runtime";
 /// Where other shared host directories are mounted.
 const SHARES: &str = "/run/shares";
 
@@ -191,6 +193,9 @@ fn run() -> Result<(), AgentError> {
     }
     trace.step("start received, shares mounted");
     guest_config(&start)?;
+    let cache = Path::new(RUNTIME_ROOT).join("@seccomp");
+    std::fs::create_dir_all(RUNTIME_ROOT).map_err(io("mkdir", Path::new(RUNTIME_ROOT)))?;
+    let _ = std::os::unix::fs::symlink(Path::new(BUNDLE).join(proto::SECCOMP_DIR), &cache);
     supervise(&mut chan, &start, &mut trace)
 }
 
@@ -480,7 +485,7 @@ fn starter(stdin: bool, in_r: OwnedFd, out: OwnedFd, err: OwnedFd) -> String {
     if let Err(e) = stdio {
         return format!("failed 125 dup2: {e}");
     }
-    let rt = Runtime::new("/run/moat-runtime");
+    let rt = Runtime::new(RUNTIME_ROOT);
     let id: ContainerId = match "container".parse() {
         Ok(id) => id,
         Err(e) => return format!("failed 125 {e}"),

@@ -20,6 +20,10 @@ pub const PORT_NAME: &str = "moat.agent.0";
 /// the container's directory on the host (hosts, hostname, resolv.conf), by the same names.
 pub const BUNDLE_TAG: &str = "bundle";
 
+/// The directory of the bundle share holding the container's seccomp program compiled by the
+/// host, under moat-runtime's cache name (the guest's runtime reads it instead of compiling).
+pub const SECCOMP_DIR: &str = "seccomp";
+
 /// The 9p tag of the container's root filesystem.
 pub const ROOTFS_TAG: &str = "rootfs";
 

@@ -28,6 +28,26 @@ const FLAG_LOG: u32 = 2;
 const FLAG_SPEC_ALLOW: u32 = 4;
 
 impl Program {
+    /// The compiled BPF instructions, as the cache keeps them.
+    pub fn bpf(&self) -> &[u8] {
+        &self.bpf
+    }
+
+    /// The name of `spec`'s compiled program in a cache directory: a digest of the profile and
+    /// of the libseccomp version that compiles it (a VM container's host precompiles it for the
+    /// guest under this name).
+    pub fn cache_name(spec: &LinuxSeccomp) -> String {
+        let mut h = Sha256::new();
+        h.update(b"moat-seccomp-v1\0");
+        h.update(
+            libseccomp::ScmpVersion::current()
+                .map(|v| format!("{v}"))
+                .unwrap_or_default(),
+        );
+        h.update(serde_json::to_vec(spec).unwrap_or_default());
+        format!("{}.bpf", hex::encode(h.finalize()))
+    }
+
     /// Compiles `spec`, or reads the program compiled earlier from `cache_dir`.
     pub fn compile(spec: &LinuxSeccomp, cache_dir: Option<&Path>) -> Result<Program, SeccompError> {
         let flags = spec.flags().iter().flatten().fold(0, |acc, f| {
@@ -38,18 +58,7 @@ impl Program {
                 _ => 0,
             }
         });
-        let key = {
-            let mut h = Sha256::new();
-            h.update(b"moat-seccomp-v1\0");
-            h.update(
-                libseccomp::ScmpVersion::current()
-                    .map(|v| format!("{v}"))
-                    .unwrap_or_default(),
-            );
-            h.update(serde_json::to_vec(spec).unwrap_or_default());
-            hex::encode(h.finalize())
-        };
-        let cached = cache_dir.map(|d| d.join(format!("{key}.bpf")));
+        let cached = cache_dir.map(|d| d.join(Program::cache_name(spec)));
         if let Some(bpf) = cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
             if !bpf.is_empty() && bpf.len().is_multiple_of(8) {
                 return Ok(Program { bpf, flags });
