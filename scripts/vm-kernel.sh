@@ -32,4 +32,6 @@ missing=$(grep -E '^CONFIG_[A-Z0-9_]+=y' "$OLDPWD/vm/kernel.config" | while read
 make -s -j"$(nproc)" vmlinux
 cp vmlinux "$out.tmp" && mv "$out.tmp" "$out"
 ln -sfn "$(basename "$out")" "$cache/vmlinux"
+# Kernels of earlier configs go (a VM booted from one keeps its mapping of the unlinked file).
+find "$cache" -maxdepth 1 -name 'vmlinux-*' ! -name "$(basename "$out")" -delete
 echo "vm-kernel.sh: $out"

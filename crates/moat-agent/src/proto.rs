@@ -88,6 +88,10 @@ pub enum Kind {
     Exit = 9,
     /// guest → host: the process could not start ([`Failed`]).
     Failed = 10,
+    /// host → guest: start another process in the container as this stream ([`ExecStart`]).
+    Exec = 11,
+    /// host → guest: the process's terminal size ([`Resize`]).
+    Resize = 12,
 }
 
 impl Kind {
@@ -103,6 +107,8 @@ impl Kind {
             8 => Kind::Signal,
             9 => Kind::Exit,
             10 => Kind::Failed,
+            11 => Kind::Exec,
+            12 => Kind::Resize,
             other => return Err(ProtoError::UnknownKind(other)),
         })
     }
@@ -221,9 +227,32 @@ pub struct Start {
     pub shares: Vec<Share>,
     /// Give the process a stdin (fed by [`Kind::Stdin`]); otherwise /dev/null.
     pub stdin: bool,
+    /// The container has a terminal (process.terminal): its output is one stream, and
+    /// [`Kind::Resize`] sizes it.
+    #[serde(default)]
+    pub tty: bool,
     /// Write the agent's steps, with the guest's uptime, to the guest console.
     #[serde(default)]
     pub debug: bool,
+}
+
+/// Runs another process in the container (`exec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStart {
+    /// The OCI process (args, env, cwd, user, capabilities, rlimits...), as the host built it
+    /// from the container's own.
+    pub process: serde_json::Value,
+    /// It has a terminal (its output is one stream; [`Kind::Resize`] sizes it).
+    pub tty: bool,
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// The process started.

@@ -39,7 +39,6 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
             "exec needs a command to run".to_string(),
         ));
     }
-    crate::lifecycle::refuse_vm(paths, row, "exec")?;
     let dir = paths.container_dir(&row.id);
     let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
         .map_err(|e| EngineError::Spec(e.to_string()))?;
@@ -98,6 +97,9 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
             caps.set_ambient(Some(Default::default()));
             process.set_capabilities(Some(caps));
         }
+    }
+    if crate::vm::is_vm(&dir) {
+        return crate::vm::exec(&dir, &process, req);
     }
     let cid = row
         .id

@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,78 @@ fn control(dir: &Path, request: &str) -> Result<(), EngineError> {
     moat_vm::driver::control(&sock, request).map_err(EngineError::from)
 }
 
+/// `exec` into the running VM container in `dir`: `process` (built from the container's own,
+/// as for a process container) started by the agent; our stdin and (with a terminal) our
+/// window size go to it, its output to our stdout and stderr. Its exit code (0 when detached).
+pub fn exec(
+    dir: &Path,
+    process: &oci_spec::runtime::Process,
+    req: &crate::exec::ExecRequest,
+) -> Result<i32, EngineError> {
+    let d = File::open(dir).map_err(|source| EngineError::Io {
+        what: "open",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let sock = PathBuf::from(format!("/proc/self/fd/{}/{CONTROL}", d.as_raw_fd()));
+    let start = proto::ExecStart {
+        process: serde_json::to_value(process).map_err(|e| EngineError::Spec(e.to_string()))?,
+        tty: req.tty,
+    };
+    // SIGWINCH is taken by a thread of ours: blocked before any thread starts.
+    if req.tty {
+        let mut winch = nix::sys::signal::SigSet::empty();
+        winch.add(Signal::SIGWINCH);
+        let _ = winch.thread_block();
+    }
+    let (client, _) = match moat_vm::driver::exec::Client::start(&sock, &start) {
+        Ok(c) => c,
+        Err(moat_vm::VmError::Command { code, message }) => {
+            return Err(EngineError::Command { message, code })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if req.detach {
+        return Ok(0);
+    }
+    let input = client.input()?;
+    if req.tty {
+        let (rows, cols) = crate::monitor::console::caller_size().unwrap_or((24, 80));
+        let _ = input.resize(rows, cols);
+        let winch_input = client.input()?;
+        std::thread::spawn(move || {
+            let mut winch = nix::sys::signal::SigSet::empty();
+            winch.add(Signal::SIGWINCH);
+            while winch.wait().is_ok() {
+                if let Some((rows, cols)) = crate::monitor::console::caller_size() {
+                    if winch_input.resize(rows, cols).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = input.close_stdin();
+                    break;
+                }
+                Ok(n) => {
+                    if input.stdin(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let code = client.wait(&mut std::io::stdout(), &mut std::io::stderr())?;
+    Ok(code)
+}
+
 /// The reason the last run's VM ended without an exit code, taken (read and removed).
 pub(crate) fn take_reason(dir: &Path) -> Option<String> {
     let p = dir.join(REASON);
@@ -82,10 +155,7 @@ pub(crate) fn take_reason(dir: &Path) -> Option<String> {
 }
 
 /// What a VM container cannot do yet, refused at create.
-pub fn check_create(tty: bool, network_none: bool) -> Result<(), EngineError> {
-    if tty {
-        return Err(EngineError::NotForVm("a terminal (-t)"));
-    }
+pub fn check_create(network_none: bool) -> Result<(), EngineError> {
     if !network_none {
         return Err(EngineError::NotForVm(
             "networking (use --network none; bridge networks come with tap devices)",
@@ -116,7 +186,15 @@ pub(crate) fn start(cfg: &MonitorConfig, out: OwnedFd, err: OwnedFd) -> Event {
         Err(e) => Event::Failed(125, format!("fork: {e}")),
         Ok(ForkResult::Child) => {
             drop(ready_r);
-            let code = drive(&dir, prepared, stdin, out, err, File::from(ready_w));
+            let code = drive(
+                &dir,
+                prepared,
+                cfg.tty,
+                stdin,
+                out,
+                err,
+                File::from(ready_w),
+            );
             // SAFETY: ends the driver without running atexit handlers.
             unsafe { libc::_exit(code) }
         }
@@ -137,6 +215,42 @@ pub(crate) fn start(cfg: &MonitorConfig, out: OwnedFd, err: OwnedFd) -> Event {
             }
         }
     }
+}
+
+/// In the driver (working in the container's directory, where the monitor listens on
+/// `console.sock`): a pty whose master is sent to the monitor; its slave, raw (the guest's
+/// terminal does the line discipline), becomes the driver's controlling terminal and fd 0, so
+/// `resize` (which sizes the init's fd 0) reaches it and its SIGWINCH is the driver's cue.
+fn host_pty() -> Result<OwnedFd, String> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+    nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+    let slave: OwnedFd = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|e| format!("open {name}: {e}"))?
+        .into();
+    let mut t = nix::sys::termios::tcgetattr(&slave).map_err(|e| format!("tcgetattr: {e}"))?;
+    nix::sys::termios::cfmakeraw(&mut t);
+    nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &t)
+        .map_err(|e| format!("tcsetattr: {e}"))?;
+    let sock = std::os::unix::net::UnixStream::connect("console.sock")
+        .map_err(|e| format!("connect to the monitor's console.sock: {e}"))?;
+    moat_runtime::console::send_master(sock.as_raw_fd(), &master, &name)
+        .map_err(|e| e.to_string())?;
+    drop(master);
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); `slave` is an open tty.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(format!("TIOCSCTTY: {}", nix::Error::last()));
+    }
+    nix::unistd::dup2_stdin(&slave).map_err(|e| format!("dup2: {e}"))?;
+    Ok(slave)
 }
 
 /// What the driver boots.
@@ -231,6 +345,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             host_bundle,
             shares,
             stdin: false,
+            tty: false,
             debug: log::log_enabled!(log::Level::Debug),
         },
     })
@@ -283,6 +398,7 @@ fn size(doc: &Value) -> (u64, u32) {
 fn drive(
     dir: &Path,
     mut p: Prepared,
+    tty: bool,
     stdin: Option<OwnedFd>,
     out: OwnedFd,
     err: OwnedFd,
@@ -309,6 +425,35 @@ fn drive(
         }
     };
     p.start.stdin = stdin.is_some();
+    p.start.tty = tty;
+    // A terminal: a pty on the host too, whose master goes to the monitor as a process
+    // container's would (its pump, detach keys and resize work unchanged); the driver relays
+    // its other side to the guest's terminal.
+    let stdio = if tty {
+        match host_pty() {
+            Ok(slave) => {
+                drop((out, err, stdin));
+                let dup = || slave.try_clone();
+                match (dup(), dup(), dup()) {
+                    (Ok(a), Ok(b), Ok(c)) => moat_vm::driver::HostStdio {
+                        stdin: Some(a),
+                        out: b,
+                        err: c,
+                        tty: Some(slave),
+                    },
+                    _ => return fail(&mut ready, 125, "dup the terminal".into()),
+                }
+            }
+            Err(e) => return fail(&mut ready, 125, format!("terminal: {e}")),
+        }
+    } else {
+        moat_vm::driver::HostStdio {
+            stdin,
+            out,
+            err,
+            tty: None,
+        }
+    };
     let vmm = match moat_vm::qemu::Qemu::find() {
         Ok(q) => q,
         Err(e) => return fail(&mut ready, 125, e.to_string()),
@@ -322,7 +467,7 @@ fn drive(
     };
     let _ = ready.write_all(format!("started {}\n", booted.vmm_pid()).as_bytes());
     drop(ready);
-    let outcome = booted.relay(stdin, out, err, control);
+    let outcome = booted.relay(stdio, control);
     let _ = std::fs::remove_file(CONTROL);
     if let Some(r) = &outcome.reason {
         let _ = std::fs::write(REASON, r);

@@ -46,6 +46,22 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
 
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, Winsize);
 
+/// Sends a pty `master` (and its slave's `name`) over a console socket, as runc does: the name
+/// travels with the descriptor (consumers such as conmon ignore it).
+pub fn send_master(socket: RawFd, master: &impl AsRawFd, name: &str) -> Result<(), ConsoleError> {
+    let fds = [master.as_raw_fd()];
+    let iov = [IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(
+        socket,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(ConsoleError::Send)?;
+    Ok(())
+}
+
 /// Allocates a pty, sends its master over `socket`, and makes the slave the calling process's
 /// controlling terminal and stdio.
 pub fn setup(socket: RawFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError> {
@@ -71,17 +87,7 @@ pub fn setup(socket: RawFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError
         // SAFETY: `slave` is an open tty descriptor and `ws` a valid Winsize for TIOCSWINSZ.
         unsafe { set_winsize(slave.as_raw_fd(), &ws) }.map_err(|e| pty("set size", e))?;
     }
-    // The name travels with the fd, as runc sends it (consumers such as conmon ignore it).
-    let fds = [master.as_raw_fd()];
-    let iov = [IoSlice::new(name.as_bytes())];
-    sendmsg::<()>(
-        socket,
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(ConsoleError::Send)?;
+    send_master(socket, &master, &name)?;
     drop(master);
     nix::unistd::setsid().map_err(|e| pty("setsid", e))?;
     // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); `slave` is an open tty.

@@ -58,6 +58,9 @@ pub enum VmError {
     /// the agent protocol failed
     #[error(transparent)]
     Proto(#[from] moat_agent::proto::ProtoError),
+    /// an exec session ended without the process's exit
+    #[error("the VM container stopped before the exec'd process exited")]
+    ExecEnded,
     /// the container's process could not start in the guest (the agent's message)
     #[error("{message}")]
     Command {

@@ -170,8 +170,8 @@ fn stop_kill_and_a_crashed_vmm_are_reported() {
     assert_eq!(i["HostConfig"]["Isolation"], "vm", "{i}");
     assert_eq!(i["State"]["Status"], "running");
     // What runs in the guest has no host cgroup: refused with a reason, not a crash.
-    let out = e.moat(&["exec", "vmsleep", "true"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = e.moat(&["top", "vmsleep"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("VM containers"));
     e.ok(&["stop", "vmsleep"]);
     let i = inspect(&e, "vmsleep");
@@ -231,7 +231,6 @@ fn what_vm_containers_cannot_do_yet_is_refused_at_create() {
     }
     let e = Engine::with_busybox();
     for (args, needle) in [
-        (&["--isolation=vm", "-t", "busybox"][..], "a terminal"),
         (
             &["--isolation=vm", "--network", "bridge", "busybox"][..],
             "networking",
@@ -301,8 +300,96 @@ fn the_docker_cli_runs_a_vm_container_through_the_api() {
         .trim(),
         "vm running"
     );
+    assert_eq!(
+        ok(
+            &e,
+            &s,
+            &[
+                "exec",
+                "apivm",
+                "sh",
+                "-c",
+                "echo from-exec; cat /proc/1/cmdline"
+            ]
+        ),
+        "from-exec\nsleep\u{0}600\u{0}"
+    );
     let out = docker(&e, &s, &["rm", "-f", "apivm"]);
     assert!(out.status.success(), "{out:?}");
     drop(s);
+    assert_clean(&e);
+}
+
+#[test]
+fn exec_and_terminals_reach_the_guest() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vmexec",
+        "--isolation=vm",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    // Output, stderr, exit code, the container's environment, and flags.
+    let out = e.moat(&[
+        "exec",
+        "-e",
+        "Y=2",
+        "-w",
+        "/tmp",
+        "vmexec",
+        "sh",
+        "-c",
+        "echo $IMG $Y $(pwd) $(cat /proc/1/cmdline | tr '\\0' ' '); echo oops >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 2 /tmp sleep 600\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    // Docker's 127 for a missing command; -d returns at once and the process runs on.
+    assert_eq!(
+        e.moat(&["exec", "vmexec", "no-such"]).status.code(),
+        Some(127)
+    );
+    e.ok(&["exec", "-d", "vmexec", "sleep", "30"]);
+    assert!(e.ok(&["exec", "vmexec", "ps"]).contains("sleep 30"));
+    // Standard input with -i.
+    let mut child = Command::new(MOAT)
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["exec", "-i", "vmexec", "sh", "-c", "tr a-z A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let text = common::read_within(child.stdout.take().unwrap(), "exec -i's stdout");
+    assert!(common::wait_or_dump(child, "exec -i").success());
+    assert_eq!(text, "SHOUT\n");
+    // exec -it on a real terminal: the guest's pty has the caller's size.
+    let root = e.dir.path().display();
+    let (code, out) = common::on_a_terminal(
+        &format!("stty rows 33 cols 99; {MOAT} --root {root} exec -it vmexec sh"),
+        "# ",
+        b"stty size; exit 5\r",
+    );
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("33 99"), "{out}");
+    e.ok(&["rm", "-f", "vmexec"]);
+    // run -it: the container's own terminal, through the host's pty to the guest's.
+    let (code, out) = common::on_a_terminal(
+        &format!(
+            "stty rows 21 cols 77; {MOAT} --root {root} run --rm -it --isolation=vm busybox sh"
+        ),
+        "# ",
+        b"stty size; tty; exit 6\r",
+    );
+    assert_eq!(code, 6, "{out}");
+    assert!(out.contains("21 77") && out.contains("/dev/pts/0"), "{out}");
     assert_clean(&e);
 }

@@ -22,6 +22,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::vmm::{VmConfig, Vmm};
 use crate::VmError;
 
+pub mod exec;
+
 /// A VM whose agent has started the container.
 #[derive(Debug)]
 pub struct Booted {
@@ -33,6 +35,9 @@ pub struct Booted {
     pub kernel: String,
     /// The container's init, as a guest pid.
     pub guest_pid: i32,
+    /// `exec` sessions, by stream.
+    execs: Vec<exec::Session>,
+    next_stream: u32,
 }
 
 /// How a VM container ended.
@@ -74,6 +79,8 @@ pub fn boot(
         console: cfg.console_log.clone(),
         kernel: String::new(),
         guest_pid: 0,
+        execs: vec![],
+        next_stream: 0,
     };
     let until = Instant::now() + timeout;
     let result = (|| {
@@ -185,16 +192,20 @@ impl Booted {
     }
 
     /// Relays until the container has exited and the VM is gone. `stdin` (when given) feeds
-    /// the container's stdin; its output goes to `out` and `err`; `control` takes signals.
-    pub fn relay(
-        mut self,
-        mut stdin: Option<OwnedFd>,
-        out: OwnedFd,
-        err: OwnedFd,
-        control: UnixListener,
-    ) -> Outcome {
+    /// the container's stdin; its output goes to `out` and `err`; `control` takes signals and
+    /// `exec` sessions.
+    pub fn relay(mut self, stdio: HostStdio, control: UnixListener) -> Outcome {
+        let HostStdio {
+            mut stdin,
+            out,
+            err,
+            tty,
+        } = stdio;
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
+        if tty.is_some() {
+            mask.add(Signal::SIGWINCH);
+        }
         let _ = mask.thread_block();
         let sigfd =
             SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
@@ -204,16 +215,23 @@ impl Booted {
         let mut reason = None;
         let mut vm_status = None;
         while code.is_none() && vm_status.is_none() {
+            // Slots: the channel, the control socket, the signals, stdin, then exec sessions.
             let mut fds = vec![
                 PollFd::new(self.chan.as_fd(), PollFlags::POLLIN),
                 PollFd::new(control.as_fd(), PollFlags::POLLIN),
             ];
             if let Some(s) = &sigfd {
                 fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            } else {
+                fds.push(PollFd::new(control.as_fd(), PollFlags::empty()));
             }
-            let has_in = stdin.is_some();
             if let Some(i) = &stdin {
                 fds.push(PollFd::new(i.as_fd(), PollFlags::POLLIN));
+            } else {
+                fds.push(PollFd::new(control.as_fd(), PollFlags::empty()));
+            }
+            for e in &self.execs {
+                fds.push(PollFd::new(e.conn.as_fd(), PollFlags::POLLIN));
             }
             // Without a signalfd the VMM's exit is polled for.
             let timeout = if sigfd.is_some() {
@@ -240,6 +258,7 @@ impl Booted {
                         self.decoder.push(&buf[..n]);
                         loop {
                             match self.decoder.next_frame() {
+                                Ok(Some(f)) if f.stream != 0 => self.route_to_session(f),
                                 Ok(Some(f)) => match f.kind {
                                     Kind::Stdout => {
                                         let _ = write_all(&out, &f.payload);
@@ -267,10 +286,19 @@ impl Booted {
             if ready[1] {
                 self.serve_control(&control);
             }
-            let sig_slot = 2;
-            if sigfd.is_some() && ready.get(sig_slot).copied().unwrap_or(false) {
+            if sigfd.is_some() && ready[2] {
+                let mut winch = false;
                 if let Some(s) = &sigfd {
-                    while let Ok(Some(_)) = s.read_signal() {}
+                    while let Ok(Some(info)) = s.read_signal() {
+                        winch |= info.ssi_signo == Signal::SIGWINCH as u32;
+                    }
+                }
+                // The host side of the terminal was resized: so is the guest's.
+                if let (true, Some(t)) = (winch, &tty) {
+                    if let Some((rows, cols)) = window_size(t) {
+                        let _ =
+                            self.send(&Frame::json(Kind::Resize, 0, &proto::Resize { rows, cols }));
+                    }
                 }
             }
             if vm_status.is_none() {
@@ -278,8 +306,7 @@ impl Booted {
                     vm_status = Some(st.to_string());
                 }
             }
-            let in_slot = if sigfd.is_some() { 3 } else { 2 };
-            if has_in && ready.get(in_slot).copied().unwrap_or(false) {
+            if stdin.is_some() && ready[3] {
                 let n = stdin
                     .as_ref()
                     .map(|i| nix::unistd::read(i, &mut buf))
@@ -301,7 +328,19 @@ impl Booted {
                 };
                 let _ = self.send(&frame);
             }
+            let ready_execs: Vec<u32> = self
+                .execs
+                .iter()
+                .zip(ready.iter().skip(4))
+                .filter(|(_, r)| **r)
+                .map(|(e, _)| e.stream)
+                .collect();
+            for stream in ready_execs {
+                self.route_from_session(stream, &mut buf);
+            }
         }
+        // Exec sessions end with the container (their clients see the end of the stream).
+        self.execs.clear();
         match code {
             Some(code) => {
                 log::debug!("vm: the container exited ({code})");
@@ -342,9 +381,15 @@ impl Booted {
         while let Ok((conn, _)) = control.accept() {
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut line = String::new();
-            let _ = BufReader::new(&conn).read_line(&mut line);
+            // Byte by byte: what follows an `exec` line is the session's frames.
+            let line = read_line(&conn);
             let answer = match line.split_whitespace().collect::<Vec<_>>()[..] {
+                ["exec"] => {
+                    let _ = conn.set_read_timeout(None);
+                    self.next_stream += 1;
+                    self.execs.push(exec::Session::new(self.next_stream, conn));
+                    continue;
+                }
                 ["signal", n] => match n.parse::<i32>() {
                     Ok(signal) => {
                         let f = Frame::json(Kind::Signal, 0, &proto::Signal { signal });
@@ -364,6 +409,52 @@ impl Booted {
             let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
         }
     }
+}
+
+/// The container's stdio on the host.
+#[derive(Debug)]
+pub struct HostStdio {
+    /// Feeds the container's stdin (with a terminal: the host side of the pty).
+    pub stdin: Option<OwnedFd>,
+    /// Where its stdout goes.
+    pub out: OwnedFd,
+    /// Where its stderr goes.
+    pub err: OwnedFd,
+    /// With a terminal: the host side of the pty, the driver's controlling terminal, whose
+    /// size changes (SIGWINCH) are passed on to the guest's.
+    pub tty: Option<OwnedFd>,
+}
+
+/// A terminal's size (rows, columns).
+fn window_size(fd: &OwnedFd) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into `ws`, which outlives the call; `fd` is open.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            libc::TIOCGWINSZ,
+            &mut ws,
+        )
+    };
+    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// One line (without its newline), read a byte at a time so nothing after it is consumed.
+fn read_line(mut conn: &UnixStream) -> String {
+    let mut line = vec![];
+    let mut b = [0u8; 1];
+    while line.len() < 256 {
+        match conn.read(&mut b) {
+            Ok(1) if b[0] != b'\n' => line.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
 }
 
 /// Sends one control request to the driver listening at `socket`; its answer.
