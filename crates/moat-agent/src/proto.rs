@@ -92,6 +92,12 @@ pub enum Kind {
     Exec = 11,
     /// host → guest: the process's terminal size ([`Resize`]).
     Resize = 12,
+    /// guest → host: a DNS query (UDP payload) a container sent to 127.0.0.11, the embedded
+    /// DNS of user-defined networks, which listens in the container's namespace on the host;
+    /// `stream` numbers the query.
+    DnsQuery = 13,
+    /// host → guest: the answer to the query `stream` (UDP payload).
+    DnsAnswer = 14,
 }
 
 impl Kind {
@@ -109,6 +115,8 @@ impl Kind {
             10 => Kind::Failed,
             11 => Kind::Exec,
             12 => Kind::Resize,
+            13 => Kind::DnsQuery,
+            14 => Kind::DnsAnswer,
             other => return Err(ProtoError::UnknownKind(other)),
         })
     }
@@ -231,9 +239,36 @@ pub struct Start {
     /// [`Kind::Resize`] sizes it.
     #[serde(default)]
     pub tty: bool,
+    /// The guest's network (the container's interfaces, served by the VMM's NICs); none:
+    /// loopback only, in a namespace of the container's own.
+    #[serde(default)]
+    pub net: Option<Net>,
     /// Write the agent's steps, with the guest's uptime, to the guest console.
     #[serde(default)]
     pub debug: bool,
+}
+
+/// The guest's network: the container's interfaces, found by MAC, named and addressed as the
+/// host's namespace has them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Net {
+    /// The interfaces.
+    pub ifaces: Vec<Iface>,
+    /// The default gateway.
+    pub gateway: Option<String>,
+}
+
+/// One interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iface {
+    /// Its name (`eth0`).
+    pub name: String,
+    /// Its MAC address (the VMM's NIC has it).
+    pub mac: String,
+    /// MTU.
+    pub mtu: u32,
+    /// IPv4 address and prefix length.
+    pub cidr: String,
 }
 
 /// Runs another process in the container (`exec`).

@@ -241,11 +241,6 @@ pub fn options(
     let hc = b.host_config.unwrap_or_default();
     let warnings = vec![];
     let vm = h::parse_isolation(&hc.isolation).map_err(bad)?;
-    // A VM container has no network yet: the CLI's default ("" or "default") means none.
-    let mut hc = hc;
-    if vm && matches!(hc.network_mode.as_str(), "" | "default") {
-        hc.network_mode = "none".into();
-    }
     let (network, net) = net_plan(&hc, b.networking_config.as_ref())?;
 
     let mut seccomp_unconfined = false;

@@ -62,7 +62,7 @@ pub struct CreateExtras {
 /// `created`. Nothing is left behind when it fails.
 pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result<Row, EngineError> {
     if opts.host.vm {
-        crate::vm::check_create(opts.network == Network::None)?;
+        crate::vm::check_create(&opts.network)?;
     }
     let store = ImageStore::open(&paths.images())?;
     let image = store.resolve(&opts.image).map_err(|e| match e {

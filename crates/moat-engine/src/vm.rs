@@ -154,14 +154,17 @@ pub(crate) fn take_reason(dir: &Path) -> Option<String> {
     Some(r)
 }
 
-/// What a VM container cannot do yet, refused at create.
-pub fn check_create(network_none: bool) -> Result<(), EngineError> {
-    if !network_none {
-        return Err(EngineError::NotForVm(
-            "networking (use --network none; bridge networks come with tap devices)",
-        ));
+/// What a VM container cannot do, refused at create: the host's network (the guest has its
+/// own kernel, so its own stack) and another container's namespace (not wired yet).
+pub fn check_create(network: &crate::spec::Network) -> Result<(), EngineError> {
+    use crate::spec::Network;
+    match network {
+        Network::None | Network::Bridge => Ok(()),
+        Network::Host => Err(EngineError::NotForVm(
+            "--network host (the guest has a kernel and a network stack of its own)",
+        )),
+        Network::Container(_) => Err(EngineError::NotForVm("--network container:NAME")),
     }
-    Ok(())
 }
 
 /// In the monitor's starter: forks the driver, which boots the VM and starts the container;
@@ -217,6 +220,41 @@ pub(crate) fn start(cfg: &MonitorConfig, out: OwnedFd, err: OwnedFd) -> Event {
     }
 }
 
+/// In the driver: enters the container's network namespace (QEMU, started from here, opens
+/// its taps there) and wires each interface to a tap; the NICs and the guest's settings.
+#[allow(clippy::type_complexity)]
+fn wire_network(pin: &Path) -> Result<(Vec<(String, String)>, proto::Net), EngineError> {
+    let ns = File::open(pin).map_err(|source| EngineError::Io {
+        what: "open",
+        path: pin.to_path_buf(),
+        source,
+    })?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+        EngineError::Sys {
+            what: "enter the container's network namespace",
+            source,
+        }
+    })?;
+    let (links, gateway) = moat_vm::tap::links()?;
+    for l in &links {
+        moat_vm::tap::wire(l)?;
+    }
+    let nics = links
+        .iter()
+        .map(|l| (l.tap.clone(), l.mac.clone()))
+        .collect();
+    let ifaces = links
+        .into_iter()
+        .map(|l| proto::Iface {
+            name: l.name,
+            mac: l.mac,
+            mtu: l.mtu,
+            cidr: l.cidr,
+        })
+        .collect();
+    Ok((nics, proto::Net { ifaces, gateway }))
+}
+
 /// In the driver (working in the container's directory, where the monitor listens on
 /// `console.sock`): a pty whose master is sent to the monitor; its slave, raw (the guest's
 /// terminal does the line discipline), becomes the driver's controlling terminal and fd 0, so
@@ -256,6 +294,8 @@ fn host_pty() -> Result<OwnedFd, String> {
 /// What the driver boots.
 struct Prepared {
     vm: VmConfig,
+    /// The container's pinned network namespace (bridge networks).
+    netns: Option<PathBuf>,
     start: proto::Start,
 }
 
@@ -269,6 +309,14 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
     let text = std::fs::read(&config).map_err(io("read", &config))?;
     let doc: Value = serde_json::from_slice(&text).map_err(|e| EngineError::Spec(e.to_string()))?;
     let (memory_mib, vcpus) = size(&doc);
+    // A bridge network: the monitor has made and pinned the container's namespace by now.
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let netns = crate::network::load(dir)
+        .filter(|p| p.container.is_none() && !p.networks.is_empty())
+        .map(|_| crate::network::config(paths).netns_path(&id));
     let guest = dir.join("vm");
     std::fs::create_dir_all(&guest).map_err(io("create", &guest))?;
     let host_bundle = dir.to_string_lossy().into_owned();
@@ -339,13 +387,16 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             vcpus,
             shares: vm_shares,
             console_log: dir.join("console.log"),
+            nics: vec![],
             accel: Accel::probe(),
         },
+        netns,
         start: proto::Start {
             host_bundle,
             shares,
             stdin: false,
             tty: false,
+            net: None,
             debug: log::log_enabled!(log::Level::Debug),
         },
     })
@@ -424,6 +475,15 @@ fn drive(
             )
         }
     };
+    if let Some(pin) = &p.netns {
+        match wire_network(pin) {
+            Ok((nics, net)) => {
+                p.vm.nics = nics;
+                p.start.net = Some(net);
+            }
+            Err(e) => return fail(&mut ready, 125, e.to_string()),
+        }
+    }
     p.start.stdin = stdin.is_some();
     p.start.tty = tty;
     // A terminal: a pty on the host too, whose master goes to the monitor as a process

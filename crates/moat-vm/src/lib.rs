@@ -10,6 +10,7 @@
 pub mod assets;
 pub mod driver;
 pub mod qemu;
+pub mod tap;
 pub mod vmm;
 
 pub use vmm::{Accel, Share, VmConfig, Vmm};
@@ -58,6 +59,9 @@ pub enum VmError {
     /// the agent protocol failed
     #[error(transparent)]
     Proto(#[from] moat_agent::proto::ProtoError),
+    /// wiring the container's network to the VM failed
+    #[error("VM network: {0}")]
+    Net(String),
     /// an exec session ended without the process's exit
     #[error("the VM container stopped before the exec'd process exited")]
     ExecEnded,

@@ -94,6 +94,14 @@ impl Qemu {
                 moat_agent::proto::PORT_NAME
             ),
         ];
+        for (i, (tap, mac)) in cfg.nics.iter().enumerate() {
+            a.push(s("-netdev"));
+            a.push(format!(
+                "tap,id=net{i},ifname={tap},script=no,downscript=no"
+            ));
+            a.push(s("-device"));
+            a.push(format!("virtio-net-device,netdev=net{i},mac={mac}"));
+        }
         for (i, sh) in cfg.shares.iter().enumerate() {
             // QEMU's option syntax doubles commas inside values.
             let path = p(&sh.path).replace(',', ",,");
@@ -182,6 +190,7 @@ mod tests {
                 readonly: false,
             }],
             console_log: "/c/console.log".into(),
+            nics: vec![("tap0".into(), "02:42:ac:11:00:02".into())],
             accel: Accel::Tcg,
         };
         let a = q.args(&cfg, 3).join(" ");
@@ -193,5 +202,9 @@ mod tests {
         assert!(a.contains("path=/var/lib/moat/c,,1,security_model=passthrough -device"));
         assert!(a.contains("mount_tag=bundle"));
         assert!(a.contains("-sandbox on"));
+        assert!(a.contains(
+            "-netdev tap,id=net0,ifname=tap0,script=no,downscript=no \
+             -device virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"
+        ));
     }
 }

@@ -82,6 +82,8 @@ pub struct VmConfig {
     pub vcpus: u32,
     /// Directories shared with the guest.
     pub shares: Vec<Share>,
+    /// NICs: a tap device (opened by name in the VMM's network namespace) and the guest's MAC.
+    pub nics: Vec<(String, String)>,
     /// Where the guest's serial console (kernel messages, the agent's errors) is written.
     pub console_log: PathBuf,
     /// The accelerator.

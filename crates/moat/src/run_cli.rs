@@ -90,7 +90,6 @@ pub struct RunArgs {
     entrypoint: Option<String>,
     /// Network: bridge (the default), a user-defined network's name, none (loopback only),
     /// host, or container:NAME.
-    /// (VM containers: none, the only one they support yet.)
     #[arg(long, visible_alias = "net")]
     network: Option<String>,
     /// Isolation: default or process (namespaces on the host kernel), vm or hyperv (a micro-VM
@@ -399,11 +398,7 @@ impl ResourceArgs {
 /// The network flags, checked: the mode and the plan (networks, ports).
 fn net_plan(a: &RunArgs) -> Result<(Network, moat_engine::network::Plan), String> {
     use moat_engine::network as n;
-    let vm = moat_engine::hostconfig::parse_isolation(&a.isolation).map_err(|e| e.to_string())?;
-    let mode = a
-        .network
-        .as_deref()
-        .unwrap_or(if vm { "none" } else { "bridge" });
+    let mode = a.network.as_deref().unwrap_or("bridge");
     let (network, name) = Network::parse(mode);
     let mut plan = n::Plan::default();
     if let Some(name) = name {

@@ -232,8 +232,8 @@ fn what_vm_containers_cannot_do_yet_is_refused_at_create() {
     let e = Engine::with_busybox();
     for (args, needle) in [
         (
-            &["--isolation=vm", "--network", "bridge", "busybox"][..],
-            "networking",
+            &["--isolation=vm", "--network", "host", "busybox"][..],
+            "--network host",
         ),
         (&["--isolation=kvm", "busybox"][..], "invalid isolation"),
     ] {
@@ -391,5 +391,105 @@ fn exec_and_terminals_reach_the_guest() {
     );
     assert_eq!(code, 6, "{out}");
     assert!(out.contains("21 77") && out.contains("/dev/pts/0"), "{out}");
+    assert_clean(&e);
+}
+
+/// GET `path` from 127.0.0.1:`port` (the body, once the server answers; retried while the
+/// guest's server is not up yet).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+            let mut text = String::new();
+            c.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match got {
+            Ok(t) if t.contains("200 OK") => return t,
+            _ if std::time::Instant::now() > until => panic!("no answer on port {port}: {got:?}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn bridge_networks_published_ports_and_names_reach_the_guest() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // The default bridge, a published port: the guest has the container's address and MAC.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "vmweb",
+        "--isolation=vm",
+        "-p",
+        "18080:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello-from-the-guest > /tmp/index.html; ip -o -4 addr show eth0; \
+         ip link show eth0; httpd -f -p 80 -h /tmp",
+    ]);
+    let body = http_get(18080, "/index.html");
+    assert!(body.ends_with("hello-from-the-guest\n"), "{body}");
+    let i = inspect(&e, "vmweb");
+    let ip = i["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mac = i["NetworkSettings"]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logs = e.ok(&["logs", "vmweb"]);
+    assert!(logs.contains(&format!("inet {ip}/")), "{logs}");
+    assert!(logs.contains(&mac), "{logs}");
+    // A process container on the same bridge reaches the guest by its address.
+    let (code, out, err) = e.run(&[
+        "busybox",
+        "wget",
+        "-qO-",
+        &format!("http://{ip}/index.html"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-from-the-guest\n");
+    e.ok(&["rm", "-f", "vmweb"]);
+    // A user-defined network: the guest resolves containers by name through 127.0.0.11.
+    e.ok(&["network", "create", "vmnet"]);
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        "vmnet",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let (code, out, err) = e.run(&[
+        "--isolation=vm",
+        "--network",
+        "vmnet",
+        "busybox",
+        "sh",
+        "-c",
+        "nslookup peer 127.0.0.11 | grep Address; ping -c1 -W5 peer >/dev/null && echo reached",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let peer_ip = inspect(&e, "peer")["NetworkSettings"]["Networks"]["vmnet"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(out.contains(&format!("Address: {peer_ip}")), "{out}");
+    assert!(out.contains("reached"), "{out}");
+    e.ok(&["rm", "-f", "peer"]);
+    e.ok(&["network", "rm", "vmnet"]);
     assert_clean(&e);
 }

@@ -63,6 +63,11 @@ pub fn rewrite_config(doc: &mut Value, start: &proto::Start) -> Result<(), Agent
                 o.remove("path");
             }
         }
+        // With a network, the container lives in the guest's own: the VM is its sandbox, and
+        // the guest's interfaces are the container's (as Kata Containers does).
+        if start.net.is_some() {
+            ns.retain(|n| n["type"] != "network");
+        }
     }
     if let Some(cpu) = doc["linux"]["resources"]["cpu"].as_object_mut() {
         cpu.remove("cpus");
@@ -87,6 +92,7 @@ mod tests {
             }],
             stdin: false,
             tty: false,
+            net: None,
             debug: false,
         };
         let mut doc = json!({

@@ -15,6 +15,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::proto::{self, Decoder, Frame, Kind, ProtoError};
 
 mod config;
+mod dns;
+mod net;
 mod procs;
 
 /// Errors of the agent (written to the guest console, which the host keeps as a log).
@@ -188,6 +190,8 @@ fn run() -> Result<(), AgentError> {
         }
     }
     trace.step("start received, shares mounted");
+    net::configure(start.net.as_ref())?;
+    trace.step("network configured");
     config::guest_config(&start)?;
     let cache = Path::new(RUNTIME_ROOT).join("@seccomp");
     std::fs::create_dir_all(RUNTIME_ROOT).map_err(io("mkdir", Path::new(RUNTIME_ROOT)))?;
@@ -365,7 +369,8 @@ fn supervise(
         0,
         &proto::Started { pid: init.pid },
     ))?;
-    let code = procs::relay(chan, vec![init], &sigfd)?;
+    let dns = start.net.as_ref().and_then(|_| dns::Relay::bind());
+    let code = procs::relay(chan, vec![init], &sigfd, dns)?;
     trace.step("container exited");
     // Everything the container wrote reaches the host before the exit is reported: the host
     // may end the VM as soon as it hears of it.

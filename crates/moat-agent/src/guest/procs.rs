@@ -268,6 +268,7 @@ pub(super) fn relay(
     chan: &mut Channel,
     mut procs: Vec<Proc>,
     sigfd: &SignalFd,
+    mut dns: Option<super::dns::Relay>,
 ) -> Result<i32, AgentError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -283,6 +284,9 @@ pub(super) fn relay(
         let n_out = fds.len();
         fds.push(PollFd::new(chan.port.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
+        if let Some(d) = &dns {
+            fds.push(PollFd::new(d.sock.as_fd(), PollFlags::POLLIN));
+        }
         let timeout = if draining {
             PollTimeout::from(10u16)
         } else {
@@ -325,11 +329,24 @@ pub(super) fn relay(
             }
             chan.decoder.push(&buf[..n]);
             while let Some(f) = chan.decoder.next_frame()? {
+                if f.kind == Kind::DnsAnswer {
+                    if let Some(d) = &mut dns {
+                        d.answer(&f);
+                    }
+                    continue;
+                }
                 handle(chan, &mut procs, f)?;
             }
         }
         if ready[n_out + 1] {
             while let Ok(Some(_)) = sigfd.read_signal() {}
+        }
+        if ready.get(n_out + 2).copied().unwrap_or(false) {
+            if let Some(d) = &mut dns {
+                for q in d.queries() {
+                    chan.send(&q)?;
+                }
+            }
         }
         reap(&mut procs);
         // Ended processes whose output is drained (or whose descendants kept it too long).

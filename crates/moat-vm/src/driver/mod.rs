@@ -22,6 +22,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::vmm::{VmConfig, Vmm};
 use crate::VmError;
 
+mod dns;
 pub mod exec;
 
 /// A VM whose agent has started the container.
@@ -37,6 +38,8 @@ pub struct Booted {
     pub guest_pid: i32,
     /// `exec` sessions, by stream.
     execs: Vec<exec::Session>,
+    /// The guest's DNS relay.
+    dns: dns::Dns,
     next_stream: u32,
 }
 
@@ -80,6 +83,7 @@ pub fn boot(
         kernel: String::new(),
         guest_pid: 0,
         execs: vec![],
+        dns: dns::Dns::default(),
         next_stream: 0,
     };
     let until = Instant::now() + timeout;
@@ -215,7 +219,8 @@ impl Booted {
         let mut reason = None;
         let mut vm_status = None;
         while code.is_none() && vm_status.is_none() {
-            // Slots: the channel, the control socket, the signals, stdin, then exec sessions.
+            // Slots: the channel, the control socket, the signals, stdin, the DNS relay, then exec
+            // sessions.
             let mut fds = vec![
                 PollFd::new(self.chan.as_fd(), PollFlags::POLLIN),
                 PollFd::new(control.as_fd(), PollFlags::POLLIN),
@@ -229,6 +234,10 @@ impl Booted {
                 fds.push(PollFd::new(i.as_fd(), PollFlags::POLLIN));
             } else {
                 fds.push(PollFd::new(control.as_fd(), PollFlags::empty()));
+            }
+            match &self.dns.sock {
+                Some(d) => fds.push(PollFd::new(d.as_fd(), PollFlags::POLLIN)),
+                None => fds.push(PollFd::new(control.as_fd(), PollFlags::empty())),
             }
             for e in &self.execs {
                 fds.push(PollFd::new(e.conn.as_fd(), PollFlags::POLLIN));
@@ -258,6 +267,7 @@ impl Booted {
                         self.decoder.push(&buf[..n]);
                         loop {
                             match self.decoder.next_frame() {
+                                Ok(Some(f)) if f.kind == Kind::DnsQuery => self.dns_query(f),
                                 Ok(Some(f)) if f.stream != 0 => self.route_to_session(f),
                                 Ok(Some(f)) => match f.kind {
                                     Kind::Stdout => {
@@ -328,10 +338,13 @@ impl Booted {
                 };
                 let _ = self.send(&frame);
             }
+            if self.dns.sock.is_some() && ready[4] {
+                self.dns_answers();
+            }
             let ready_execs: Vec<u32> = self
                 .execs
                 .iter()
-                .zip(ready.iter().skip(4))
+                .zip(ready.iter().skip(5))
                 .filter(|(_, r)| **r)
                 .map(|(e, _)| e.stream)
                 .collect();
