@@ -94,12 +94,12 @@ fn os_name() -> String {
 /// `GET /info`.
 pub async fn info(Ext(st): Ext<Arc<State>>) -> Result<Json<Value>, ApiError> {
     let st2 = st.clone();
-    let (rows, images) = blocking(move || {
+    let (rows, images, vm_info) = blocking(move || {
         let rows = Records::open(&st2.paths.root)?.all()?;
         let images = moat_image::ImageStore::open(&st2.paths.images())?
             .images()?
             .len();
-        Ok((rows, images))
+        Ok((rows, images, moat_engine::vm::info()))
     })
     .await?;
     let running = rows
@@ -149,14 +149,17 @@ pub async fn info(Ext(st): Ext<Arc<State>>) -> Result<Json<Value>, ApiError> {
         "MemTotal": moat_engine::present::host_memory(),
         "DockerRootDir": st.paths.root,
         "Name": host,
-        "Labels": [],
+        "Labels": vm_info
+            .iter()
+            .map(|(k, v)| format!("moat.{}={v}", k.to_lowercase().replace(' ', "-")))
+            .collect::<Vec<_>>(),
         "ExperimentalBuild": false,
         "ServerVersion": v,
         "Runtimes": {"moat": {"path": "moat-runtime"}},
         "DefaultRuntime": "moat",
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
         "LiveRestoreEnabled": false,
-        "Isolation": "",
+        "Isolation": vm_info.first().map(|(_, v)| v.clone()).unwrap_or_default(),
         "InitBinary": "",
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],

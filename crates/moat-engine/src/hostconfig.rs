@@ -123,11 +123,20 @@ pub const STOP_TIMEOUT: &str = "moat.stop-timeout";
 /// See [`STOP_SIGNAL`]: `vm` for a VM container.
 pub const ISOLATION: &str = "moat.isolation";
 
+/// The environment variable naming the isolation of containers created without one
+/// (`process`, the default, or `vm`), for the CLI and `moat serve` alike.
+pub const DEFAULT_ISOLATION: &str = "MOAT_DEFAULT_ISOLATION";
+
 /// Parses `--isolation` (Docker's values: `default`, `process`, `hyperv`; moat's `vm`): true
-/// for a VM container.
+/// for a VM container. `default` (or nothing) is [`DEFAULT_ISOLATION`]'s value, else process.
 pub fn parse_isolation(s: &str) -> Result<bool, FlagError> {
     match s {
-        "" | "default" | "process" => Ok(false),
+        "" | "default" => match std::env::var(DEFAULT_ISOLATION) {
+            Ok(d) if !d.is_empty() && d != "default" => parse_isolation(&d)
+                .map_err(|_| FlagError::Isolation(format!("{d} (from {DEFAULT_ISOLATION})"))),
+            _ => Ok(false),
+        },
+        "process" => Ok(false),
         "vm" | "hyperv" => Ok(true),
         other => Err(FlagError::Isolation(other.to_string())),
     }

@@ -41,6 +41,30 @@ const OVERHEAD_MIB: u64 = 64;
 /// How long a VM may take from launch to a started container under software emulation.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What `moat info` and `docker info` say about VM isolation: the default isolation, the
+/// accelerator, and where the hypervisor, the guest kernel and the agent are (or why not).
+pub fn info() -> Vec<(&'static str, String)> {
+    let found = |r: Result<PathBuf, moat_vm::VmError>| match r {
+        Ok(p) => p.display().to_string(),
+        Err(e) => format!("missing: {e}"),
+    };
+    let default = match crate::hostconfig::parse_isolation("default") {
+        Ok(true) => "vm".to_string(),
+        Ok(false) => "process".to_string(),
+        Err(e) => e.to_string(),
+    };
+    vec![
+        ("Default Isolation", default),
+        ("VM Accelerator", Accel::probe().as_str().to_string()),
+        (
+            "VM Hypervisor",
+            found(moat_vm::qemu::Qemu::find().map(|q| q.binary)),
+        ),
+        ("VM Kernel", found(moat_vm::assets::kernel())),
+        ("VM Agent", found(moat_vm::assets::agent())),
+    ]
+}
+
 /// Whether the container in `dir` is a VM container (its config.json says so).
 pub fn is_vm(dir: &Path) -> bool {
     oci_spec::runtime::Spec::load(dir.join("config.json"))

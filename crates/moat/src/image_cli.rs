@@ -219,6 +219,8 @@ pub enum ImageCommand {
 pub enum SystemCommand {
     /// Show disk usage.
     Df,
+    /// What this engine is and can do (as `moat info`).
+    Info,
     /// Verify the store: every blob's digest, every snapshot, every reference.
     Check {
         /// Remove what interrupted writes left behind (orphans); damage is only reported.

@@ -199,6 +199,8 @@ enum Command {
         )]
         hosts: Vec<String>,
     },
+    /// What this engine is and can do: containers, images, the host, VM isolation.
+    Info,
     /// Manage moat itself.
     #[command(subcommand)]
     System(image_cli::SystemCommand),
@@ -306,6 +308,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }
         Command::Image(I::Prune { .. }) => image_cli::prune(root),
         Command::System(image_cli::SystemCommand::Df) => system_cli::df(root),
+        Command::System(image_cli::SystemCommand::Info) | Command::Info => system_cli::info(root),
         Command::Pull(a) => return report(registry_cli::pull(root, a)),
         Command::Push(a) => return report(registry_cli::push(root, a)),
         Command::Login(a) => return report(registry_cli::login(a)),

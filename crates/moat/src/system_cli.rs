@@ -1,4 +1,5 @@
-//! `moat system df`: what images, containers and volumes take, and what could go.
+//! `moat system df` (what images, containers and volumes take, and what could go) and
+//! `moat info` (what this engine is and can do).
 
 use std::path::Path;
 
@@ -144,4 +145,46 @@ pub fn reset(root: &Path) -> i32 {
         }
     }
     code
+}
+
+/// `moat info` (also `moat system info`): containers and images, the host, and what VM
+/// isolation would use here (the accelerator, the hypervisor, the guest kernel and agent).
+pub fn info(root: &Path) -> Result<(), CliError> {
+    let paths = moat_engine::Paths::new(root);
+    let rows = moat_engine::containers::Records::open(root)
+        .and_then(|r| r.all())
+        .unwrap_or_default();
+    let running = rows
+        .iter()
+        .filter(|r| r.effective().0 == moat_engine::containers::State::Running)
+        .count();
+    let paused = rows
+        .iter()
+        .filter(|r| moat_engine::lifecycle::is_paused(&paths, r))
+        .count();
+    let images = open(root).and_then(|s| Ok(s.images()?.len())).unwrap_or(0);
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!("Containers: {}", rows.len());
+    println!(" Running: {}", running - paused.min(running));
+    println!(" Paused: {paused}");
+    println!(" Stopped: {}", rows.len() - running);
+    println!("Images: {images}");
+    println!("Server Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("Storage Driver: overlay");
+    println!("Kernel Version: {kernel}");
+    println!(
+        "CPUs: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "Total Memory: {}",
+        human_size(moat_engine::present::host_memory())
+    );
+    println!("Root Dir: {}", root.display());
+    for (k, v) in moat_engine::vm::info() {
+        println!("{k}: {v}");
+    }
+    Ok(())
 }

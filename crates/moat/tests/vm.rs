@@ -493,3 +493,51 @@ fn bridge_networks_published_ports_and_names_reach_the_guest() {
     e.ok(&["network", "rm", "vmnet"]);
     assert_clean(&e);
 }
+
+#[test]
+fn info_names_the_accelerator_and_the_default_isolation_is_configurable() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let info = e.ok(&["info"]);
+    assert!(info.contains("Default Isolation: process"), "{info}");
+    let accel = if std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .split_whitespace()
+        .any(|f| f == "vmx" || f == "svm")
+    {
+        "kvm"
+    } else {
+        "tcg"
+    };
+    assert!(info.contains(&format!("VM Accelerator: {accel}")), "{info}");
+    assert!(info.contains("VM Kernel: /"), "{info}");
+    let host = String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    let with_default = |args: &[&str]| {
+        let out = Command::new(MOAT)
+            .env("MOAT_DEFAULT_ISOLATION", "vm")
+            .arg("--root")
+            .arg(e.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Containers created without --isolation get the default; --isolation process overrides it.
+    let vm = with_default(&["run", "--rm", "busybox", "uname", "-r"]);
+    assert_ne!(vm.trim(), host.trim());
+    let process = with_default(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "process",
+        "busybox",
+        "uname",
+        "-r",
+    ]);
+    assert_eq!(process.trim(), host.trim());
+    assert!(with_default(&["info"]).contains("Default Isolation: vm"));
+    assert_clean(&e);
+}
