@@ -399,12 +399,16 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
         }
     }
     std::fs::write(guest.join("config.json"), &text).map_err(io("write", &guest))?;
+    // The VMM's jail is built on this empty directory, in its own mount namespace.
+    let jail = dir.join("jail");
+    std::fs::create_dir_all(&jail).map_err(io("create", &jail))?;
     precompile_seccomp(paths, &text, &guest)?;
     let kernel = moat_vm::assets::kernel()?;
     let agent = moat_vm::assets::agent()?;
     let initrd = moat_vm::assets::initramfs(&agent, &paths.root.join("vm"))?;
     Ok(Prepared {
         vm: VmConfig {
+            name: dir.display().to_string(),
             kernel,
             initrd,
             memory_mib,
@@ -412,6 +416,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             shares: vm_shares,
             console_log: dir.join("console.log"),
             nics: vec![],
+            jail: Some(jail),
             accel: Accel::probe(),
         },
         netns,

@@ -9,6 +9,7 @@
 
 pub mod assets;
 pub mod driver;
+pub mod jail;
 pub mod qemu;
 pub mod tap;
 pub mod vmm;

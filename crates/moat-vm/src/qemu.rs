@@ -59,6 +59,8 @@ impl Qemu {
         let s = |x: &str| x.to_string();
         let p = |x: &Path| x.to_string_lossy().into_owned();
         let mut a = vec![
+            s("-name"),
+            cfg.name.replace(',', ",,"),
             s("-M"),
             s("microvm,acpi=off"),
             s("-accel"),
@@ -120,8 +122,15 @@ impl Qemu {
 impl Vmm for Qemu {
     fn launch(&self, cfg: &VmConfig, channel: OwnedFd) -> Result<Child, VmError> {
         let fd = channel.as_raw_fd();
+        let (jail, args) = match &cfg.jail {
+            Some(root) => {
+                let (jail, inside) = crate::jail::Jail::new(root, cfg)?;
+                (Some(jail), self.args(&inside, CHANNEL_FD))
+            }
+            None => (None, self.args(cfg, CHANNEL_FD)),
+        };
         let mut cmd = Command::new(&self.binary);
-        cmd.args(self.args(cfg, CHANNEL_FD))
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -133,9 +142,13 @@ impl Vmm for Qemu {
                     .unwrap_or_else(|_| Stdio::null()),
             );
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe calls (prctl, dup2, fcntl) on integers.
+        // async-signal-safe calls (prctl, dup2, fcntl on integers; the jail's system calls on
+        // strings prepared before the fork).
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(j) = &jail {
+                    j.enter()?;
+                }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -180,6 +193,7 @@ mod tests {
             tsc_khz: tsc_khz("cpu MHz\t\t: 2599.998\n"),
         };
         let cfg = VmConfig {
+            name: "/var/lib/moat/containers/c1".into(),
             kernel: "/k/vmlinux".into(),
             initrd: "/k/initrd".into(),
             memory_mib: 288,
@@ -192,8 +206,10 @@ mod tests {
             console_log: "/c/console.log".into(),
             nics: vec![("tap0".into(), "02:42:ac:11:00:02".into())],
             accel: Accel::Tcg,
+            jail: None,
         };
         let a = q.args(&cfg, 3).join(" ");
+        assert!(a.starts_with("-name /var/lib/moat/containers/c1 -M microvm"));
         assert!(a.contains("-M microvm,acpi=off -accel tcg -cpu max -smp 2 -m 288M"));
         assert!(a.contains("tsc_early_khz=2599998"));
         assert!(a.contains("-serial file:/c/console.log"));

@@ -72,6 +72,9 @@ pub struct Share {
 /// One VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
+    /// The VM's name (shown in the VMM's command line: the container's directory, so that
+    /// the host's process list says whose VMM it is even from inside a jail).
+    pub name: String,
     /// The guest kernel (an uncompressed vmlinux with a PVH entry point).
     pub kernel: PathBuf,
     /// The initramfs (the agent as /init).
@@ -88,6 +91,8 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     /// The accelerator.
     pub accel: Accel,
+    /// Confine the VMM in a jail built on this empty directory ([`crate::jail`]).
+    pub jail: Option<PathBuf>,
 }
 
 /// A virtual machine monitor.

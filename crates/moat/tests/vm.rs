@@ -199,6 +199,34 @@ fn stop_kill_and_a_crashed_vmm_are_reported() {
         std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children")).unwrap();
     let qemu: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
     assert!(qemu > 1);
+    // The VMM is confined: its own mount namespace whose root holds only what it needs, a
+    // capability bounding set of seven, no new privileges, and a seccomp filter.
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    assert_ne!(ns(qemu), ns(std::process::id() as i32));
+    let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{qemu}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    root.sort();
+    assert_eq!(
+        root,
+        ["bin", "dev", "etc", "lib", "lib64", "proc", "shares", "usr", "vm"],
+        "the VMM's root"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+    assert_eq!(
+        common::cap_line(&status, "CapBnd"),
+        Some(0x800_101f),
+        "{status}"
+    );
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    // Its procfs is its own process only.
+    let procs: Vec<String> = std::fs::read_dir(format!("/proc/{qemu}/root/proc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(procs.len(), 2, "{procs:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), nix::sys::signal::SIGKILL).unwrap();
     eventually("the crash to be recorded", || {
         inspect(&e, "vmsleep")["State"]["Status"] == "exited"
