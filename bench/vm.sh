@@ -7,12 +7,14 @@
 # kernel, <= 64 MiB per idle VM container; Kata Containers publishes 0.8-1.3 s per start with
 # hardware KVM and 115-142 MB per container).
 #
-#   sudo bash bench/vm.sh              # moat from target/release/moat
-#   sudo MOAT=/path/to/moat RUNS=10 N=3 bash bench/vm.sh
+#   sudo unshare --net bash bench/vm.sh              # moat from target/release/moat
+#   sudo MOAT=/path/to/moat RUNS=10 N=3 unshare --net bash bench/vm.sh
 #
 # This host has no hardware virtualization (its /dev/kvm is PVM), so the VMs run under QEMU's
-# TCG. Everything runs with --network none (VM containers have no other network yet); nothing
-# touches the host's interfaces.
+# TCG. The first rows run with --network none (loopback only, as bench/run.sh); `vm.bridge` adds
+# the default bridge network (a tap wired to the container's veth). Run it inside a throwaway
+# network namespace (`unshare --net`) so that the bridge and its rules never touch the host's
+# interfaces.
 set -uo pipefail
 SELF=$(readlink -f "$0"); REPO=$(cd "$(dirname "$SELF")/.." && pwd)
 W=${W:-/tmp/moat-bench-vm}; RUNS=${RUNS:-10}; WARM=${WARM:-2}; N=${N:-3}
@@ -34,22 +36,24 @@ for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$W/roo
 echo 'root:x:0:0:root:/root:/bin/sh' > "$W/rootfs/etc/passwd"; echo 'root:x:0:' > "$W/rootfs/etc/group"
 tar -C "$W/rootfs" -cf "$W/bb.tar" .
 $M import --change 'CMD ["/bin/sh"]' "$W/bb.tar" busybox:local >/dev/null || exit 1
-VM="$M run --rm --isolation=vm busybox:local true"
+VM="$M run --rm --isolation=vm --network none busybox:local true"
+VMNET="$M run --rm --isolation=vm busybox:local true"
 PROC="$M run --rm --network none busybox:local true"
-for c in "$VM" "$PROC"; do $c || { echo "sanity FAILED: $c"; exit 1; }; done
+for c in "$VM" "$VMNET" "$PROC"; do $c || { echo "sanity FAILED: $c"; exit 1; }; done
 hf() { # hf LABEL COMMAND
   hyperfine -N --warmup "$WARM" --runs "$RUNS" --export-json "$R/$1.json" "$2" > "$R/$1.txt" 2>&1 \
     || { echo "$1 FAILED: $(tail -3 "$R/$1.txt")"; return 1; }
   jq -r --arg l "$1" '.results[0] | "\($l) \(.median*1000) \(.mean*1000) \(.min*1000) \(.max*1000)"' "$R/$1.json" >> "$R/all.txt"
 }
 hf vm "$VM"
+hf vm.bridge "$VMNET"
 hf process "$PROC"
 echo "vm.sh: $(date -u '+%F %T') UTC; $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs each; accelerator: $( (grep -qw -e vmx -e svm /proc/cpuinfo && [ -w /dev/kvm ]) && echo kvm || echo tcg)"
 proc=$(awk '$1=="process"{print $2}' "$R/all.txt")
 printf '| what | median ms | mean ms | min ms | max ms | median / process |\n|---|---|---|---|---|---|\n'
 awk -v p="$proc" '{printf "| %s | %.0f | %.0f | %.0f | %.0f | %.1fx |\n", $1, $2, $3, $4, $5, $2/p}' "$R/all.txt"
 # Idle memory: N detached VM containers, measured 10 s after the last started.
-for i in $(seq 1 "$N"); do $M run -d --isolation=vm --name "idle$i" busybox:local sleep 3600 >/dev/null || exit 1; done
+for i in $(seq 1 "$N"); do $M run -d --isolation=vm --network none --name "idle$i" busybox:local sleep 3600 >/dev/null || exit 1; done
 sleep 10
 pss() { awk '/^Pss:/{s+=$2} END{print s+0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 rss() { awk '/^Rss:/{s+=$2} END{print s+0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }

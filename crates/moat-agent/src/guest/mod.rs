@@ -279,13 +279,14 @@ fn boot_mounts() -> Result<(), AgentError> {
 
 fn mount_9p(tag: &str, target: &Path) -> Result<(), AgentError> {
     // cache=mmap: shared writable mappings work (databases in containers), without loose
-    // caching's stale views of files the host changes.
+    // caching's stale views of files the host changes. msize 64 KiB: the 9p buffers the guest
+    // keeps cost 5 MiB less per VM than with 256 KiB (measured with bench/vm.sh).
     do_mount(
         tag,
         target,
         "9p",
         MsFlags::empty(),
-        Some("trans=virtio,version=9p2000.L,msize=262144,cache=mmap"),
+        Some("trans=virtio,version=9p2000.L,msize=65536,cache=mmap"),
     )
 }
 
