@@ -31,6 +31,7 @@ pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
         }
     }
     let dir = paths.container_dir(&row.id);
+    let vm = crate::vm::is_vm(&dir);
     crate::spec::edit_config(&dir, |doc| {
         let before = doc["linux"]["resources"].clone();
         let mut host = u.host.clone();
@@ -54,6 +55,12 @@ pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
         }
         if *res == before {
             return Ok(false);
+        }
+        if vm && row.effective().0 == State::Running {
+            // Its processes' cgroups are in the guest, and the VM was sized at its start.
+            return Err(EngineError::NotForVm(
+                "new resource limits while running (stop it, update, start it again)",
+            ));
         }
         if row.effective().0 == State::Running {
             let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(res.clone())

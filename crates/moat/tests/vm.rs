@@ -173,15 +173,27 @@ fn stop_kill_and_a_crashed_vmm_are_reported() {
     let out = e.moat(&["top", "vmsleep"]);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("VM containers"));
+    let out = e.moat(&["update", "--memory", "128m", "vmsleep"]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("while running"),
+        "{out:?}"
+    );
     e.ok(&["stop", "vmsleep"]);
     let i = inspect(&e, "vmsleep");
     assert_eq!(i["State"]["ExitCode"], 7, "the trap ran in the guest: {i}");
     assert!(e.ok(&["logs", "vmsleep"]).contains("bye"));
+    // Stopped, it takes new limits: the next VM is sized by them.
+    e.ok(&["update", "--memory", "96m", "vmsleep"]);
     // Started again (a new VM), then killed.
     e.ok(&["start", "vmsleep"]);
     eventually("the second start", || {
         e.ok(&["logs", "vmsleep"]).matches("ready").count() == 2
     });
+    assert_eq!(
+        e.ok(&["exec", "vmsleep", "cat", "/sys/fs/cgroup/memory.max"]),
+        "100663296\n"
+    );
     e.ok(&["kill", "vmsleep"]);
     eventually("the kill", || {
         inspect(&e, "vmsleep")["State"]["Status"] == "exited"
