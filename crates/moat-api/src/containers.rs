@@ -498,8 +498,9 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), ApiError> {
 
 /// `POST /containers/{id}/attach`: the connection is hijacked (`101 UPGRADED`, `Upgrade:
 /// tcp`) and carries the container's output (multiplexed frames, raw for a terminal) and,
-/// with `stdin=1`, the client's input. Attach comes before start (as `docker run` and
-/// `docker start -a` do); the streams end when the container's monitor does.
+/// with `stdin=1`, the client's input. Before start (as `docker run` and `docker start -a`
+/// attach), the container's stdio is parked for the start; a running container is reached
+/// through its monitor's attach socket. The streams end when the container's monitor does.
 pub async fn attach(
     Ext(st): St,
     Path(id): Path<String>,
@@ -507,12 +508,6 @@ pub async fn attach(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let row = find(&st, &id).await?;
-    if row.effective().0 == CState::Running {
-        return Err(ApiError::Conflict(format!(
-            "attaching to running container {} is not supported yet: attach before start, or use logs -f",
-            row.name
-        )));
-    }
     if !flag(&q.stream) {
         return Err(ApiError::BadParameter(
             "attach without stream=1 (logs only) is not supported: use GET /containers/{id}/logs"
@@ -520,6 +515,28 @@ pub async fn attach(
         ));
     }
     let upgrade = hyper::upgrade::on(&mut req);
+    if row.effective().0 == CState::Running {
+        // The monitor's attach socket already speaks Docker's stream format: bytes pass as
+        // they are, both ways.
+        let paths = st.paths.clone();
+        let tty = row.tty;
+        let conn = blocking(move || Ok(moat_engine::attach::connect(&paths, &row)?)).await?;
+        let conn = conn
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::UnixStream::from_std(conn))
+            .map_err(|e| ApiError::Sys {
+                what: "attach socket",
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        tokio::spawn(async move {
+            if let Ok(up) = upgrade.await {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let mut conn = conn;
+                let _ = tokio::io::copy_bidirectional(&mut io, &mut conn).await;
+            }
+        });
+        return Ok(upgraded(tty));
+    }
     let open_stdin = flag(&q.stdin);
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = if row.tty {

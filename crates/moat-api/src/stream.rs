@@ -14,11 +14,7 @@ pub const RAW: &str = "application/vnd.docker.raw-stream";
 
 /// One multiplexed frame.
 pub fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + data.len());
-    v.extend_from_slice(&[stream, 0, 0, 0]);
-    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    v.extend_from_slice(data);
-    v
+    moat_engine::attach::frame(usize::from(stream.saturating_sub(1)), data)
 }
 
 /// Moves a container's output (`out`, and `err` unless it is a terminal) to the connection,

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod attach;
 pub mod commit;
 pub mod containers;
 pub mod cp;

@@ -5,6 +5,7 @@
 //! runc-like program (`dockerd --add-runtime`, `podman --runtime`, containerd) can call it directly.
 
 mod apply_cli;
+mod attach_cli;
 mod container_cli;
 mod image_cli;
 mod init_cli;
@@ -48,6 +49,8 @@ enum Command {
     Stop(container_cli::StopArgs),
     /// Send a signal to containers.
     Kill(container_cli::KillArgs),
+    /// Attach to a running container: its output here, our keys to its terminal.
+    Attach(attach_cli::AttachArgs),
     /// Remove containers.
     Rm(container_cli::RmArgs),
     /// List containers.
@@ -247,6 +250,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         }
         Command::Stop(a) | Command::Container(C::Stop(a)) => return container_cli::stop(root, a),
         Command::Kill(a) | Command::Container(C::Kill(a)) => return container_cli::kill(root, a),
+        Command::Attach(a) => return attach_cli::attach(root, a),
         Command::Rm(a) | Command::Container(C::Rm(a)) => return container_cli::rm(root, a),
         Command::Ps(a) | Command::Container(C::Ls(a)) => return ps_cli::ps(root, a),
         Command::Logs(a) | Command::Container(C::Logs(a)) => return container_cli::logs(root, a),

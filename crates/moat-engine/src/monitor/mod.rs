@@ -28,6 +28,7 @@ pub mod console;
 mod pump;
 
 use console::Console;
+pub use pump::DetachKeys;
 use pump::{pump, release_startup_memory, Streams};
 
 use crate::containers::Records;
@@ -492,6 +493,11 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     } else {
         None
     };
+    // Later clients attach here (`moat attach`, the API's attach of a running container); the
+    // socket is named relative to the container's directory, our working directory from here.
+    std::env::set_current_dir(&dir).map_err(io_err("enter", "the container directory"))?;
+    let attach =
+        crate::attach::Server::bind(cfg.tty).map_err(io_err("listen on", crate::attach::SOCKET))?;
     // A VM container's driver takes the init's place (see crate::vm).
     let vm = crate::vm::is_vm(&dir);
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -566,8 +572,10 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     recorded.map_err(e125)?;
     let mut outputs = vec![(out_r, 0), (err_r, 1)];
     let mut input = None;
+    let mut tty_in = None;
     if let Some(c) = &console {
         let master = c.master().map_err(e125)?;
+        tty_in = master.try_clone().ok();
         if let Some(from) = caller_in {
             let to = master.try_clone().map_err(io_err("dup", "pty master"))?;
             input = Some((from, to));
@@ -582,6 +590,8 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
         attached,
         input,
         detach: report.try_clone().ok(),
+        attach: Some(attach),
+        tty_in,
     };
     Ok(pump(pid, streams, &mut log))
 }

@@ -53,6 +53,10 @@ pub(super) struct Streams {
     pub input: Option<(OwnedFd, OwnedFd)>,
     /// The report pipe, to tell the caller it detached (the detach keys were typed).
     pub detach: Option<std::fs::File>,
+    /// Clients attached later (`attach.sock`).
+    pub attach: Option<crate::attach::Server>,
+    /// Where what they type goes: the terminal's master (a `-t` container).
+    pub tty_in: Option<OwnedFd>,
 }
 
 /// Docker's default detach keys: ctrl-p, ctrl-q.
@@ -62,13 +66,13 @@ const DETACH: [u8; 2] = [0x10, 0x11];
 /// pass on, and whether they were typed. A ctrl-p not followed by ctrl-q is passed on with what
 /// follows it.
 #[derive(Debug, Default)]
-pub(super) struct DetachKeys {
+pub struct DetachKeys {
     matched: usize,
 }
 
 impl DetachKeys {
     /// Scans `input`; returns the bytes for the container and whether to detach.
-    pub(super) fn scan(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+    pub fn scan(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
         let mut out = Vec::with_capacity(input.len());
         for &b in input {
             if b == DETACH[self.matched] {
@@ -119,6 +123,17 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
         if let Some(sig) = &sigfd {
             fds.push(PollFd::new(sig.as_fd(), PollFlags::POLLIN));
         }
+        let n_att = fds.len();
+        if let Some(a) = &s.attach {
+            fds.extend(a.fds().into_iter().map(|(f, input)| {
+                let events = if input {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                };
+                PollFd::new(f, events)
+            }));
+        }
         let timeout = if code.is_some() || sigfd.is_none() {
             grace -= 1;
             PollTimeout::from(10u16)
@@ -146,6 +161,9 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
                     let _ = log.write(*stream, &buf[..n]);
                     if let Some(a) = &s.attached {
                         let _ = write_all(&a[*stream], &buf[..n]);
+                    }
+                    if let Some(a) = &mut s.attach {
+                        a.broadcast(*stream, &buf[..n]);
                     }
                 }
             }
@@ -181,6 +199,25 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
         if let Some(sig) = &sigfd {
             if ready.get(n_in).copied().unwrap_or(false) {
                 while let Ok(Some(_)) = sig.read_signal() {}
+            }
+        }
+        if ready.get(n_att).copied().unwrap_or(false) {
+            if let Some(a) = &mut s.attach {
+                a.accept();
+            }
+        }
+        // Clients from the last (before accept), so that removals keep earlier indexes.
+        let clients = ready.len().saturating_sub(n_att + 1);
+        for i in (0..clients).rev() {
+            if !ready[n_att + 1 + i] {
+                continue;
+            }
+            if let Some(a) = &mut s.attach {
+                if let Some(n) = a.read(i, &mut buf) {
+                    if let Some(t) = &s.tty_in {
+                        let _ = write_all(t, &buf[..n]);
+                    }
+                }
             }
         }
         if code.is_none() {
