@@ -360,7 +360,15 @@ pub fn options(
         restart,
     };
     let _ = b.open_stdin;
-    Ok((opts, CreateExtras { name, rotation }, warnings))
+    Ok((
+        opts,
+        CreateExtras {
+            name,
+            rotation,
+            detach_keys: None,
+        },
+        warnings,
+    ))
 }
 
 #[cfg(test)]

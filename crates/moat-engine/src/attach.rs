@@ -179,9 +179,19 @@ impl Demux {
 }
 
 /// `moat attach`: the running container's output to our stdout and stderr (and, for a
-/// terminal with `stdin`, our input to it, where ctrl-p ctrl-q detaches), until it exits;
+/// terminal with `stdin`, our input to it, where the detach keys — ctrl-p ctrl-q unless
+/// `detach_keys` says otherwise — detach), until it exits;
 /// its exit code, or `None` when we detached.
-pub fn attach(paths: &Paths, row: &Row, stdin: bool) -> Result<Option<i32>, EngineError> {
+pub fn attach(
+    paths: &Paths,
+    row: &Row,
+    stdin: bool,
+    detach_keys: Option<&str>,
+) -> Result<Option<i32>, EngineError> {
+    let keys = detach_keys
+        .map(crate::monitor::parse_detach_keys)
+        .transpose()?
+        .unwrap_or_default();
     let conn = connect(paths, row)?;
     let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if stdin && row.tty {
@@ -192,7 +202,7 @@ pub fn attach(paths: &Paths, row: &Row, stdin: bool) -> Result<Option<i32>, Engi
         })?;
         let flag = detached.clone();
         std::thread::spawn(move || {
-            let mut keys = crate::monitor::DetachKeys::default();
+            let mut keys = crate::monitor::DetachKeys::new(keys);
             let mut input = std::io::stdin();
             let mut buf = [0u8; 4096];
             while let Ok(n) = input.read(&mut buf) {

@@ -34,6 +34,9 @@ pub enum FlagError {
     /// `--isolation`
     #[error("invalid isolation {0:?}: default, process, vm or hyperv")]
     Isolation(String),
+    /// `--detach-keys`
+    #[error("invalid detach keys {0:?}: comma-separated keys, each a character or ctrl-X (X: a-z, @, [, \\, ], ^, _)")]
+    DetachKeys(String),
     /// a bind source that does not exist
     #[error("invalid volume: bind source path does not exist: {0}")]
     NoSource(String),

@@ -387,6 +387,29 @@ pub fn is_paused(paths: &Paths, row: &Row) -> bool {
         })
 }
 
+/// Sets (or, with `None`, clears) the detach keys of the container's next attached starts
+/// (`start -a --detach-keys`); checked first.
+pub fn set_detach_keys(paths: &Paths, row: &Row, keys: Option<&str>) -> Result<(), EngineError> {
+    let file = paths
+        .container_dir(&row.id)
+        .join(crate::monitor::DETACH_KEYS_FILE);
+    let io = |source| EngineError::Io {
+        what: "write",
+        path: file.clone(),
+        source,
+    };
+    match keys {
+        Some(k) => {
+            crate::monitor::parse_detach_keys(k)?;
+            std::fs::write(&file, k).map_err(io)
+        }
+        None => match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Refuses `what` for a VM container (its processes live in the guest, not in a host cgroup).
 pub(crate) fn refuse_vm(paths: &Paths, row: &Row, what: &'static str) -> Result<(), EngineError> {
     if crate::vm::is_vm(&paths.container_dir(&row.id)) {

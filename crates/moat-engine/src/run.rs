@@ -55,6 +55,8 @@ pub struct CreateExtras {
     pub name: Option<String>,
     /// `--log-opt` rotation.
     pub rotation: Rotation,
+    /// `--detach-keys` (Docker's syntax) for the container's attached starts.
+    pub detach_keys: Option<String>,
 }
 
 /// Creates a container (`moat create`, the first half of `run`): its directory with the OCI
@@ -96,6 +98,10 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     }
     // Which image the container uses: `rmi` refuses to remove it while the directory exists.
     write(&path.join("image.id"), image.as_str())?;
+    if let Some(k) = &extras.detach_keys {
+        crate::monitor::parse_detach_keys(k)?;
+        write(&path.join(crate::monitor::DETACH_KEYS_FILE), k)?;
+    }
     // Mounted now, as Docker does at create: the user is resolved in the image's /etc/passwd.
     // It stays mounted until the container's first run ends (or `rm`).
     moat_image::mount::mount_overlay(

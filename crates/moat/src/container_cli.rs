@@ -51,20 +51,6 @@ pub fn update(root: &Path, a: &UpdateArgs) -> i32 {
     })
 }
 
-/// `moat start`.
-#[derive(Debug, Args)]
-pub struct StartArgs {
-    /// Attach to the container's output and wait for it (one container only).
-    #[arg(short, long)]
-    attach: bool,
-    /// Attach standard input (implies --attach).
-    #[arg(short, long)]
-    interactive: bool,
-    /// Containers (name, id or id prefix).
-    #[arg(required = true)]
-    containers: Vec<String>,
-}
-
 /// `moat stop`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
@@ -155,7 +141,7 @@ pub enum ContainerCommand {
     /// Remove containers.
     Rm(RmArgs),
     /// Start containers.
-    Start(StartArgs),
+    Start(crate::attach_cli::StartArgs),
     /// Stop containers.
     Stop(StopArgs),
     /// Kill containers.
@@ -227,13 +213,13 @@ pub enum ContainerCommand {
     },
 }
 
-fn find(records: &Records, what: &str) -> Result<Row, EngineError> {
+pub(crate) fn find(records: &Records, what: &str) -> Result<Row, EngineError> {
     Ok(records.find(what)?)
 }
 
 /// Applies `op` to every named container, printing what the user typed on success (Docker's
 /// output); errors are printed and make the exit code 1, the others are still attempted.
-fn each(
+pub(crate) fn each(
     paths: &Paths,
     names: &[String],
     mut op: impl FnMut(&Paths, &Row) -> Result<(), EngineError>,
@@ -269,49 +255,6 @@ fn each_print(
 
 fn signal(s: &str) -> Result<nix::sys::signal::Signal, EngineError> {
     Ok(moat_runtime::ops::parse_signal(s)?)
-}
-
-/// `moat start`.
-pub fn start(root: &Path, a: &StartArgs) -> i32 {
-    let paths = Paths::new(root);
-    if let Err(e) = std::fs::create_dir_all(&paths.runtime_root)
-        .map_err(|e| e.to_string())
-        .and_then(|_| moat_runtime::selfclone::ensure_sealed().map_err(|e| e.to_string()))
-    {
-        log::error!("{e}");
-        return 1;
-    }
-    let attach = a.attach || a.interactive;
-    if attach && a.containers.len() > 1 {
-        log::error!("you cannot attach to more than one container at once");
-        return 1;
-    }
-    if !attach {
-        return each(&paths, &a.containers, |p, row| {
-            if row.effective().0 == State::Running {
-                return Ok(());
-            }
-            lifecycle::start(p, row, Attach::Detached).map(|_| ())
-        });
-    }
-    let result = Records::open(&paths.root)
-        .map_err(EngineError::from)
-        .and_then(|r| find(&r, &a.containers[0]))
-        .and_then(|row| {
-            let mode = Attach::Attached {
-                stdin: a.interactive,
-                sig_proxy: true,
-            };
-            let (handle, pid) = lifecycle::start(&paths, &row, mode)?;
-            lifecycle::wait_attached(&paths, &row, handle, pid)
-        });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            log::error!("{e}");
-            1
-        }
-    }
 }
 
 /// `moat stop`.

@@ -44,7 +44,7 @@ enum Command {
     /// Create a container (without starting it); prints its id.
     Create(run_cli::RunArgs),
     /// Start containers.
-    Start(container_cli::StartArgs),
+    Start(attach_cli::StartArgs),
     /// Stop containers (signal, then SIGKILL after a timeout).
     Stop(container_cli::StopArgs),
     /// Send a signal to containers.
@@ -245,9 +245,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             };
             return container_cli::monitor(root, id, &flags);
         }
-        Command::Start(a) | Command::Container(C::Start(a)) => {
-            return container_cli::start(root, a)
-        }
+        Command::Start(a) | Command::Container(C::Start(a)) => return attach_cli::start(root, a),
         Command::Stop(a) | Command::Container(C::Stop(a)) => return container_cli::stop(root, a),
         Command::Kill(a) | Command::Container(C::Kill(a)) => return container_cli::kill(root, a),
         Command::Attach(a) => return attach_cli::attach(root, a),

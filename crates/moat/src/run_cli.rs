@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined, no-new-privileges.
     #[arg(long)]
     security_opt: Vec<String>,
+    /// The keys that detach from the container's terminal (Docker's syntax: `ctrl-p,ctrl-q`,
+    /// the default).
+    #[arg(long)]
+    detach_keys: Option<String>,
     /// Pull the image before creating: missing (when not in the store), always, never.
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
@@ -334,9 +338,16 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         tty_size: moat_engine::monitor::console::caller_size(),
         restart,
     };
+    if let Some(k) = &a.detach_keys {
+        if let Err(e) = moat_engine::monitor::parse_detach_keys(k) {
+            log::error!("{e}");
+            return None;
+        }
+    }
     let extras = CreateExtras {
         name: a.name.clone(),
         rotation,
+        detach_keys: a.detach_keys.clone(),
     };
     Some((paths, opts, extras))
 }

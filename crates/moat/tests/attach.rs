@@ -141,3 +141,47 @@ fn docker_attach_reaches_a_running_container() {
     drop(s);
     e.assert_clean();
 }
+
+#[test]
+fn custom_detach_keys_for_run_start_and_attach() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let root = e.dir.path().display();
+    let ticker = "while :; do echo prompt; sleep 0.3; done";
+    // run -it --detach-keys: ctrl-x y leaves it running.
+    let (code, out) = common::on_a_terminal(
+        &format!(
+            "{MOAT} --root {root} run -it --name dk --network none --detach-keys ctrl-x,y \
+             busybox sh -c '{ticker}'"
+        ),
+        "prompt",
+        b"\x18y",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(inspect(&e, "dk")["State"]["Status"], "running");
+    // attach --detach-keys.
+    let (code, out) = common::on_a_terminal(
+        &format!("{MOAT} --root {root} attach --detach-keys ctrl-a,d dk"),
+        "prompt",
+        b"\x01d",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(inspect(&e, "dk")["State"]["Status"], "running");
+    e.ok(&["stop", "-t", "0", "dk"]);
+    // start -ai --detach-keys.
+    let (code, out) = common::on_a_terminal(
+        &format!("{MOAT} --root {root} start -ai --detach-keys z dk"),
+        "prompt",
+        b"z",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(inspect(&e, "dk")["State"]["Status"], "running");
+    e.ok(&["rm", "-f", "dk"]);
+    // Bad keys are refused before anything is made.
+    let out = e.moat(&["run", "--rm", "--detach-keys", "ctrl-1", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid detach keys"));
+    e.assert_clean();
+}

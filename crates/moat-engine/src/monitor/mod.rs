@@ -28,7 +28,7 @@ pub mod console;
 mod pump;
 
 use console::Console;
-pub use pump::DetachKeys;
+pub use pump::{parse_detach_keys, DetachKeys, DETACH_KEYS_FILE};
 use pump::{pump, release_startup_memory, Streams};
 
 use crate::containers::Records;
@@ -592,6 +592,11 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
         detach: report.try_clone().ok(),
         attach: Some(attach),
         tty_in,
+        // `run`/`start --detach-keys` left them for this start.
+        detach_keys: std::fs::read_to_string(DETACH_KEYS_FILE)
+            .ok()
+            .and_then(|k| parse_detach_keys(k.trim()).ok())
+            .unwrap_or_default(),
     };
     Ok(pump(pid, streams, &mut log))
 }

@@ -57,35 +57,85 @@ pub(super) struct Streams {
     pub attach: Option<crate::attach::Server>,
     /// Where what they type goes: the terminal's master (a `-t` container).
     pub tty_in: Option<OwnedFd>,
+    /// The caller's detach keys (Docker's ctrl-p ctrl-q when empty).
+    pub detach_keys: Vec<u8>,
 }
 
 /// Docker's default detach keys: ctrl-p, ctrl-q.
 const DETACH: [u8; 2] = [0x10, 0x11];
 
+/// The file in a container's directory naming the detach keys of its next attached start
+/// (`run`/`start --detach-keys`), read by its monitor.
+pub const DETACH_KEYS_FILE: &str = "detach-keys";
+
 /// Finds the detach keys in the caller's input as it arrives (they may span reads): what to
-/// pass on, and whether they were typed. A ctrl-p not followed by ctrl-q is passed on with what
-/// follows it.
-#[derive(Debug, Default)]
+/// pass on, and whether they were typed. A partial sequence not completed is passed on with
+/// what follows it.
+#[derive(Debug)]
 pub struct DetachKeys {
+    seq: Vec<u8>,
     matched: usize,
 }
 
+impl Default for DetachKeys {
+    fn default() -> DetachKeys {
+        DetachKeys::new(DETACH.to_vec())
+    }
+}
+
+/// Parses Docker's `--detach-keys`: comma-separated keys, each a single character or
+/// `ctrl-X` (X one of a-z, @, [, \\, ], ^, _).
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, crate::hostconfig::FlagError> {
+    let bad = || crate::hostconfig::FlagError::DetachKeys(spec.to_string());
+    let mut seq = vec![];
+    for key in spec.split(',') {
+        let b = match key.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => {
+                let c = c.as_bytes()[0].to_ascii_lowercase();
+                match c {
+                    b'a'..=b'z' => c - b'a' + 1,
+                    b'@' => 0,
+                    b'[' => 27,
+                    b'\\' => 28,
+                    b']' => 29,
+                    b'^' => 30,
+                    b'_' => 31,
+                    _ => return Err(bad()),
+                }
+            }
+            None if key.len() == 1 => key.as_bytes()[0],
+            _ => return Err(bad()),
+        };
+        seq.push(b);
+    }
+    if seq.is_empty() {
+        return Err(bad());
+    }
+    Ok(seq)
+}
+
 impl DetachKeys {
+    /// A scanner for `seq` (not empty: see [`parse_detach_keys`]).
+    pub fn new(seq: Vec<u8>) -> DetachKeys {
+        let seq = if seq.is_empty() { DETACH.to_vec() } else { seq };
+        DetachKeys { seq, matched: 0 }
+    }
+
     /// Scans `input`; returns the bytes for the container and whether to detach.
     pub fn scan(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
         let mut out = Vec::with_capacity(input.len());
         for &b in input {
-            if b == DETACH[self.matched] {
+            if b == self.seq[self.matched] {
                 self.matched += 1;
-                if self.matched == DETACH.len() {
+                if self.matched == self.seq.len() {
                     self.matched = 0;
                     return (out, true);
                 }
                 continue;
             }
-            out.extend_from_slice(&DETACH[..self.matched]);
+            out.extend_from_slice(&self.seq[..self.matched]);
             self.matched = 0;
-            if b == DETACH[0] {
+            if b == self.seq[0] {
                 self.matched = 1;
             } else {
                 out.push(b);
@@ -104,7 +154,7 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let mut code = None;
     let mut buf = vec![0u8; 16 * 1024];
-    let mut keys = DetachKeys::default();
+    let mut keys = DetachKeys::new(s.detach_keys.clone());
     // Once the init is gone, processes it left (a container sharing a pid namespace) may still
     // hold the pipes: wait for them a little, then stop; the runtime's delete kills them.
     let mut grace = 200;
@@ -258,6 +308,23 @@ fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_detach_keys_parse_as_docker_writes_them() {
+        assert_eq!(
+            parse_detach_keys("ctrl-p,ctrl-q").ok(),
+            Some(vec![0x10, 0x11])
+        );
+        assert_eq!(parse_detach_keys("ctrl-x,y").ok(), Some(vec![0x18, b'y']));
+        assert_eq!(parse_detach_keys("ctrl-@,ctrl-_").ok(), Some(vec![0, 31]));
+        for bad in ["", "ctrl-", "ctrl-1", "xy", "ctrl-a,,b"] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
+        }
+        let mut k = DetachKeys::new(vec![0x18, b'y']);
+        assert_eq!(k.scan(b"a\x18b"), (b"a\x18b".to_vec(), false));
+        assert_eq!(k.scan(b"\x18"), (vec![], false));
+        assert_eq!(k.scan(b"y"), (vec![], true));
+    }
 
     #[test]
     fn detach_keys_across_reads_and_false_starts() {
