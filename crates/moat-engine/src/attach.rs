@@ -9,9 +9,9 @@
 //! the container (and every other client).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::containers::{Row, State};
 use crate::{EngineError, Paths};
@@ -139,13 +139,7 @@ pub fn connect(paths: &Paths, row: &Row) -> Result<UnixStream, EngineError> {
         ));
     }
     let dir = paths.container_dir(&row.id);
-    let d = std::fs::File::open(&dir).map_err(|source| EngineError::Io {
-        what: "open",
-        path: dir.clone(),
-        source,
-    })?;
-    // Through the directory's descriptor: the socket path's 108-byte limit.
-    let sock = PathBuf::from(format!("/proc/self/fd/{}/{SOCKET}", d.as_raw_fd()));
+    let (_dir, sock) = crate::socket_in(&dir, SOCKET)?;
     UnixStream::connect(&sock).map_err(|source| EngineError::Io {
         what: "attach to",
         path: dir.join(SOCKET),

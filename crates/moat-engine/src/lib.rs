@@ -143,6 +143,24 @@ pub enum EngineError {
     },
 }
 
+/// A socket named `name` in directory `dir`, as a path to connect to: through the directory's
+/// descriptor (`/proc/self/fd/N/name`), since a socket path is limited to 108 bytes and an
+/// engine root can be deep. The directory must stay open (the returned `File`) until
+/// connected.
+pub(crate) fn socket_in(
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(std::fs::File, std::path::PathBuf), EngineError> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).map_err(|source| EngineError::Io {
+        what: "open",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()));
+    Ok((d, path))
+}
+
 impl EngineError {
     /// Docker's exit code for this failure: 126/127 for a command that cannot run, 125 for
     /// moat's own failures.

@@ -87,14 +87,7 @@ pub fn kill_vm(dir: &Path) -> Result<(), EngineError> {
 }
 
 fn control(dir: &Path, request: &str) -> Result<(), EngineError> {
-    // Through the directory's descriptor: a socket path is limited to 108 bytes, and an engine
-    // root can be deep.
-    let d = File::open(dir).map_err(|source| EngineError::Io {
-        what: "open",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let sock = PathBuf::from(format!("/proc/self/fd/{}/{CONTROL}", d.as_raw_fd()));
+    let (_dir, sock) = crate::socket_in(dir, CONTROL)?;
     moat_vm::driver::control(&sock, request).map_err(EngineError::from)
 }
 
@@ -106,12 +99,7 @@ pub fn exec(
     process: &oci_spec::runtime::Process,
     req: &crate::exec::ExecRequest,
 ) -> Result<i32, EngineError> {
-    let d = File::open(dir).map_err(|source| EngineError::Io {
-        what: "open",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let sock = PathBuf::from(format!("/proc/self/fd/{}/{CONTROL}", d.as_raw_fd()));
+    let (_dir, sock) = crate::socket_in(dir, CONTROL)?;
     let start = proto::ExecStart {
         process: serde_json::to_value(process).map_err(|e| EngineError::Spec(e.to_string()))?,
         tty: req.tty,

@@ -103,3 +103,16 @@ pub fn setup(socket: RawFd, size: Option<(u16, u16)>) -> Result<(), ConsoleError
     }
     Ok(())
 }
+
+/// Writes all of `data` to a pipe or terminal descriptor, retrying interrupted writes: the
+/// relays of a container's stdio (its monitor, a VM's driver and agent) all need it.
+pub fn write_all(fd: impl std::os::fd::AsFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd.as_fd(), data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

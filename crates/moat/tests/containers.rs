@@ -371,18 +371,8 @@ fn exec_runs_in_the_container_with_docker_flags() {
     );
 
     // -i passes stdin; -d returns at once and the process runs on.
-    let mut child = Command::new(MOAT)
-        .arg("--root")
-        .arg(e.dir.path())
-        .args(["exec", "-i", "box", "tr", "a-z", "A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
-    let out = common::read_within(child.stdout.take().unwrap(), "moat's output");
-    assert_eq!(out, "ABC\n");
-    assert!(common::wait_or_dump(child, "exec -i").success());
+    let (code, out, err) = e.with_input(&["exec", "-i", "box", "tr", "a-z", "A-Z"], b"abc\n");
+    assert_eq!((code, out.as_str()), (0, "ABC\n"), "{err}");
     e.ok(&[
         "exec",
         "-d",

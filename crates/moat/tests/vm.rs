@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{can_run, eventually, inspect, Engine, RunExt, MOAT};
 
@@ -98,28 +98,27 @@ fn stdin_bind_mounts_and_memory_follow_the_flags() {
     let data = e.path("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(format!("{data}/in.txt"), "from the host\n").unwrap();
-    let mut child = Command::new(MOAT)
-        .arg("--root")
-        .arg(e.dir.path())
-        .args(["run", "--rm", "-i", "--isolation", "vm", "-m", "64m", "-v"])
-        .arg(format!("{data}:/data"))
-        .args([
+    let bind = format!("{data}:/data");
+    let (code, text, err) = e.with_input(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "--isolation",
+            "vm",
+            "-m",
+            "64m",
+            "-v",
+            &bind,
             "busybox",
             "sh",
             "-c",
             "read line; echo got:$line; cat /data/in.txt; echo from the guest > /data/out.txt; \
              grep MemTotal /proc/meminfo; cat /sys/fs/cgroup/memory.max",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
-    let text = common::read_within(child.stdout.take().unwrap(), "the VM container's stdout");
-    let err = common::read_within(child.stderr.take().unwrap(), "the VM container's stderr");
-    let status = common::wait_or_dump(child, "a VM container with stdin");
-    assert!(status.success(), "{text}{err}");
+        ],
+        b"typed\n",
+    );
+    assert_eq!(code, 0, "{text}{err}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "got:typed", "{text}");
     assert_eq!(lines[1], "from the host", "{text}");
@@ -399,17 +398,11 @@ fn exec_and_terminals_reach_the_guest() {
     e.ok(&["exec", "-d", "vmexec", "sleep", "30"]);
     assert!(e.ok(&["exec", "vmexec", "ps"]).contains("sleep 30"));
     // Standard input with -i.
-    let mut child = Command::new(MOAT)
-        .arg("--root")
-        .arg(e.dir.path())
-        .args(["exec", "-i", "vmexec", "sh", "-c", "tr a-z A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
-    let text = common::read_within(child.stdout.take().unwrap(), "exec -i's stdout");
-    assert!(common::wait_or_dump(child, "exec -i").success());
+    let (code, text, err) = e.with_input(
+        &["exec", "-i", "vmexec", "sh", "-c", "tr a-z A-Z"],
+        b"shout\n",
+    );
+    assert_eq!(code, 0, "{err}");
     assert_eq!(text, "SHOUT\n");
     // exec -it on a real terminal: the guest's pty has the caller's size.
     let root = e.dir.path().display();

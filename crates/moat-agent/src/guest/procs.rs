@@ -392,7 +392,7 @@ fn handle(chan: &mut Channel, procs: &mut Vec<Proc>, f: Frame) -> Result<(), Age
     match f.kind {
         Kind::Stdin => {
             if let Some(fd) = &p.stdin {
-                if write_all(fd, &f.payload).is_err() {
+                if moat_runtime::console::write_all(fd, &f.payload).is_err() {
                     p.stdin = None;
                 }
             }
@@ -436,15 +436,4 @@ fn reap(procs: &mut [Proc]) {
             p.code = Some(code);
         }
     }
-}
-
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -210,7 +210,7 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
                 Ok(n) => {
                     let _ = log.write(*stream, &buf[..n]);
                     if let Some(a) = &s.attached {
-                        let _ = write_all(&a[*stream], &buf[..n]);
+                        let _ = moat_runtime::console::write_all(&a[*stream], &buf[..n]);
                     }
                     if let Some(a) = &mut s.attach {
                         a.broadcast(*stream, &buf[..n]);
@@ -227,7 +227,7 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
                     Ok(0) | Err(_) => (true, false),
                     Ok(n) => {
                         let (pass, detach) = keys.scan(&buf[..n]);
-                        (write_all(to, &pass).is_err(), detach)
+                        (moat_runtime::console::write_all(to, &pass).is_err(), detach)
                     }
                 },
                 None => (true, false),
@@ -265,7 +265,7 @@ pub(super) fn pump(pid: i32, mut s: Streams, log: &mut Writer) -> i32 {
             if let Some(a) = &mut s.attach {
                 if let Some(n) = a.read(i, &mut buf) {
                     if let Some(t) = &s.tty_in {
-                        let _ = write_all(t, &buf[..n]);
+                        let _ = moat_runtime::console::write_all(t, &buf[..n]);
                     }
                 }
             }
@@ -292,17 +292,6 @@ fn reap(pid: i32) -> Option<i32> {
             Ok(_) => {}
         }
     }
-}
-
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -271,10 +271,10 @@ impl Booted {
                                 Ok(Some(f)) if f.stream != 0 => self.route_to_session(f),
                                 Ok(Some(f)) => match f.kind {
                                     Kind::Stdout => {
-                                        let _ = write_all(&out, &f.payload);
+                                        let _ = moat_runtime::console::write_all(&out, &f.payload);
                                     }
                                     Kind::Stderr => {
-                                        let _ = write_all(&err, &f.payload);
+                                        let _ = moat_runtime::console::write_all(&err, &f.payload);
                                     }
                                     Kind::Exit => {
                                         code = f.parse::<proto::Exit>().ok().map(|e| e.code);
@@ -500,15 +500,4 @@ fn console_tail(path: &Path) -> String {
     }
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
-}
-
-fn write_all(fd: &OwnedFd, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::Error::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -555,6 +555,28 @@ impl Engine {
         )
     }
 
+    /// `moat ...` with `input` on its standard input (then closed): (exit code, stdout,
+    /// stderr); a hang fails the test with the processes' state.
+    pub fn with_input(&self, args: &[&str], input: &[u8]) -> (i32, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(MOAT)
+            .arg("--root")
+            .arg(self.dir.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = read_within(child.stdout.take().unwrap(), "moat's stdout");
+        let err = read_within(child.stderr.take().unwrap(), "moat's stderr");
+        let code = wait_or_dump(child, &format!("moat {args:?}"))
+            .code()
+            .unwrap_or(-1);
+        (code, out, err)
+    }
+
     /// `moat ...` that must succeed; its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.moat(args);
