@@ -119,6 +119,25 @@ pub enum Pairs {
     Map(BTreeMap<String, Option<Scalar>>),
 }
 
+/// `env_file`: one path or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvFiles {
+    /// One file.
+    One(String),
+    /// Several, later ones winning.
+    Many(Vec<String>),
+}
+
+impl EnvFiles {
+    fn paths(&self) -> Vec<&str> {
+        match self {
+            EnvFiles::One(p) => vec![p.as_str()],
+            EnvFiles::Many(l) => l.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
 /// A YAML scalar written where a string is meant (`PORT: 8080`, `DEBUG: true`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -265,6 +284,10 @@ pub struct Service {
     pub entrypoint: Option<Command>,
     /// Environment.
     pub environment: Option<Pairs>,
+    /// Files of `KEY=VALUE` lines (relative to the compose file) under `environment`, which
+    /// wins; merged into `environment` when the file is loaded.
+    #[serde(default, skip_serializing)]
+    pub env_file: Option<EnvFiles>,
     /// Labels of the containers.
     pub labels: Option<Pairs>,
     /// Published ports.
@@ -308,9 +331,7 @@ pub struct Service {
     /// Keys of the specification not carried out yet: kept to be refused by name.
     #[serde(default, skip_serializing)]
     pub healthcheck: Option<serde_yaml_ng::Value>,
-    /// See `healthcheck`.
-    #[serde(default, skip_serializing)]
-    pub env_file: Option<serde_yaml_ng::Value>,
+
     /// See `healthcheck`.
     #[serde(default, skip_serializing)]
     pub build: Option<serde_yaml_ng::Value>,
@@ -405,7 +426,42 @@ impl ComposeFile {
                 .ok()
                 .or_else(|| dot.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
         };
-        Self::parse(&text, path, &lookup)
+        let mut file = Self::parse(&text, path, &lookup)?;
+        file.merge_env_files(path.parent().unwrap_or(Path::new(".")))?;
+        Ok(file)
+    }
+
+    /// Each service's `env_file`s read (relative to `dir`) and merged under its
+    /// `environment`: the files in order, then `environment` over them, as Compose does.
+    fn merge_env_files(&mut self, dir: &Path) -> Result<(), ComposeError> {
+        for s in self.services.values_mut() {
+            let Some(files) = s.env_file.take() else {
+                continue;
+            };
+            let mut merged: BTreeMap<String, Option<Scalar>> = BTreeMap::new();
+            for f in files.paths() {
+                let p = dir.join(f);
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|source| ComposeError::Read { path: p, source })?;
+                for (k, v) in dotenv(&text) {
+                    merged.insert(k, Some(Scalar::Str(v)));
+                }
+            }
+            match s.environment.take() {
+                Some(Pairs::Map(m)) => merged.extend(m),
+                Some(Pairs::List(l)) => {
+                    for e in l {
+                        match e.split_once('=') {
+                            Some((k, v)) => merged.insert(k.into(), Some(Scalar::Str(v.into()))),
+                            None => merged.insert(e, None),
+                        };
+                    }
+                }
+                None => {}
+            }
+            s.environment = Some(Pairs::Map(merged));
+        }
+        Ok(())
     }
 
     /// Parses `text` (named `path` in errors).
@@ -466,7 +522,6 @@ impl ComposeFile {
             let key = |k: &str| format!("services.{name}.{k}");
             for (k, present) in [
                 ("healthcheck", s.healthcheck.is_some()),
-                ("env_file", s.env_file.is_some()),
                 ("build", s.build.is_some()),
                 ("configs", s.configs.is_some()),
                 ("secrets", s.secrets.is_some()),
@@ -604,6 +659,45 @@ mod tests {
         assert_eq!(f.service_networks("db"), ["default"]);
         assert_eq!(f.order().unwrap(), ["db", "web"]);
         assert_eq!(web.deploy.as_ref().unwrap().replicas, Some(3));
+    }
+
+    #[test]
+    fn env_files_lie_under_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("base.env"),
+            "# comment\nA=from-file\nB=file\nexport C=c\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("more.env"), "B=second-file\n").unwrap();
+        let compose = dir.path().join("compose.yaml");
+        std::fs::write(
+            &compose,
+            "services:\n  web:\n    image: busybox\n    env_file: [base.env, more.env]\n    environment:\n      - A=from-environment\n",
+        )
+        .unwrap();
+        let f = ComposeFile::load(&compose).unwrap();
+        let env = f.services["web"]
+            .environment
+            .as_ref()
+            .unwrap()
+            .entries(&|_| None);
+        assert_eq!(
+            env,
+            vec![
+                ("A".to_string(), "from-environment".to_string()),
+                ("B".into(), "second-file".into()),
+                ("C".into(), "c".into()),
+            ]
+        );
+        // A missing file is an error naming it.
+        std::fs::write(
+            &compose,
+            "services:\n  web:\n    image: busybox\n    env_file: nope.env\n",
+        )
+        .unwrap();
+        let e = ComposeFile::load(&compose).unwrap_err().to_string();
+        assert!(e.contains("nope.env"), "{e}");
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     }
     // Which image the container uses: `rmi` refuses to remove it while the directory exists.
     write(&path.join("image.id"), image.as_str())?;
+    if opts.host.vm {
+        write(&path.join(crate::vm::MARKER), "")?;
+    }
     if let Some(k) = &extras.detach_keys {
         crate::monitor::parse_detach_keys(k)?;
         write(&path.join(crate::monitor::DETACH_KEYS_FILE), k)?;
