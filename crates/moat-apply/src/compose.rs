@@ -119,6 +119,14 @@ pub enum Pairs {
     Map(BTreeMap<String, Option<Scalar>>),
 }
 
+/// `x-moat:` of a service: what moat offers beyond the Compose specification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XMoat {
+    /// `process` (the default) or `vm`: the service's containers run in micro-VMs.
+    pub isolation: Option<String>,
+}
+
 /// `env_file`: one path or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -328,6 +336,9 @@ pub struct Service {
     pub deploy: Option<Deploy>,
     /// `--stop-signal`.
     pub stop_signal: Option<String>,
+    /// moat's own extensions of a service.
+    #[serde(rename = "x-moat")]
+    pub x_moat: Option<XMoat>,
     /// Keys of the specification not carried out yet: kept to be refused by name.
     #[serde(default, skip_serializing)]
     pub healthcheck: Option<serde_yaml_ng::Value>,

@@ -182,6 +182,10 @@ fn desired(
     }
     host.cpus = s.cpus;
     host.stop_signal = s.stop_signal.clone();
+    if let Some(i) = s.x_moat.as_ref().and_then(|x| x.isolation.as_deref()) {
+        host.vm = hostconfig::parse_isolation(i)
+            .map_err(|e| value_err(name, "x-moat.isolation")(e.to_string()))?;
+    }
     for v in &s.volumes {
         let mut b =
             hostconfig::parse_bind(v).map_err(|e| value_err(name, "volumes")(e.to_string()))?;

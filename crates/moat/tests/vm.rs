@@ -574,3 +574,42 @@ fn info_names_the_accelerator_and_the_default_isolation_is_configurable() {
     assert!(with_default(&["info"]).contains("Default Isolation: vm"));
     assert_clean(&e);
 }
+
+#[test]
+fn apply_runs_a_service_in_vms_with_x_moat_isolation() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let dir = e.dir.path().join("proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.env"), "GREETING=from-the-env-file\n").unwrap();
+    let file = dir.join("compose.yaml");
+    std::fs::write(
+        &file,
+        "name: vmapp\nservices:\n  guest:\n    image: busybox\n    command: sleep 600\n    \
+         env_file: app.env\n    x-moat:\n      isolation: vm\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    e.ok(&["apply", "-f", f]);
+    let i = inspect(&e, "vmapp-guest-1");
+    assert_eq!(i["HostConfig"]["Isolation"], "vm", "{i}");
+    let host = String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    let out = e.ok(&[
+        "exec",
+        "vmapp-guest-1",
+        "sh",
+        "-c",
+        "uname -r; echo $GREETING",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], host.trim(), "{out}");
+    assert_eq!(lines[1], "from-the-env-file", "{out}");
+    // A second apply changes nothing; --down removes it all.
+    assert!(e
+        .ok(&["apply", "-f", f])
+        .contains("project vmapp: no changes"));
+    e.ok(&["apply", "-f", f, "--down"]);
+    assert_clean(&e);
+}
