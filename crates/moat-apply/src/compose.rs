@@ -346,12 +346,15 @@ pub struct Service {
     /// See `healthcheck`.
     #[serde(default, skip_serializing)]
     pub build: Option<serde_yaml_ng::Value>,
-    /// See `healthcheck`.
+    /// Secrets projected into the containers (`/run/secrets/...`).
     #[serde(default, skip_serializing)]
-    pub configs: Option<serde_yaml_ng::Value>,
-    /// See `healthcheck`.
+    pub secrets: Vec<crate::files::FileRef>,
+    /// Configs projected into the containers.
     #[serde(default, skip_serializing)]
-    pub secrets: Option<serde_yaml_ng::Value>,
+    pub configs: Vec<crate::files::FileRef>,
+    /// `secrets` and `configs` resolved at load (their digests are part of the hash).
+    #[serde(default, skip_deserializing)]
+    pub projected: Vec<crate::files::Projected>,
 }
 
 /// A top-level network.
@@ -416,6 +419,12 @@ pub struct ComposeFile {
     /// Volumes.
     #[serde(default)]
     pub volumes: BTreeMap<String, Option<VolumeDef>>,
+    /// Secrets (`file:`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::files::FileDef>,
+    /// Configs (`file:`).
+    #[serde(default)]
+    pub configs: BTreeMap<String, crate::files::FileDef>,
     /// `x-*` extensions (and unknown keys, refused after parsing).
     #[serde(flatten, skip_serializing)]
     pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
@@ -438,7 +447,21 @@ impl ComposeFile {
                 .or_else(|| dot.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
         };
         let mut file = Self::parse(&text, path, &lookup)?;
-        file.merge_env_files(path.parent().unwrap_or(Path::new(".")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        file.merge_env_files(dir)?;
+        for (name, s) in file.services.iter_mut() {
+            use crate::files::{resolve, Kind};
+            let mut p = resolve(Kind::Secret, name, &s.secrets, &file.secrets, dir, path)?;
+            p.extend(resolve(
+                Kind::Config,
+                name,
+                &s.configs,
+                &file.configs,
+                dir,
+                path,
+            )?);
+            s.projected = p;
+        }
         Ok(file)
     }
 
@@ -515,9 +538,6 @@ impl ComposeFile {
             key,
         };
         for k in self.extensions.keys() {
-            if k == "configs" || k == "secrets" {
-                return Err(unsupported(k.clone()));
-            }
             if !k.starts_with("x-") {
                 return Err(ComposeError::Invalid {
                     path: path.to_path_buf(),
@@ -534,8 +554,6 @@ impl ComposeFile {
             for (k, present) in [
                 ("healthcheck", s.healthcheck.is_some()),
                 ("build", s.build.is_some()),
-                ("configs", s.configs.is_some()),
-                ("secrets", s.secrets.is_some()),
             ] {
                 if present {
                     return Err(unsupported(key(k)));

@@ -5,6 +5,7 @@
 //! with the project's containers, networks and volumes and carries out the difference.
 
 pub mod compose;
+pub mod files;
 pub mod interpolate;
 pub mod plan;
 

@@ -195,6 +195,15 @@ fn desired(
         }
         host.binds.push(b);
     }
+    // Secrets and configs: read-only files, as the compose file resolved them.
+    for p in &s.projected {
+        host.binds.push(hostconfig::Bind {
+            source: p.source.clone(),
+            volume: false,
+            destination: p.target.clone(),
+            readonly: true,
+        });
+    }
     let restart = match &s.restart {
         Some(r) => {
             RestartPolicy::parse(r).map_err(|e| value_err(name, "restart")(e.to_string()))?

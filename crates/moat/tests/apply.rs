@@ -142,3 +142,38 @@ fn bad_files_are_refused_and_change_nothing() {
     assert_eq!(e.ok(&["ps", "-aq"]), "");
     assert!(!e.ok(&["network", "ls"]).contains("bad_"));
 }
+
+#[test]
+fn secrets_and_configs_are_projected_and_a_changed_one_replaces_the_container() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let file = write(
+        &e,
+        "name: sec\nservices:\n  app:\n    image: busybox\n    command: sleep 600\n    \
+         stop_signal: KILL\n    secrets: [pw, {source: pw, target: again}]\n    \
+         configs: [{source: conf, target: /etc/app.conf}]\n\
+         secrets:\n  pw:\n    file: pw.txt\nconfigs:\n  conf:\n    file: app.conf\n",
+    );
+    let dir = file.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("pw.txt"), "first").unwrap();
+    std::fs::write(dir.join("app.conf"), "level=1\n").unwrap();
+    let f = file.to_str().unwrap();
+    e.ok(&["apply", "-f", f]);
+    let read = |p: &str| e.ok(&["exec", "sec-app-1", "cat", p]);
+    assert_eq!(read("/run/secrets/pw"), "first");
+    assert_eq!(read("/run/secrets/again"), "first");
+    assert_eq!(read("/etc/app.conf"), "level=1\n");
+    // Read-only in the container.
+    let out = e.moat(&["exec", "sec-app-1", "sh", "-c", "echo x > /run/secrets/pw"]);
+    assert_ne!(out.status.code(), Some(0));
+    // A changed secret is a changed configuration: the container is replaced.
+    let before = id(&e, "sec-app-1");
+    std::fs::write(dir.join("pw.txt"), "second").unwrap();
+    e.ok(&["apply", "-f", f]);
+    assert_ne!(id(&e, "sec-app-1"), before);
+    assert_eq!(read("/run/secrets/pw"), "second");
+    e.ok(&["apply", "-f", f, "--down"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+}
