@@ -71,8 +71,38 @@ pub fn initramfs(agent: &Path, cache_dir: &Path) -> Result<PathBuf, VmError> {
             source: e,
         }
     })?;
+    prune(cache_dir, &out);
     Ok(out)
 }
+
+/// Archives of earlier agents go once a new one is made, when they are older than
+/// [`STALE`]: a start that chose one just before may still be about to boot from it (a VMM
+/// that booted keeps its own mapping of the file).
+fn prune(cache_dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if p == keep || !name.starts_with("initramfs-") || !name.ends_with(".cpio") {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if old {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// How old an unused archive must be to go.
+const STALE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A newc archive: the directories the agent mounts on, and the agent as `/init`.
 fn archive(agent: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -136,9 +166,23 @@ mod tests {
             "{names:?}"
         );
         assert!(names.iter().any(|(n, m, _)| n == "proc" && *m == 0o040_755));
-        // A rebuilt agent gets a new archive.
+        // A rebuilt agent gets a new archive; the old one goes once it is stale, not before.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&agent, b"\x7fELF rebuilt!").unwrap();
-        assert_ne!(initramfs(&agent, &cache).unwrap(), a);
+        let b = initramfs(&agent, &cache).unwrap();
+        assert_ne!(b, a);
+        assert!(a.exists(), "a fresh earlier archive is kept");
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&agent, b"\x7fELF third one").unwrap();
+        let c = initramfs(&agent, &cache).unwrap();
+        assert!(!a.exists(), "a stale archive goes");
+        assert!(b.exists() && c.exists());
     }
 }
