@@ -255,6 +255,18 @@ pub enum DependsOn {
 }
 
 impl DependsOn {
+    /// The services that must have completed successfully first.
+    pub fn completed(&self) -> Vec<String> {
+        match self {
+            DependsOn::List(_) => vec![],
+            DependsOn::Map(m) => m
+                .iter()
+                .filter(|(_, c)| c.condition == "service_completed_successfully")
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+
     /// The services depended on.
     pub fn names(&self) -> Vec<String> {
         match self {
@@ -268,7 +280,8 @@ impl DependsOn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
-    /// `service_started` (the others need healthchecks and exit tracking: not yet).
+    /// `service_started`, or `service_completed_successfully` (the dependency's containers
+    /// must have exited 0 first); `service_healthy` needs healthchecks: not yet.
     pub condition: String,
 }
 
@@ -567,7 +580,9 @@ impl ComposeFile {
             }
             if let Some(DependsOn::Map(m)) = &s.depends_on {
                 for (d, c) in m {
-                    if c.condition != "service_started" {
+                    if c.condition != "service_started"
+                        && c.condition != "service_completed_successfully"
+                    {
                         return Err(unsupported(format!(
                             "services.{name}.depends_on.{d}.condition: {}",
                             c.condition

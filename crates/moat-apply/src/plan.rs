@@ -42,6 +42,14 @@ pub enum PlanError {
     /// The container records failed.
     #[error(transparent)]
     Records(#[from] moat_engine::containers::RecordError),
+    /// A dependency that had to complete successfully did not.
+    #[error("container {container} (a dependency with condition service_completed_successfully) exited with {code}")]
+    Dependency {
+        /// The dependency's container.
+        container: String,
+        /// Its exit code.
+        code: i32,
+    },
     /// A service's value the engine does not accept.
     #[error("services.{service}.{key}: {message}")]
     Value {
@@ -65,8 +73,9 @@ pub enum Action {
     Create(Box<Desired>),
     /// A container whose configuration changed: removed, then created and started anew.
     Replace(Box<Desired>, String),
-    /// A container that exists as declared but does not run.
-    Start(String),
+    /// A container that exists as declared but does not run (and the containers that must
+    /// have completed successfully before it starts).
+    Start(String, Vec<String>),
     /// A container the file no longer declares.
     Remove(String),
     /// A network the file no longer declares.
@@ -88,7 +97,7 @@ impl fmt::Display for Action {
                     d.name, d.service
                 )
             }
-            Action::Start(n) => write!(f, "> container {n} (not running: started)"),
+            Action::Start(n, _) => write!(f, "> container {n} (not running: started)"),
             Action::Remove(n) => write!(f, "- container {n}"),
             Action::RemoveNetwork(n) => write!(f, "- network {n}"),
             Action::RemoveVolume(n) => write!(f, "- volume {n}"),
@@ -105,6 +114,9 @@ pub struct Desired {
     pub service: String,
     /// What `run` would be given.
     pub opts: RunOptions,
+    /// Containers that must have exited 0 before it starts (`depends_on` with
+    /// `condition: service_completed_successfully`).
+    pub after: Vec<String>,
 }
 
 /// A container with its labels.
@@ -233,7 +245,23 @@ fn desired(
         );
     }
     let container = format!("{project}-{name}-{n}");
+    let after = s
+        .depends_on
+        .as_ref()
+        .map(|d| d.completed())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|dep| {
+            let replicas = file.services[dep]
+                .deploy
+                .as_ref()
+                .and_then(|d| d.replicas)
+                .unwrap_or(1);
+            (1..=replicas).map(move |k| format!("{project}-{dep}-{k}"))
+        })
+        .collect();
     Ok(Desired {
+        after,
         name: container.clone(),
         service: name.to_string(),
         opts: RunOptions {
@@ -348,7 +376,7 @@ pub fn plan(
                         actions.push(Action::Replace(Box::new(d), r.id.clone()))
                     }
                     Some((r, _)) if r.effective().0 != State::Running => {
-                        actions.push(Action::Start(r.name.clone()))
+                        actions.push(Action::Start(r.name.clone(), d.after))
                     }
                     Some(_) => {}
                 }
@@ -400,12 +428,17 @@ pub fn execute(
                 moat_engine::volumes::Volumes::open(paths)?
                     .create(Some(name), &[(PROJECT.to_string(), String::new())])?;
             }
-            Action::Create(d) => create_and_start(paths, d)?,
+            Action::Create(d) => {
+                completed(paths, &d.after)?;
+                create_and_start(paths, d)?
+            }
             Action::Replace(d, old) => {
+                completed(paths, &d.after)?;
                 remove(paths, old)?;
                 create_and_start(paths, d)?;
             }
-            Action::Start(name) => {
+            Action::Start(name, after) => {
+                completed(paths, after)?;
                 let row = Records::open(&paths.root)?.find(name)?;
                 moat_engine::lifecycle::start(paths, &row, Attach::Detached)?;
             }
@@ -418,6 +451,21 @@ pub fn execute(
             }
         }
         report(&a);
+    }
+    Ok(())
+}
+
+/// Waits for each of `containers` to exit; an exit other than 0 stops the plan, naming it.
+fn completed(paths: &Paths, containers: &[String]) -> Result<(), PlanError> {
+    for name in containers {
+        let row = Records::open(&paths.root)?.find(name)?;
+        let code = moat_engine::lifecycle::wait(paths, &row)?;
+        if code != 0 {
+            return Err(PlanError::Dependency {
+                container: name.clone(),
+                code,
+            });
+        }
     }
     Ok(())
 }

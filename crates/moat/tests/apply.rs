@@ -177,3 +177,41 @@ fn secrets_and_configs_are_projected_and_a_changed_one_replaces_the_container() 
     e.ok(&["apply", "-f", f, "--down"]);
     assert_eq!(e.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn a_dependency_that_must_complete_runs_to_its_end_first() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let compose = |init_cmd: &str| {
+        format!(
+            "name: seq\nservices:\n  init:\n    image: busybox\n    command: sh -c '{init_cmd}'\n    \
+             volumes: [\"data:/data\"]\n  app:\n    image: busybox\n    \
+             command: sh -c 'cat /data/seed; exec sleep 600'\n    stop_signal: KILL\n    \
+             volumes: [\"data:/data\"]\n    depends_on:\n      init:\n        \
+             condition: service_completed_successfully\nvolumes:\n  data:\n"
+        )
+    };
+    // The seed is written slowly: the app sees it only if it started after init's end.
+    let file = write(&e, &compose("sleep 1; echo seeded > /data/seed"));
+    let f = file.to_str().unwrap();
+    e.ok(&["apply", "-f", f]);
+    common::eventually("the app's output", || {
+        e.ok(&["logs", "seq-app-1"]).contains("seeded")
+    });
+    assert_eq!(inspect(&e, "seq-init-1")["State"]["ExitCode"], 0);
+    e.ok(&["apply", "-f", f, "--down", "-v"]);
+    // A dependency that fails stops the apply before the app starts, naming it.
+    let file = write(&e, &compose("exit 3"));
+    let out = e.moat(&["apply", "-f", file.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seq-init-1") && err.contains("exited with 3"),
+        "{err}"
+    );
+    assert!(e.moat(&["inspect", "seq-app-1"]).status.code() != Some(0));
+    e.ok(&["apply", "-f", file.to_str().unwrap(), "--down", "-v"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+}
