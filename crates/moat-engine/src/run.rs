@@ -66,6 +66,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     if opts.host.vm {
         crate::vm::check_create(&opts.network)?;
     }
+    log::debug!("create: begin");
     let store = ImageStore::open(&paths.images())?;
     let image = store.resolve(&opts.image).map_err(|e| match e {
         moat_image::StoreError::NoSuchImage(_) => EngineError::NoImage(opts.image.clone()),
@@ -74,6 +75,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     let (_row, config, _) = store.inspect(&image)?;
     let lowers = store.lowers(&image)?;
     drop(store);
+    log::debug!("create: image resolved");
     let records = Records::open(&paths.root)?;
     let id = new_id()?;
     let name = match &extras.name {
@@ -114,6 +116,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         &path.join("work"),
         &rootfs,
     )?;
+    log::debug!("create: rootfs mounted");
     let hostname = opts
         .hostname
         .clone()
