@@ -208,6 +208,15 @@ impl Decoder {
     }
 }
 
+/// Whether a mount of an OCI config (as JSON) is a bind mount: the mounts whose host sources
+/// the host shares with the guest and the guest maps back.
+pub fn is_bind_mount(m: &serde_json::Value) -> bool {
+    m["type"] == "bind"
+        || m["options"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+}
+
 /// The agent's greeting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {

@@ -390,24 +390,7 @@ pub fn is_paused(paths: &Paths, row: &Row) -> bool {
 /// Sets (or, with `None`, clears) the detach keys of the container's next attached starts
 /// (`start -a --detach-keys`); checked first.
 pub fn set_detach_keys(paths: &Paths, row: &Row, keys: Option<&str>) -> Result<(), EngineError> {
-    let file = paths
-        .container_dir(&row.id)
-        .join(crate::monitor::DETACH_KEYS_FILE);
-    let io = |source| EngineError::Io {
-        what: "write",
-        path: file.clone(),
-        source,
-    };
-    match keys {
-        Some(k) => {
-            crate::monitor::parse_detach_keys(k)?;
-            std::fs::write(&file, k).map_err(io)
-        }
-        None => match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
-            _ => Ok(()),
-        },
-    }
+    crate::monitor::save_detach_keys(&paths.container_dir(&row.id), keys)
 }
 
 /// Refuses `what` for a VM container (its processes live in the guest, not in a host cgroup).
@@ -553,6 +536,12 @@ pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
         )));
     }
     mark_stopped_by_user(paths, row);
+    signal_init(paths, row, sig)
+}
+
+/// Sends `sig` to the container's init: through the runtime on the host, or through the VM's
+/// driver to the guest.
+fn signal_init(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
     let dir = paths.container_dir(&row.id);
     if crate::vm::is_vm(&dir) {
         return crate::vm::signal(&dir, sig);
@@ -597,46 +586,32 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
     }
     mark_stopped_by_user(paths, row);
     let dir = paths.container_dir(&row.id);
-    if crate::vm::is_vm(&dir) {
-        return stop_vm(&dir, row, sig, timeout);
+    let vm = crate::vm::is_vm(&dir);
+    if !vm {
+        // A paused container cannot act on the signal: thawed first, as Docker does.
+        let rt = Runtime::new(&paths.runtime_root);
+        let cid = container_id(row)?;
+        if moat_runtime::ops::pause::paused(&rt, &cid) {
+            let _ = moat_runtime::ops::pause::resume(&rt, &cid);
+        }
     }
-    let rt = Runtime::new(&paths.runtime_root);
-    let cid = container_id(row)?;
-    // A paused container cannot act on the signal: thawed first, as Docker does.
-    if moat_runtime::ops::pause::paused(&rt, &cid) {
-        let _ = moat_runtime::ops::pause::resume(&rt, &cid);
-    }
-    let _ = moat_runtime::ops::kill::kill(&rt, &cid, sig, false);
+    let _ = signal_init(paths, row, sig);
     if wait_monitor(row, timeout) {
         return Ok(());
     }
-    let _ = moat_runtime::ops::kill::kill(&rt, &cid, Signal::SIGKILL, false);
+    let _ = signal_init(paths, row, Signal::SIGKILL);
     if wait_monitor(row, Duration::from_secs(10)) {
         return Ok(());
+    }
+    // A guest that no longer answers loses its VM.
+    if vm {
+        let _ = crate::vm::kill_vm(&dir);
+        if wait_monitor(row, Duration::from_secs(10)) {
+            return Ok(());
+        }
     }
     Err(EngineError::Conflict(format!(
         "container {} did not stop: its monitor (pid {}) is still there after SIGKILL",
-        row.name, row.monitor.0
-    )))
-}
-
-/// [`stop`] for a VM container: the signals go to its init in the guest; a guest that does
-/// not answer loses its VM.
-fn stop_vm(dir: &Path, row: &Row, sig: Signal, timeout: Duration) -> Result<(), EngineError> {
-    let _ = crate::vm::signal(dir, sig);
-    if wait_monitor(row, timeout) {
-        return Ok(());
-    }
-    let _ = crate::vm::signal(dir, Signal::SIGKILL);
-    if wait_monitor(row, Duration::from_secs(5)) {
-        return Ok(());
-    }
-    let _ = crate::vm::kill_vm(dir);
-    if wait_monitor(row, Duration::from_secs(10)) {
-        return Ok(());
-    }
-    Err(EngineError::Conflict(format!(
-        "container {} did not stop: its monitor (pid {}) is still there after its VM was killed",
         row.name, row.monitor.0
     )))
 }

@@ -103,9 +103,8 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     if opts.host.vm {
         write(&path.join(crate::vm::MARKER), "")?;
     }
-    if let Some(k) = &extras.detach_keys {
-        crate::monitor::parse_detach_keys(k)?;
-        write(&path.join(crate::monitor::DETACH_KEYS_FILE), k)?;
+    if extras.detach_keys.is_some() {
+        crate::monitor::save_detach_keys(&path, extras.detach_keys.as_deref())?;
     }
     // Mounted now, as Docker does at create: the user is resolved in the image's /etc/passwd.
     // It stays mounted until the container's first run ends (or `rm`).

@@ -349,10 +349,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
         .map(Vec::as_slice)
         .unwrap_or_default()
     {
-        let bind = m["type"] == "bind"
-            || m["options"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+        let bind = proto::is_bind_mount(m);
         let Some(src) = m["source"].as_str().filter(|_| bind) else {
             continue;
         };

@@ -43,10 +43,7 @@ pub fn rewrite_config(doc: &mut Value, start: &proto::Start) -> Result<(), Agent
     };
     if let Some(mounts) = doc["mounts"].as_array_mut() {
         for m in mounts.iter_mut() {
-            let bind = m["type"] == "bind"
-                || m["options"]
-                    .as_array()
-                    .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+            let bind = proto::is_bind_mount(m);
             if !bind {
                 continue;
             }

@@ -28,7 +28,7 @@ pub mod console;
 mod pump;
 
 use console::Console;
-pub use pump::{parse_detach_keys, DetachKeys, DETACH_KEYS_FILE};
+pub use pump::{parse_detach_keys, save_detach_keys, DetachKeys, DETACH_KEYS_FILE};
 use pump::{pump, release_startup_memory, Streams};
 
 use crate::containers::Records;

@@ -83,6 +83,30 @@ impl Default for DetachKeys {
     }
 }
 
+/// Leaves `keys` (checked first) in the container directory `dir` for its monitor, or with
+/// `None` removes what an earlier start left.
+pub fn save_detach_keys(
+    dir: &std::path::Path,
+    keys: Option<&str>,
+) -> Result<(), crate::EngineError> {
+    let file = dir.join(DETACH_KEYS_FILE);
+    let io = |source| crate::EngineError::Io {
+        what: "write",
+        path: file.clone(),
+        source,
+    };
+    match keys {
+        Some(k) => {
+            parse_detach_keys(k)?;
+            std::fs::write(&file, k).map_err(io)
+        }
+        None => match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Parses Docker's `--detach-keys`: comma-separated keys, each a single character or
 /// `ctrl-X` (X one of a-z, @, [, \\, ], ^, _).
 pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, crate::hostconfig::FlagError> {

@@ -32,10 +32,8 @@ pub struct Booted {
     chan: UnixStream,
     decoder: Decoder,
     console: PathBuf,
-    /// The guest kernel's release.
-    pub kernel: String,
-    /// The container's init, as a guest pid.
-    pub guest_pid: i32,
+    /// How long the boot may take (for the timeout's message).
+    timeout: Duration,
     /// `exec` sessions, by stream.
     execs: Vec<exec::Session>,
     /// The guest's DNS relay.
@@ -80,8 +78,7 @@ pub fn boot(
         chan: ours,
         decoder: Decoder::default(),
         console: cfg.console_log.clone(),
-        kernel: String::new(),
-        guest_pid: 0,
+        timeout,
         execs: vec![],
         dns: dns::Dns::default(),
         next_stream: 0,
@@ -93,10 +90,9 @@ pub fn boot(
         if hello.version != proto::VERSION {
             return Err(ProtoError::Version(hello.version).into());
         }
-        vm.kernel = hello.kernel;
         log::debug!(
             "vm: agent up (kernel {}) after {:?}",
-            vm.kernel,
+            hello.kernel,
             t0.elapsed()
         );
         vm.send(&Frame::json(Kind::Start, 0, start))?;
@@ -105,8 +101,7 @@ pub fn boot(
             "vm: container started in the guest after {:?}",
             t0.elapsed()
         );
-        let started: proto::Started = f.parse()?;
-        vm.guest_pid = started.pid;
+        f.parse::<proto::Started>()?;
         Ok(())
     })();
     match result {
@@ -156,7 +151,7 @@ impl Booted {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(VmError::Timeout(
-                    (until.elapsed() + left).as_secs(),
+                    self.timeout.as_secs(),
                     self.console.clone(),
                 ));
             }
