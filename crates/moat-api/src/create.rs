@@ -28,6 +28,7 @@ pub struct CreateBody {
     labels: Option<HashMap<String, String>>,
     stop_signal: Option<String>,
     stop_timeout: Option<i64>,
+    healthcheck: Option<moat_engine::health::Healthcheck>,
     host_config: Option<HostConfigBody>,
     networking_config: Option<NetworkingBody>,
 }
@@ -358,6 +359,7 @@ pub fn options(
         tty: b.tty,
         tty_size: None,
         restart,
+        healthcheck: b.healthcheck,
     };
     let _ = b.open_stdin;
     Ok((

@@ -48,7 +48,8 @@ pub fn commit(
 
 /// The new image's config starts from the container's, as Docker's commit does: its command
 /// (split into the image's Entrypoint and the rest, or a new entrypoint when `--entrypoint`
-/// replaced it), environment (without the runtime's HOSTNAME), working directory and labels;
+/// replaced it), environment (without the runtime's HOSTNAME), working directory, labels and
+/// healthcheck;
 /// `--change` instructions and the message apply on top.
 fn with_container_config(
     paths: &Paths,
@@ -114,6 +115,11 @@ fn with_container_config(
             user: c.user.clone(),
             labels: labels.into_iter().chain(c.labels.iter().cloned()).collect(),
             exposed_ports: c.exposed_ports.clone(),
+            // The container's healthcheck (its flags merged over the image's), as Docker's.
+            healthcheck: c.healthcheck.clone().or_else(|| {
+                crate::health::load_config(&paths.container_dir(&row.id))
+                    .and_then(|h| serde_json::to_value(h).ok())
+            }),
             message: c.message.clone(),
         },
         author: opts.author.clone(),

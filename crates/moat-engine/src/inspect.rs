@@ -101,7 +101,7 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
         log_config.insert("max-size".into(), s.to_string().into());
         log_config.insert("max-file".into(), rotation.max_file.to_string().into());
     }
-    json!({
+    let mut doc = json!({
         "Id": row.id,
         "Created": row.created,
         "Path": path,
@@ -178,5 +178,13 @@ pub fn container(paths: &Paths, row: &Row) -> Value {
             "StopTimeout": annotations.get(crate::hostconfig::STOP_TIMEOUT).and_then(|t| t.as_str()?.parse::<u64>().ok()),
         },
         "NetworkSettings": crate::network::settings(paths, &row.id, running),
-    })
+    });
+    // Docker leaves both out for a container without a healthcheck.
+    if let Some(check) = crate::health::load_config(&dir) {
+        doc["Config"]["Healthcheck"] = json!(check);
+    }
+    if let Some(health) = crate::health::load(&dir) {
+        doc["State"]["Health"] = json!(health);
+    }
+    doc
 }

@@ -11,6 +11,7 @@ pub mod containers;
 pub mod cp;
 pub mod defaults;
 pub mod exec;
+pub mod health;
 pub mod hostconfig;
 pub mod inspect;
 pub mod lifecycle;
@@ -131,6 +132,9 @@ pub enum EngineError {
     /// a network flag's value is malformed
     #[error(transparent)]
     NetFlag(#[from] network::NetFlagError),
+    /// a healthcheck setting is malformed
+    #[error(transparent)]
+    Health(#[from] health::HealthError),
     /// file operation failed
     #[error("{what} {path}: {source}")]
     Io {

@@ -88,9 +88,9 @@ pub fn status(paths: &Paths, row: &Row) -> String {
             "Up {}{}",
             human_ago(&row.started_at).replace(" ago", ""),
             if lifecycle::is_paused(paths, row) {
-                " (Paused)"
+                " (Paused)".to_string()
             } else {
-                ""
+                crate::health::status_suffix(&paths.container_dir(&row.id))
             }
         ),
         State::Exited => format!("Exited ({}) {}", row.exit_code, human_ago(&row.finished_at)),

@@ -174,6 +174,13 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     )?;
     spec.save(path.join("config.json"))
         .map_err(|e| EngineError::Spec(e.to_string()))?;
+    let image_check = crate::health::Healthcheck::of_image(&config);
+    if let Some(check) =
+        crate::health::Healthcheck::merged(opts.healthcheck.as_ref(), image_check.as_ref())
+    {
+        check.validate()?;
+        crate::health::save_config(&path, &check)?;
+    }
     let row = Row {
         id: id.clone(),
         name,

@@ -82,6 +82,9 @@ pub struct RunOptions {
     pub tty_size: Option<(u16, u16)>,
     /// `--restart`.
     pub restart: crate::hostconfig::RestartPolicy,
+    /// `--health-*`, `--no-healthcheck`, the API's `Config.Healthcheck`: merged over the
+    /// image's `HEALTHCHECK`.
+    pub healthcheck: Option<crate::health::Healthcheck>,
 }
 
 /// The program and arguments Docker would run.

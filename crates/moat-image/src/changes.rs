@@ -1,6 +1,6 @@
 //! Dockerfile instructions applied to an image config, as `docker import --change`,
 //! `docker commit --change` and the API's `changes` parameter take them: CMD, ENTRYPOINT, ENV,
-//! WORKDIR, USER, LABEL, EXPOSE.
+//! WORKDIR, USER, LABEL, EXPOSE, HEALTHCHECK.
 
 use crate::store::ImportConfig;
 
@@ -8,7 +8,7 @@ use crate::store::ImportConfig;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangeError {
     /// not one of the supported instructions, or malformed
-    #[error("invalid change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL or EXPOSE")]
+    #[error("invalid change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE or HEALTHCHECK")]
     Unsupported(String),
 }
 
@@ -62,10 +62,52 @@ pub fn parse(list: &[String], message: Option<String>) -> Result<ImportConfig, C
                     cfg.exposed_ports.push(format!("{port}/{proto}"));
                 }
             }
+            "HEALTHCHECK" => {
+                cfg.healthcheck =
+                    Some(healthcheck(rest).ok_or_else(|| ChangeError::Unsupported(c.clone()))?)
+            }
             _ => return Err(ChangeError::Unsupported(c.clone())),
         }
     }
     Ok(cfg)
+}
+
+/// `HEALTHCHECK [--interval=D] [--timeout=D] [--start-period=D] [--start-interval=D]
+/// [--retries=N] CMD command` or `HEALTHCHECK NONE`, as Docker's JSON (`None`: malformed).
+fn healthcheck(rest: &str) -> Option<serde_json::Value> {
+    let mut check = serde_json::json!({});
+    let mut rest = rest.trim_start();
+    while let Some(opt) = rest.strip_prefix("--") {
+        let (word, tail) = opt.split_once(char::is_whitespace).unwrap_or((opt, ""));
+        let (key, value) = word.split_once('=')?;
+        let field = match key {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => {
+                check["Retries"] = value.parse::<u32>().ok()?.into();
+                rest = tail.trim_start();
+                continue;
+            }
+            _ => return None,
+        };
+        let d = humantime::parse_duration(value).ok()?;
+        check[field] = u64::try_from(d.as_nanos()).ok()?.into();
+        rest = tail.trim_start();
+    }
+    let (kind, cmd) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let cmd = cmd.trim();
+    check["Test"] = match kind.to_ascii_uppercase().as_str() {
+        "NONE" if cmd.is_empty() => serde_json::json!(["NONE"]),
+        "CMD" if !cmd.is_empty() => match serde_json::from_str::<Vec<String>>(cmd) {
+            Ok(v) if !v.is_empty() => std::iter::once("CMD".to_string()).chain(v).collect(),
+            Ok(_) => return None,
+            Err(_) => serde_json::json!(["CMD-SHELL", cmd]),
+        },
+        _ => return None,
+    };
+    Some(check)
 }
 
 #[cfg(test)]
@@ -97,6 +139,28 @@ mod tests {
         assert_eq!(cfg.message.as_deref(), Some("m"));
         assert_eq!(cfg.exposed_ports, ["80/tcp", "53/udp"]);
         assert!(parse(&["RUN x".into()], None).is_err());
+        let h = |s: &str| parse(&[s.into()], None).map(|c| c.healthcheck.unwrap());
+        assert_eq!(
+            h("HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost || exit 1").unwrap(),
+            serde_json::json!({"Interval": 5_000_000_000u64, "Retries": 2,
+                "Test": ["CMD-SHELL", "wget -q localhost || exit 1"]})
+        );
+        assert_eq!(
+            h(r#"HEALTHCHECK CMD ["true", "x"]"#).unwrap()["Test"],
+            serde_json::json!(["CMD", "true", "x"])
+        );
+        assert_eq!(
+            h("HEALTHCHECK NONE").unwrap()["Test"],
+            serde_json::json!(["NONE"])
+        );
+        for bad in [
+            "HEALTHCHECK",
+            "HEALTHCHECK --bogus=1 CMD x",
+            "HEALTHCHECK --interval=x CMD y",
+            "HEALTHCHECK CMD []",
+        ] {
+            assert!(h(bad).is_err(), "{bad}");
+        }
         assert!(parse(&["EXPOSE 0".into()], None).is_err());
         assert!(parse(&["EXPOSE 80/http".into()], None).is_err());
     }

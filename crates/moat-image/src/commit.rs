@@ -223,6 +223,9 @@ fn apply_changes(cfg: &mut Value, c: &ImportConfig) {
         }
         cfg["Labels"][k] = json!(v);
     }
+    if let Some(h) = &c.healthcheck {
+        cfg["Healthcheck"] = h.clone();
+    }
     for p in &c.exposed_ports {
         if !cfg["ExposedPorts"].is_object() {
             cfg["ExposedPorts"] = json!({});

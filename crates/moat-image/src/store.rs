@@ -116,6 +116,8 @@ pub struct ImportConfig {
     pub labels: Vec<(String, String)>,
     /// `EXPOSE`d ports, as `PORT/PROTO`.
     pub exposed_ports: Vec<String>,
+    /// `HEALTHCHECK`, in Docker's JSON shape (`Test`, durations in nanoseconds, `Retries`).
+    pub healthcheck: Option<Value>,
     /// History comment (`-m`).
     pub message: Option<String>,
 }
@@ -406,6 +408,9 @@ impl ImageStore {
                     .map(|(k, v)| (k.clone(), json!(v)))
                     .collect(),
             );
+        }
+        if let Some(h) = &cfg.healthcheck {
+            config["Healthcheck"] = h.clone();
         }
         if !cfg.exposed_ports.is_empty() {
             config["ExposedPorts"] = Value::Object(

@@ -92,6 +92,9 @@ pub struct RunArgs {
     /// host, or container:NAME.
     #[arg(long, visible_alias = "net")]
     network: Option<String>,
+    /// Healthcheck flags.
+    #[command(flatten)]
+    health: HealthArgs,
     /// Isolation: default or process (namespaces on the host kernel), vm or hyperv (a micro-VM
     /// with its own kernel).
     #[arg(long, default_value = "default")]
@@ -337,6 +340,13 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         tty: a.tty,
         tty_size: moat_engine::monitor::console::caller_size(),
         restart,
+        healthcheck: match a.health.flags().healthcheck() {
+            Ok(h) => h,
+            Err(e) => {
+                log::error!("{e}");
+                return None;
+            }
+        },
     };
     if let Some(k) = &a.detach_keys {
         if let Err(e) = moat_engine::monitor::parse_detach_keys(k) {
@@ -350,6 +360,46 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         detach_keys: a.detach_keys.clone(),
     };
     Some((paths, opts, extras))
+}
+
+/// Docker's healthcheck flags on `run` and `create`.
+#[derive(Debug, Args, Default)]
+pub struct HealthArgs {
+    /// Command to run to check health (by the container's /bin/sh).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between checks (ms|s|m|h), default 30s.
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Longest time a check may run (ms|s|m|h), default 30s.
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy, default 3.
+    #[arg(long)]
+    health_retries: Option<i64>,
+    /// Start period in which failures do not count (ms|s|m|h).
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Time between checks during the start period (ms|s|m|h), default 5s.
+    #[arg(long)]
+    health_start_interval: Option<String>,
+    /// Disable any healthcheck the image defines.
+    #[arg(long)]
+    no_healthcheck: bool,
+}
+
+impl HealthArgs {
+    fn flags(&self) -> moat_engine::health::Flags {
+        moat_engine::health::Flags {
+            cmd: self.health_cmd.clone(),
+            interval: self.health_interval.clone(),
+            timeout: self.health_timeout.clone(),
+            start_period: self.health_start_period.clone(),
+            start_interval: self.health_start_interval.clone(),
+            retries: self.health_retries,
+            none: self.no_healthcheck,
+        }
+    }
 }
 
 /// The resource flags `run`, `create` and `update` share.

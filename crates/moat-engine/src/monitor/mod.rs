@@ -25,6 +25,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
 pub mod console;
+mod prober;
 mod pump;
 
 use console::Console;
@@ -598,7 +599,13 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
             .and_then(|k| parse_detach_keys(k.trim()).ok())
             .unwrap_or_default(),
     };
-    Ok(pump(pid, streams, &mut log))
+    // Still single-threaded here: the prober is forked.
+    let prober = prober::start(&cfg.paths.root, cfg.id.as_str(), &dir);
+    let code = pump(pid, streams, &mut log);
+    if let Some(p) = prober {
+        p.stop();
+    }
+    Ok(code)
 }
 
 /// In the starter: the container's stdio and the start; what happened, for the monitor.
