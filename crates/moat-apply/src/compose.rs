@@ -267,6 +267,18 @@ impl DependsOn {
         }
     }
 
+    /// The services that must be healthy first (`condition: service_healthy`).
+    pub fn healthy(&self) -> Vec<String> {
+        match self {
+            DependsOn::List(_) => vec![],
+            DependsOn::Map(m) => m
+                .iter()
+                .filter(|(_, c)| c.condition == "service_healthy")
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+
     /// The services depended on.
     pub fn names(&self) -> Vec<String> {
         match self {
@@ -280,9 +292,63 @@ impl DependsOn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
-    /// `service_started`, or `service_completed_successfully` (the dependency's containers
-    /// must have exited 0 first); `service_healthy` needs healthchecks: not yet.
+    /// `service_started`, `service_healthy` (the dependency's containers must be healthy
+    /// first) or `service_completed_successfully` (they must have exited 0 first).
     pub condition: String,
+}
+
+/// A service's `healthcheck`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckDef {
+    /// A string (run by the container's shell) or Docker's list (`[CMD, ...]`,
+    /// `[CMD-SHELL, command]`, `[NONE]`).
+    pub test: Option<Command>,
+    /// Durations as Docker takes them (`30s`, `1m30s`).
+    pub interval: Option<String>,
+    /// See `interval`.
+    pub timeout: Option<String>,
+    /// See `interval`.
+    pub start_period: Option<String>,
+    /// See `interval`.
+    pub start_interval: Option<String>,
+    /// Failures in a row that make a container unhealthy.
+    pub retries: Option<i64>,
+    /// `true`: no healthcheck, not even the image's.
+    #[serde(default)]
+    pub disable: bool,
+}
+
+impl HealthcheckDef {
+    /// The engine's healthcheck; on error, the key at fault and why.
+    pub fn healthcheck(&self) -> Result<moat_engine::health::Healthcheck, (&'static str, String)> {
+        use moat_engine::health::{parse_duration, Healthcheck};
+        if self.disable {
+            return Ok(Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            });
+        }
+        let d = |key: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map_or(Ok(0), |t| parse_duration(key, t))
+                .map_err(|e| (key, e.to_string()))
+        };
+        let check = Healthcheck {
+            test: match &self.test {
+                None => vec![],
+                Some(Command::Line(l)) => vec!["CMD-SHELL".into(), l.clone()],
+                Some(Command::List(v)) => v.clone(),
+            },
+            interval: d("interval", &self.interval)?,
+            timeout: d("timeout", &self.timeout)?,
+            start_period: d("start_period", &self.start_period)?,
+            start_interval: d("start_interval", &self.start_interval)?,
+            retries: self.retries.unwrap_or(0),
+        };
+        check.validate().map_err(|e| ("test", e.to_string()))?;
+        Ok(check)
+    }
 }
 
 /// `deploy`.
@@ -352,11 +418,9 @@ pub struct Service {
     /// moat's own extensions of a service.
     #[serde(rename = "x-moat")]
     pub x_moat: Option<XMoat>,
-    /// Keys of the specification not carried out yet: kept to be refused by name.
-    #[serde(default, skip_serializing)]
-    pub healthcheck: Option<serde_yaml_ng::Value>,
-
-    /// See `healthcheck`.
+    /// `healthcheck` (over the image's `HEALTHCHECK`).
+    pub healthcheck: Option<HealthcheckDef>,
+    /// A key of the specification not carried out: kept to be refused by name.
     #[serde(default, skip_serializing)]
     pub build: Option<serde_yaml_ng::Value>,
     /// Secrets projected into the containers (`/run/secrets/...`).
@@ -564,13 +628,12 @@ impl ComposeFile {
         }
         for (name, s) in &self.services {
             let key = |k: &str| format!("services.{name}.{k}");
-            for (k, present) in [
-                ("healthcheck", s.healthcheck.is_some()),
-                ("build", s.build.is_some()),
-            ] {
-                if present {
-                    return Err(unsupported(key(k)));
-                }
+            if s.build.is_some() {
+                return Err(unsupported(key("build")));
+            }
+            if let Some(h) = &s.healthcheck {
+                h.healthcheck()
+                    .map_err(|(k, message)| err(key(&format!("healthcheck.{k}")), message))?;
             }
             if s.image.is_none() {
                 return Err(err(
@@ -580,9 +643,10 @@ impl ComposeFile {
             }
             if let Some(DependsOn::Map(m)) = &s.depends_on {
                 for (d, c) in m {
-                    if c.condition != "service_started"
-                        && c.condition != "service_completed_successfully"
-                    {
+                    if !matches!(
+                        c.condition.as_str(),
+                        "service_started" | "service_healthy" | "service_completed_successfully"
+                    ) {
                         return Err(unsupported(format!(
                             "services.{name}.depends_on.{d}.condition: {}",
                             c.condition
@@ -760,7 +824,36 @@ mod tests {
         let e = parse("services:\n  web:\n    image: x\n    healthcheck: {test: [x]}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("services.web.healthcheck: not supported"), "{e}");
+        assert!(e.contains("services.web.healthcheck.test"), "{e}");
+        let e = parse("services:\n  web:\n    image: x\n    healthcheck: {interval: 10}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services.web.healthcheck"), "{e}");
+        let e = parse(
+            "services:\n  web:\n    image: x\n    healthcheck: {test: \"true\", intervall: 1s}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("intervall"), "{e}");
+        let f = parse(
+            "services:\n  web:\n    image: x\n    healthcheck:\n      test: wget -q localhost\n      interval: 1m30s\n      retries: 2\n  db:\n    image: x\n    healthcheck: {disable: true}\n",
+        )
+        .unwrap();
+        let h = f.services["web"]
+            .healthcheck
+            .as_ref()
+            .unwrap()
+            .healthcheck()
+            .unwrap();
+        assert_eq!(h.test, ["CMD-SHELL", "wget -q localhost"]);
+        assert_eq!((h.interval, h.retries), (90_000_000_000, 2));
+        let h = f.services["db"]
+            .healthcheck
+            .as_ref()
+            .unwrap()
+            .healthcheck()
+            .unwrap();
+        assert_eq!(h.test, ["NONE"]);
         let e = parse("service:\n  web: {image: x}\n")
             .unwrap_err()
             .to_string();

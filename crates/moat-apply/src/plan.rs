@@ -50,6 +50,14 @@ pub enum PlanError {
         /// Its exit code.
         code: i32,
     },
+    /// A dependency that had to become healthy did not.
+    #[error("container {container} (a dependency with condition service_healthy) {why}")]
+    Unhealthy {
+        /// The dependency's container.
+        container: String,
+        /// What it did instead.
+        why: &'static str,
+    },
     /// A service's value the engine does not accept.
     #[error("services.{service}.{key}: {message}")]
     Value {
@@ -73,9 +81,9 @@ pub enum Action {
     Create(Box<Desired>),
     /// A container whose configuration changed: removed, then created and started anew.
     Replace(Box<Desired>, String),
-    /// A container that exists as declared but does not run (and the containers that must
-    /// have completed successfully before it starts).
-    Start(String, Vec<String>),
+    /// A container that exists as declared but does not run (and what it waits for before
+    /// it starts).
+    Start(String, Vec<Await>),
     /// A container the file no longer declares.
     Remove(String),
     /// A network the file no longer declares.
@@ -114,9 +122,17 @@ pub struct Desired {
     pub service: String,
     /// What `run` would be given.
     pub opts: RunOptions,
-    /// Containers that must have exited 0 before it starts (`depends_on` with
-    /// `condition: service_completed_successfully`).
-    pub after: Vec<String>,
+    /// What it waits for before it starts (`depends_on` conditions).
+    pub after: Vec<Await>,
+}
+
+/// A container a dependent waits for, and for what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Await {
+    /// To have exited 0 (`condition: service_completed_successfully`).
+    Completed(String),
+    /// To be healthy (`condition: service_healthy`).
+    Healthy(String),
 }
 
 /// A container with its labels.
@@ -245,21 +261,37 @@ fn desired(
         );
     }
     let container = format!("{project}-{name}-{n}");
-    let after = s
-        .depends_on
-        .as_ref()
+    let replicas_of = |dep: &String| -> Vec<String> {
+        let replicas = file.services[dep]
+            .deploy
+            .as_ref()
+            .and_then(|d| d.replicas)
+            .unwrap_or(1);
+        (1..=replicas)
+            .map(|k| format!("{project}-{dep}-{k}"))
+            .collect()
+    };
+    let deps = s.depends_on.as_ref();
+    let mut after: Vec<Await> = deps
         .map(|d| d.completed())
         .unwrap_or_default()
         .iter()
-        .flat_map(|dep| {
-            let replicas = file.services[dep]
-                .deploy
-                .as_ref()
-                .and_then(|d| d.replicas)
-                .unwrap_or(1);
-            (1..=replicas).map(move |k| format!("{project}-{dep}-{k}"))
-        })
+        .flat_map(replicas_of)
+        .map(Await::Completed)
         .collect();
+    after.extend(
+        deps.map(|d| d.healthy())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(replicas_of)
+            .map(Await::Healthy),
+    );
+    let healthcheck = s
+        .healthcheck
+        .as_ref()
+        .map(|h| h.healthcheck())
+        .transpose()
+        .map_err(|(k, m)| value_err(name, "healthcheck")(format!("{k}: {m}")))?;
     Ok(Desired {
         after,
         name: container.clone(),
@@ -285,6 +317,7 @@ fn desired(
             init: s.init,
             host,
             restart,
+            healthcheck,
             ..Default::default()
         },
     })
@@ -429,16 +462,16 @@ pub fn execute(
                     .create(Some(name), &[(PROJECT.to_string(), String::new())])?;
             }
             Action::Create(d) => {
-                completed(paths, &d.after)?;
+                wait_for(paths, &d.after)?;
                 create_and_start(paths, d)?
             }
             Action::Replace(d, old) => {
-                completed(paths, &d.after)?;
+                wait_for(paths, &d.after)?;
                 remove(paths, old)?;
                 create_and_start(paths, d)?;
             }
             Action::Start(name, after) => {
-                completed(paths, after)?;
+                wait_for(paths, after)?;
                 let row = Records::open(&paths.root)?.find(name)?;
                 moat_engine::lifecycle::start(paths, &row, Attach::Detached)?;
             }
@@ -455,19 +488,53 @@ pub fn execute(
     Ok(())
 }
 
-/// Waits for each of `containers` to exit; an exit other than 0 stops the plan, naming it.
-fn completed(paths: &Paths, containers: &[String]) -> Result<(), PlanError> {
-    for name in containers {
-        let row = Records::open(&paths.root)?.find(name)?;
-        let code = moat_engine::lifecycle::wait(paths, &row)?;
-        if code != 0 {
-            return Err(PlanError::Dependency {
-                container: name.clone(),
-                code,
-            });
+/// Waits for each dependency: to exit (an exit other than 0 stops the plan, naming it), or to
+/// be healthy (unhealthy, stopped or without a healthcheck stops the plan).
+fn wait_for(paths: &Paths, after: &[Await]) -> Result<(), PlanError> {
+    for a in after {
+        match a {
+            Await::Completed(name) => {
+                let row = Records::open(&paths.root)?.find(name)?;
+                let code = moat_engine::lifecycle::wait(paths, &row)?;
+                if code != 0 {
+                    return Err(PlanError::Dependency {
+                        container: name.clone(),
+                        code,
+                    });
+                }
+            }
+            Await::Healthy(name) => healthy(paths, name)?,
         }
     }
     Ok(())
+}
+
+/// Waits until container `name` is healthy.
+pub fn healthy(paths: &Paths, name: &str) -> Result<(), PlanError> {
+    use moat_engine::health::Status;
+    let row = Records::open(&paths.root)?.find(name)?;
+    let dir = paths.container_dir(&row.id);
+    let unhealthy = |why| PlanError::Unhealthy {
+        container: name.to_string(),
+        why,
+    };
+    if moat_engine::health::load_config(&dir)
+        .and_then(|c| c.command())
+        .is_none()
+    {
+        return Err(unhealthy("has no healthcheck"));
+    }
+    loop {
+        let row = Records::open(&paths.root)?.find(name)?;
+        if row.effective().0 != State::Running {
+            return Err(unhealthy("is not running"));
+        }
+        match moat_engine::health::load(&dir).map(|h| h.status) {
+            Some(Status::Healthy) => return Ok(()),
+            Some(Status::Unhealthy) => return Err(unhealthy("is unhealthy")),
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
 }
 
 fn create_and_start(paths: &Paths, d: &Desired) -> Result<(), PlanError> {

@@ -211,7 +211,7 @@ pub fn parse_duration(flag: &'static str, s: &str) -> Result<i64, HealthError> {
         flag,
         value: s.to_string(),
     })?;
-    if d < Duration::from_millis(1) {
+    if !d.is_zero() && d < Duration::from_millis(1) {
         return Err(HealthError::TooShort {
             flag,
             value: s.to_string(),
@@ -543,6 +543,7 @@ mod tests {
             Ok(250_000_000)
         );
         assert_eq!(parse_duration("--health-interval", "0"), Ok(0));
+        assert_eq!(parse_duration("--health-interval", "0s"), Ok(0));
         assert!(parse_duration("--health-interval", "10").is_err());
         assert!(parse_duration("--health-timeout", "1us").is_err());
         let t = Healthcheck {

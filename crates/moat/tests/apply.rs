@@ -129,7 +129,8 @@ fn bad_files_are_refused_and_change_nothing() {
         ("services:\n  web:\n    image: busybox\n    ports: 8080\n", "services.web.ports"),
         ("services:\n  a: {image: busybox, depends_on: [b]}\n  b: {image: busybox, depends_on: [a]}\n", "cycle"),
         ("services:\n  a: {image: \"${NOPE:?is required}\"}\n", "NOPE"),
-        ("services:\n  a: {image: busybox, healthcheck: {test: [x]}}\n", "not supported"),
+        ("services:\n  a: {image: busybox, healthcheck: {test: [x]}}\n", "services.a.healthcheck.test"),
+        ("services:\n  a: {image: busybox, build: .}\n", "not supported"),
         ("services:\n  a: {image: busybox, restart: sometimes}\n", "services.a.restart"),
     ] {
         let f = write(&e, text);
@@ -213,5 +214,64 @@ fn a_dependency_that_must_complete_runs_to_its_end_first() {
     );
     assert!(e.moat(&["inspect", "seq-app-1"]).status.code() != Some(0));
     e.ok(&["apply", "-f", file.to_str().unwrap(), "--down", "-v"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn a_dependency_that_must_be_healthy_is_waited_for() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    // Failures in the start period do not count: the db is ready after 1 s.
+    let compose = |check: &str, start_period: &str| {
+        format!(
+            "name: hc\nservices:\n  db:\n    image: busybox\n    \
+             command: sh -c 'sleep 1; touch /tmp/ready; exec sleep 600'\n    stop_signal: KILL\n    \
+             healthcheck:\n      test: {check}\n      interval: 200ms\n      retries: 2\n      \
+             start_period: {start_period}\n      start_interval: 100ms\n  \
+             app:\n    image: busybox\n    command: sleep 600\n    stop_signal: KILL\n    \
+             depends_on:\n      db:\n        condition: service_healthy\n"
+        )
+    };
+    let file = write(&e, &compose("test -e /tmp/ready", "10s"));
+    let f = file.to_str().unwrap();
+    e.ok(&["apply", "-f", f]);
+    // The app started only once the db's first successful check had ended.
+    let db = inspect(&e, "hc-db-1");
+    assert_eq!(db["State"]["Health"]["Status"], "healthy", "{db}");
+    let ok_at = db["State"]["Health"]["Log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ExitCode"] == 0)
+        .unwrap()["End"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app = inspect(&e, "hc-app-1");
+    let started = app["State"]["StartedAt"].as_str().unwrap().to_string();
+    assert!(
+        started > ok_at,
+        "app started {started}, db healthy at {ok_at}"
+    );
+    assert_eq!(
+        db["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "test -e /tmp/ready"])
+    );
+    // A second apply changes nothing (the healthcheck is part of the service's hash).
+    assert!(e.ok(&["apply", "-f", f]).contains("no changes"));
+    e.ok(&["apply", "-f", f, "--down"]);
+    // A dependency that turns unhealthy stops the apply before the app is made, naming it.
+    let file = write(&e, &compose("\"false\"", "0s"));
+    let out = e.moat(&["apply", "-f", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("hc-db-1") && err.contains("is unhealthy"),
+        "{err}"
+    );
+    assert!(e.moat(&["inspect", "hc-app-1"]).status.code() != Some(0));
+    e.ok(&["apply", "-f", file.to_str().unwrap(), "--down"]);
     assert_eq!(e.ok(&["ps", "-aq"]), "");
 }
