@@ -357,6 +357,28 @@ impl HealthcheckDef {
 pub struct Deploy {
     /// How many containers.
     pub replicas: Option<u32>,
+    /// How a changed service's containers are replaced.
+    pub update_config: Option<UpdateConfig>,
+}
+
+/// `deploy.update_config`: a rolling update's pace, order and what a failure does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Containers replaced at a time (default 1; 0: all at once).
+    pub parallelism: Option<u32>,
+    /// Between two groups (a duration: `10s`).
+    pub delay: Option<String>,
+    /// `stop-first` (the default: the old container stops, then the new one starts) or
+    /// `start-first` (the new one runs, and is healthy when it has a healthcheck, before the
+    /// old one stops).
+    pub order: Option<String>,
+    /// `pause` (the default: the update stops), `continue` or `rollback` (the replaced
+    /// containers come back as they were).
+    pub failure_action: Option<String>,
+    /// How long a new container without a healthcheck must keep running to count as started
+    /// (a duration; default 0: started is enough).
+    pub monitor: Option<String>,
 }
 
 /// A service.
@@ -630,6 +652,11 @@ impl ComposeFile {
             let key = |k: &str| format!("services.{name}.{k}");
             if s.build.is_some() {
                 return Err(unsupported(key("build")));
+            }
+            if let Some(u) = s.deploy.as_ref().and_then(|d| d.update_config.as_ref()) {
+                u.rollout().map_err(|(k, message)| {
+                    err(key(&format!("deploy.update_config.{k}")), message)
+                })?;
             }
             if let Some(h) = &s.healthcheck {
                 h.healthcheck()

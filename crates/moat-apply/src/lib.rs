@@ -2,12 +2,14 @@
 //! against what runs and converged through the engine.
 //!
 //! `compose` parses and checks the file (interpolated by `interpolate`); `plan` compares it
-//! with the project's containers, networks and volumes and carries out the difference.
+//! with the project's containers, networks and volumes and carries out the difference;
+//! `rollout` replaces a changed service's containers as a rolling update.
 
 pub mod compose;
 pub mod files;
 pub mod interpolate;
 pub mod plan;
+pub mod rollout;
 
 pub use compose::{ComposeError, ComposeFile};
 pub use plan::{execute, plan, Action, PlanError};

@@ -58,6 +58,24 @@ pub enum PlanError {
         /// What it did instead.
         why: &'static str,
     },
+    /// A container of a rolling update did not come up.
+    #[error("service {service}: {message}")]
+    Rollout {
+        /// The service (or the container).
+        service: String,
+        /// What happened.
+        message: String,
+    },
+    /// A rolling update failed and was rolled back.
+    #[error("{cause}; the update was rolled back ({replaced} of {total} containers had been replaced, now as they were)")]
+    RolledBack {
+        /// Containers replaced before the failure.
+        replaced: usize,
+        /// Containers the update was to replace.
+        total: usize,
+        /// The failure.
+        cause: Box<PlanError>,
+    },
     /// A service's value the engine does not accept.
     #[error("services.{service}.{key}: {message}")]
     Value {
@@ -124,6 +142,8 @@ pub struct Desired {
     pub opts: RunOptions,
     /// What it waits for before it starts (`depends_on` conditions).
     pub after: Vec<Await>,
+    /// How its service's changed containers are replaced.
+    pub rollout: crate::rollout::Rollout,
 }
 
 /// A container a dependent waits for, and for what.
@@ -155,6 +175,11 @@ fn existing(paths: &Paths, project: &str) -> Result<Vec<Labelled>, PlanError> {
 /// The hash of a service's effective configuration (the file's service and the networks'
 /// names it joins), recorded on its containers.
 fn config_hash(file: &ComposeFile, name: &str, s: &Service) -> String {
+    // Not `deploy`: scaling and the update's pace do not change a container.
+    let s = Service {
+        deploy: None,
+        ..s.clone()
+    };
     let doc = serde_json::json!({"service": s, "networks": file.service_network_settings(name)});
     hex::encode(sha2::Sha256::digest(doc.to_string().as_bytes()))
 }
@@ -292,8 +317,17 @@ fn desired(
         .map(|h| h.healthcheck())
         .transpose()
         .map_err(|(k, m)| value_err(name, "healthcheck")(format!("{k}: {m}")))?;
+    let rollout = s
+        .deploy
+        .as_ref()
+        .and_then(|d| d.update_config.as_ref())
+        .map(|u| u.rollout())
+        .transpose()
+        .map_err(|(k, m)| value_err(name, "deploy.update_config")(format!("{k}: {m}")))?
+        .unwrap_or_default();
     Ok(Desired {
         after,
+        rollout,
         name: container.clone(),
         service: name.to_string(),
         opts: RunOptions {
@@ -452,7 +486,8 @@ pub fn execute(
     actions: Vec<Action>,
     report: &mut dyn FnMut(&Action),
 ) -> Result<(), PlanError> {
-    for a in actions {
+    let mut actions = actions.into_iter().peekable();
+    while let Some(a) = actions.next() {
         match &a {
             Action::CreateNetwork(spec) => {
                 moat_engine::network::open(paths)?.create(spec)?;
@@ -465,10 +500,18 @@ pub fn execute(
                 wait_for(paths, &d.after)?;
                 create_and_start(paths, d)?
             }
-            Action::Replace(d, old) => {
-                wait_for(paths, &d.after)?;
-                remove(paths, old)?;
-                create_and_start(paths, d)?;
+            Action::Replace(d, _) => {
+                // The service's replacements (consecutive in the plan) are one rolling update.
+                let service = d.service.clone();
+                let mut group = vec![a];
+                while let Some(Action::Replace(next, _)) = actions.peek() {
+                    if next.service != service {
+                        break;
+                    }
+                    group.extend(actions.next());
+                }
+                update(paths, group, report)?;
+                continue;
             }
             Action::Start(name, after) => {
                 wait_for(paths, after)?;
@@ -486,6 +529,40 @@ pub fn execute(
         report(&a);
     }
     Ok(())
+}
+
+/// One service's `Replace` actions as a rolling update (see [`crate::rollout`]).
+fn update(
+    paths: &Paths,
+    group: Vec<Action>,
+    report: &mut dyn FnMut(&Action),
+) -> Result<(), PlanError> {
+    let mut items = vec![];
+    let mut shown = BTreeMap::new();
+    let mut rollout = crate::rollout::Rollout::default();
+    for a in group {
+        if let Action::Replace(d, old) = a {
+            wait_for(paths, &d.after)?;
+            rollout = d.rollout;
+            // What is reported: the action, rebuilt without its options.
+            shown.insert(d.name.clone(), d.service.clone());
+            items.push((*d, old));
+        }
+    }
+    crate::rollout::run(paths, items, rollout, &mut |name| {
+        if let Some(service) = shown.get(name) {
+            report(&Action::Replace(
+                Box::new(Desired {
+                    name: name.to_string(),
+                    service: service.clone(),
+                    opts: RunOptions::default(),
+                    after: vec![],
+                    rollout,
+                }),
+                String::new(),
+            ));
+        }
+    })
 }
 
 /// Waits for each dependency: to exit (an exit other than 0 stops the plan, naming it), or to
@@ -537,7 +614,7 @@ pub fn healthy(paths: &Paths, name: &str) -> Result<(), PlanError> {
     }
 }
 
-fn create_and_start(paths: &Paths, d: &Desired) -> Result<(), PlanError> {
+pub(crate) fn create_and_start(paths: &Paths, d: &Desired) -> Result<(), PlanError> {
     let row = moat_engine::run::create(
         paths,
         &d.opts,
@@ -550,7 +627,7 @@ fn create_and_start(paths: &Paths, d: &Desired) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn remove(paths: &Paths, what: &str) -> Result<(), PlanError> {
+pub(crate) fn remove(paths: &Paths, what: &str) -> Result<(), PlanError> {
     let row = Records::open(&paths.root)?.find(what)?;
     if row.effective().0 == State::Running {
         moat_engine::lifecycle::stop_default(paths, &row)?;
