@@ -285,6 +285,11 @@ fn desired(
                 .map_err(|e| value_err(name, "ports")(e.to_string()))?,
         );
     }
+    // The service's replicas share its fixed host ports (new connections spread over them),
+    // which is also what lets a start-first update run old and new side by side.
+    for p in &mut plan.ports {
+        p.group = format!("{project}/{name}");
+    }
     let container = format!("{project}-{name}-{n}");
     let replicas_of = |dep: &String| -> Vec<String> {
         let replicas = file.services[dep]

@@ -199,14 +199,16 @@ fn replace(paths: &Paths, d: &Desired, old_id: &str, r: Rollout) -> Result<Repla
     let was_running = old.effective().0 == State::Running;
     let parked = format!("{}-old-{}", d.name, &old.id[..8.min(old.id.len())]);
     if r.order == Order::StopFirst && was_running {
-        moat_engine::lifecycle::stop_default(paths, &old)?;
+        retire(paths, &old)?;
     }
     records.rename(&old.id, &parked)?;
     let x = Replaced {
         name: d.name.clone(),
         old_id: old.id.clone(),
     };
+    log::debug!("rollout: starting the new {}", d.name);
     let started = crate::plan::create_and_start(paths, d).and_then(|()| up(paths, &d.name, r));
+    log::debug!("rollout: the new {} is up: {}", d.name, started.is_ok());
     if let Err(e) = started {
         let _ = crate::plan::remove(paths, &d.name);
         restore_old(paths, &x, was_running)?;
@@ -214,9 +216,25 @@ fn replace(paths: &Paths, d: &Desired, old_id: &str, r: Rollout) -> Result<Repla
     }
     if r.order == Order::StartFirst && was_running {
         let old = Records::open(&paths.root)?.find(&x.old_id)?;
-        moat_engine::lifecycle::stop_default(paths, &old)?;
+        retire(paths, &old)?;
     }
     Ok(x)
+}
+
+/// How long a drained container's connections under way get before it is stopped.
+const DRAIN_GRACE: Duration = Duration::from_millis(300);
+
+/// Stops an old container, first taking it out of its published ports (new connections go to
+/// the service's other containers) and giving the connections under way a moment to end.
+fn retire(paths: &Paths, old: &moat_engine::containers::Row) -> Result<(), PlanError> {
+    log::debug!("rollout: draining {}", old.name);
+    if moat_engine::network::set_ready(paths, &old.id, false)? {
+        std::thread::sleep(DRAIN_GRACE);
+    }
+    log::debug!("rollout: stopping {}", old.name);
+    moat_engine::lifecycle::stop_default(paths, old)?;
+    log::debug!("rollout: stopped {}", old.name);
+    Ok(())
 }
 
 /// Whether new container `name` came up: healthy when it has a healthcheck, else still

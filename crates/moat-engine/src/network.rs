@@ -119,6 +119,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortRequest>, NetFlagError> {
             host_ip,
             host_port: hosts.map_or(0, |h0| h0 + (c - c0)),
             container_port: c,
+            group: String::new(),
         })
         .collect())
 }
@@ -135,6 +136,7 @@ pub fn exposed(image_config: &serde_json::Value) -> Vec<PortRequest> {
                     host_ip: Ipv4Addr::UNSPECIFIED,
                     host_port: 0,
                     container_port: p,
+                    group: String::new(),
                 });
             }
         }
@@ -487,7 +489,11 @@ pub fn start(paths: &Paths, id: &str, name: &str) -> Result<Option<Running>, Eng
     }
     let mut nets = open(paths)?;
     log::debug!("network: records open");
-    let attached = nets.attach(id, name, &plan.networks, &plan.ports)?;
+    // With a healthcheck, shared ports wait for the container to be healthy.
+    let deferred = crate::health::load_config(&dir)
+        .and_then(|c| c.command())
+        .is_some();
+    let attached = nets.attach(id, name, &plan.networks, &plan.ports, deferred)?;
     drop(nets);
     log::debug!("network: attached");
     // Whatever fails from here undoes the attach (nothing is left for a start that failed).
@@ -544,11 +550,42 @@ fn finish_start(
         source,
     })?;
     let helper = if attached.needs_helper() {
-        Some(fork_helper(paths, id, attached, &plan.dns)?)
+        let pid = fork_helper(paths, id, attached, &plan.dns)?;
+        // For `drain`, from other processes: the pid with its start time (pids are reused).
+        if let Some((start, _)) = moat_runtime::state::proc_start_time(pid.as_raw()) {
+            let _ = fs::write(dir.join(HELPER), format!("{} {start}", pid.as_raw()));
+        }
+        Some(pid)
     } else {
         None
     };
     Ok(Running { helper })
+}
+
+/// The file in a container's directory naming its network helper: `PID START-TIME`.
+const HELPER: &str = "net-helper";
+
+/// Puts running container `id` into the groups of its shared published ports (`ready`: it is
+/// healthy) or takes it out (unhealthy, or about to stop, as a rolling update's old replica):
+/// the rules send new connections from outside to the group's ready containers only, and its
+/// helper listens on the host ports or stops accepting (queued connections move to the
+/// others' listeners); connections under way go on. Whether anything changed.
+pub fn set_ready(paths: &Paths, id: &str, ready: bool) -> Result<bool, EngineError> {
+    let changed = open(paths)?.set_ready(id, ready)?;
+    let text = fs::read_to_string(paths.container_dir(id).join(HELPER)).unwrap_or_default();
+    let mut words = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    if let (Some(Some(pid)), Some(Some(start))) = (words.next(), words.next()) {
+        let pid = pid as i32;
+        if moat_runtime::state::proc_start_time(pid).map(|(s, _)| s) == Some(start) {
+            let signal = if ready {
+                nix::sys::signal::Signal::SIGUSR2
+            } else {
+                nix::sys::signal::Signal::SIGUSR1
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+    Ok(changed)
 }
 
 /// At a stop, before the exit is reported: the helper ended (the ports it held are free), the
@@ -562,6 +599,7 @@ pub fn stop(
     if let Some(pid) = running.helper {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = fs::remove_file(paths.container_dir(id).join(HELPER));
     }
     Ok(open(paths)?.release(id, true)?)
 }
@@ -625,15 +663,48 @@ fn fork_helper(
                 dns,
                 ..
             } = attached;
+            // `set_ready` signals (SIGUSR2: listen, SIGUSR1: stop accepting) are taken by
+            // this thread: blocked before the others start.
+            use nix::sys::signal::Signal;
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(Signal::SIGUSR1);
+            set.add(Signal::SIGUSR2);
+            let _ = set.thread_block();
+            // Each port: its listener, where it goes, whether it is served now (a deferred
+            // shared port is bound but waits for SIGUSR2).
+            let mut kept: Vec<(moat_net::proxy::Listener, SocketAddrV4, bool)> = vec![];
             for (p, l) in ports.iter().zip(listeners) {
-                moat_net::proxy::serve(l, SocketAddrV4::new(p.container_ip, p.container_port));
+                let to = SocketAddrV4::new(p.container_ip, p.container_port);
+                match l.try_clone() {
+                    Ok(c) => kept.push((c, to, p.ready)),
+                    Err(_) => continue,
+                }
+                if p.ready {
+                    moat_net::proxy::serve(l, to);
+                }
             }
             if let Some(s) = dns {
                 let lookup = moat_net::resolver(config(&Paths::new(&root)), id);
                 moat_net::dns::serve(s, lookup, upstreams);
             }
             loop {
-                std::thread::park();
+                match set.wait() {
+                    Ok(Signal::SIGUSR2) => {
+                        for (l, to, served) in kept.iter_mut().filter(|k| !k.2) {
+                            if let (Ok(()), Ok(c)) = (l.start_listening(), l.try_clone()) {
+                                moat_net::proxy::serve(c, *to);
+                                *served = true;
+                            }
+                        }
+                    }
+                    Ok(_) => {
+                        for (l, _, served) in kept.iter_mut() {
+                            l.stop_accepting();
+                            *served = false;
+                        }
+                    }
+                    Err(_) => {}
+                }
             }
         }
     }
@@ -652,7 +723,8 @@ mod tests {
                 proto: "tcp".into(),
                 host_ip: Ipv4Addr::UNSPECIFIED,
                 host_port: 8080,
-                container_port: 80
+                container_port: 80,
+                group: String::new(),
             }]
         );
         let p = parse_publish("127.0.0.1:5353:53/udp").unwrap();

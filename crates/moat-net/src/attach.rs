@@ -36,15 +36,19 @@ impl Networks {
     /// endpoint on each requested network (the first one's gateway is the default route), the
     /// published ports bound and their rules written, and the DNS responder's sockets. On
     /// failure nothing is left (no record, link, rule or pin).
+    ///
+    /// `deferred`: the container's shared ports wait for [`Networks::set_ready`] (it has a
+    /// healthcheck: it joins its group once healthy).
     pub fn attach(
         &mut self,
         id: &str,
         name: &str,
         requests: &[Request],
         ports: &[PortRequest],
+        deferred: bool,
     ) -> Result<Attached, NetError> {
         let path = self.cfg.netns_path(id);
-        let made = self.try_attach(id, name, requests, ports, &path);
+        let made = self.try_attach(id, name, requests, ports, deferred, &path);
         if made.is_err() {
             // What this attempt made: its rows, links and pin (nobody else's: a failed start
             // of a container is the only user of its id's names).
@@ -59,6 +63,7 @@ impl Networks {
         name: &str,
         requests: &[Request],
         ports: &[PortRequest],
+        deferred: bool,
         path: &Path,
     ) -> Result<Attached, NetError> {
         // What dead monitors left goes first: their addresses may be handed out below, and
@@ -116,7 +121,7 @@ impl Networks {
                 }
             }
         }
-        let (bound, listeners) = self.publish(id, &endpoints, ports)?;
+        let (bound, listeners) = self.publish(id, &endpoints, ports, deferred)?;
         Ok(Attached {
             endpoints,
             ports: bound,
@@ -169,6 +174,7 @@ impl Networks {
         id: &str,
         endpoints: &[(Network, Endpoint)],
         ports: &[PortRequest],
+        deferred: bool,
     ) -> Result<(Vec<Port>, Vec<proxy::Listener>), NetError> {
         let Some((_, ep)) = endpoints.first() else {
             return Ok((vec![], vec![]));
@@ -178,13 +184,40 @@ impl Networks {
         }
         let mut bound = vec![];
         let mut listeners = vec![];
+        // A shared port is checked against the records and bound under the lock: two groups
+        // must not both find it free.
+        let shared = ports
+            .iter()
+            .any(|p| !p.group.is_empty() && p.host_port != 0);
+        let mut lock_held = if shared { Some(lock()?) } else { None };
+        let held = if shared { self.store.ports()? } else { vec![] };
         for p in ports {
-            let l = proxy::Listener::bind(&p.proto, p.host_ip, p.host_port).map_err(|source| {
-                NetError::PortInUse {
-                    addr: p.host_ip,
-                    port: p.host_port,
-                    source,
+            let share = !p.group.is_empty() && p.host_port != 0;
+            if share {
+                if let Some(other) = held.iter().find(|h| {
+                    h.proto == p.proto
+                        && h.host_port == p.host_port
+                        && (h.host_ip == p.host_ip
+                            || h.host_ip.is_unspecified()
+                            || p.host_ip.is_unspecified())
+                        && h.group != p.group
+                }) {
+                    return Err(NetError::PortTaken {
+                        addr: p.host_ip,
+                        port: p.host_port,
+                        holder: other.container_id.chars().take(12).collect(),
+                    });
                 }
+            }
+            let l = if share {
+                proxy::Listener::bind_shared(&p.proto, p.host_ip, p.host_port, !deferred)
+            } else {
+                proxy::Listener::bind(&p.proto, p.host_ip, p.host_port)
+            }
+            .map_err(|source| NetError::PortInUse {
+                addr: p.host_ip,
+                port: p.host_port,
+                source,
             })?;
             bound.push(Port {
                 container_id: id.into(),
@@ -193,10 +226,19 @@ impl Networks {
                 host_port: l.port(),
                 container_ip: ep.ip,
                 container_port: p.container_port,
+                group: if share {
+                    p.group.clone()
+                } else {
+                    String::new()
+                },
+                ready: !(share && deferred),
             });
             listeners.push(l);
         }
-        let _lock = lock()?;
+        let _lock = match lock_held.take() {
+            Some(l) => l,
+            None => lock()?,
+        };
         self.store.add_ports(&bound, me())?;
         self.write_rules()?;
         Ok((bound, listeners))
@@ -326,6 +368,18 @@ impl Networks {
             }
         }
         Ok(())
+    }
+
+    /// Puts a running container's shared ports in its group's rules (`ready`), or takes them
+    /// out (unhealthy, or about to stop: new connections from outside go to the others); its
+    /// helper's listeners are the caller's to open or close. Whether anything changed.
+    pub fn set_ready(&mut self, id: &str, ready: bool) -> Result<bool, NetError> {
+        let _lock = lock()?;
+        let changed = self.store.set_ports_ready(id, ready)?;
+        if changed {
+            self.write_rules()?;
+        }
+        Ok(changed)
     }
 
     /// Cleans up after holders that died without detaching (a monitor killed with SIGKILL, a

@@ -51,6 +51,16 @@ pub enum NetError {
     /// The firewall rules could not be written.
     #[error(transparent)]
     Nft(#[from] nft::NftError),
+    /// A published port another container holds (not of the same group).
+    #[error("Bind for {addr}:{port} failed: port is already allocated to container {holder}")]
+    PortTaken {
+        /// The host address.
+        addr: Ipv4Addr,
+        /// The port.
+        port: u16,
+        /// A container holding it.
+        holder: String,
+    },
     /// A published port could not be bound.
     #[error("Bind for {addr}:{port} failed: port is already allocated ({source})")]
     PortInUse {
@@ -145,6 +155,10 @@ pub struct PortRequest {
     pub host_port: u16,
     /// The container's port.
     pub container_port: u16,
+    /// Containers of one group (a `moat apply` service's replicas) may publish the same host
+    /// port: new connections are spread over them. Empty: the port is this container's alone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
 }
 
 /// A started container's network: its endpoints and the sockets its helper serves (the
@@ -505,11 +519,21 @@ fn ensure_bridge(net: &Network) -> Result<(), NetError> {
 /// The network's bridge exists, has its gateway address and is up: made when missing (after a
 /// reboot, or for the first container of the default network); `Ok(true)` then, and the
 /// caller rewrites the rules (a reboot took them too).
+///
+/// The bridge has a MAC address of its own (as Docker gives its bridges): a bridge without one
+/// takes the lowest of its ports' and changes it as containers come and go, and the
+/// containers, whose neighbour tables still hold the old one for the gateway, then lose their
+/// replies to the host (connections to published ports hang for seconds) until they ask again.
 fn ensure_bridge_with(rtnl: &mut Rtnl, net: &Network) -> Result<bool, NetError> {
-    if rtnl.index(&net.bridge)?.is_some() {
+    let mac = bridge_mac(net);
+    if let Some((index, current)) = rtnl.index_and_mac(&net.bridge)? {
+        // A bridge made before moat set its address: set once (and kept from then on).
+        if current != mac {
+            rtnl.set_mac(index, mac, &net.bridge)?;
+        }
         return Ok(false);
     }
-    match rtnl.add_bridge(&net.bridge, net.mtu) {
+    match rtnl.add_bridge(&net.bridge, net.mtu, mac) {
         Err(e) if e.errno() == Some(libc::EEXIST) => {}
         other => other?,
     }
@@ -524,6 +548,21 @@ fn ensure_bridge_with(rtnl: &mut Rtnl, net: &Network) -> Result<bool, NetError> 
     }
     rtnl.set_up(index, None, &net.bridge)?;
     Ok(true)
+}
+
+/// The bridge's own MAC address: derived from its gateway's address (no container has that
+/// address, so none has that MAC), else from its name.
+fn bridge_mac(net: &Network) -> [u8; 6] {
+    match net.gateway {
+        Some(gw) => ipam::mac_for(gw),
+        None => {
+            let h = net
+                .bridge
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+            ipam::mac_for(std::net::Ipv4Addr::from(h))
+        }
+    }
 }
 
 /// Routing between the bridges and the host's interfaces, as Docker turns it on.

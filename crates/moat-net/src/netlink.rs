@@ -180,13 +180,24 @@ impl Rtnl {
 
     /// The index of link `name`, if it exists.
     pub fn index(&mut self, name: &str) -> Result<Option<u32>, NetlinkError> {
+        Ok(self.index_and_mac(name)?.map(|(i, _)| i))
+    }
+
+    /// The index and MAC address of link `name`, if it exists.
+    pub fn index_and_mac(&mut self, name: &str) -> Result<Option<(u32, Vec<u8>)>, NetlinkError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
         match self.request(RouteNetlinkMessage::GetLink(msg), 0, || {
             format!("look up link {name}")
         }) {
             Ok(r) => Ok(r.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                RouteNetlinkMessage::NewLink(l) => {
+                    let mac = l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Address(m) => Some(m.clone()),
+                        _ => None,
+                    });
+                    Some((l.header.index, mac.unwrap_or_default()))
+                }
                 _ => None,
             })),
             Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
@@ -194,11 +205,12 @@ impl Rtnl {
         }
     }
 
-    /// Creates bridge `name` with `mtu` (down, no address).
-    pub fn add_bridge(&mut self, name: &str, mtu: u32) -> Result<(), NetlinkError> {
+    /// Creates bridge `name` with `mtu` and MAC address `mac` (down, no IP address).
+    pub fn add_bridge(&mut self, name: &str, mtu: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.into()));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -259,6 +271,16 @@ impl Rtnl {
         }
         self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
             format!("set link {name} up")
+        })
+    }
+
+    /// Gives link `index` the MAC address `mac` (a bridge keeps a set address from then on).
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6], name: &str) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("set the MAC address of {name}")
         })
     }
 

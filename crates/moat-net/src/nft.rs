@@ -55,7 +55,20 @@ pub fn ruleset(table: &str, networks: &[Network], ports: &[Port]) -> Option<Stri
     // Published ports: DNAT for packets to one of the host's addresses (from outside, and
     // from the host itself other than over loopback, which the proxy serves).
     let _ = writeln!(t, "  chain ports {{");
-    for p in ports {
+    // A port a group shares (rows in a row: the records are ordered by port) spreads new
+    // connections at random over its containers.
+    let ports: Vec<&Port> = ports.iter().filter(|p| p.ready).collect();
+    let mut i = 0;
+    while i < ports.len() {
+        let p = ports[i];
+        let same = ports[i..]
+            .iter()
+            .take_while(|q| {
+                (&q.proto, q.host_ip, q.host_port) == (&p.proto, p.host_ip, p.host_port)
+            })
+            .count();
+        let backends = &ports[i..i + same];
+        i += same;
         let dst = if p.host_ip.is_unspecified() {
             String::new()
         } else if p.host_ip.is_loopback() {
@@ -63,13 +76,25 @@ pub fn ruleset(table: &str, networks: &[Network], ports: &[Port]) -> Option<Stri
         } else {
             format!("ip daddr {} ", p.host_ip)
         };
+        let to = if let [one] = backends {
+            format!("to {}:{}", one.container_ip, one.container_port)
+        } else {
+            let map: Vec<String> = backends
+                .iter()
+                .enumerate()
+                .map(|(k, b)| format!("{k} : {} . {}", b.container_ip, b.container_port))
+                .collect();
+            format!(
+                "ip addr . port to numgen random mod {} map {{ {} }}",
+                backends.len(),
+                map.join(", ")
+            )
+        };
         let _ = writeln!(
             t,
-            "    {dst}{proto} dport {hp} dnat to {ip}:{cp}",
+            "    {dst}{proto} dport {hp} dnat {to}",
             proto = p.proto,
             hp = p.host_port,
-            ip = p.container_ip,
-            cp = p.container_port
         );
     }
     let _ = writeln!(t, "  }}");
@@ -217,6 +242,8 @@ mod tests {
                 host_port: 8080,
                 container_ip: "172.17.0.2".parse().unwrap(),
                 container_port: 80,
+                group: String::new(),
+                ready: true,
             },
             Port {
                 container_id: "c".into(),
@@ -225,12 +252,51 @@ mod tests {
                 host_port: 53,
                 container_ip: "172.17.0.2".parse().unwrap(),
                 container_port: 53,
+                group: String::new(),
+                ready: true,
+            },
+            Port {
+                container_id: "d1".into(),
+                proto: "tcp".into(),
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 9000,
+                container_ip: "172.17.0.3".parse().unwrap(),
+                container_port: 80,
+                group: "p/web".into(),
+                ready: true,
+            },
+            Port {
+                container_id: "d2".into(),
+                proto: "tcp".into(),
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 9000,
+                container_ip: "172.17.0.4".parse().unwrap(),
+                container_port: 80,
+                group: "p/web".into(),
+                ready: true,
+            },
+            // Not ready yet (its healthcheck has not passed): no connection goes to it.
+            Port {
+                container_id: "d3".into(),
+                proto: "tcp".into(),
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_port: 9000,
+                container_ip: "172.17.0.5".parse().unwrap(),
+                container_port: 80,
+                group: "p/web".into(),
+                ready: false,
             },
         ];
         let t = ruleset("moat", &nets, &ports).unwrap();
         assert!(t.contains("tcp dport 8080 dnat to 172.17.0.2:80"), "{t}");
+        // A shared port: new connections at random over its group.
+        assert!(
+            t.contains("tcp dport 9000 dnat ip addr . port to numgen random mod 2 map { 0 : 172.17.0.3 . 80, 1 : 172.17.0.4 . 80 }"),
+            "{t}"
+        );
         // Loopback-only ports are the proxy's.
         assert!(!t.contains("udp dport 53"), "{t}");
+        assert!(!t.contains("172.17.0.5"), "{t}");
         assert!(t.contains("ip saddr 172.17.0.0/16 oifname != \"moat0\" masquerade"));
         // The internal network gets no masquerade, and traffic leaving it is dropped.
         assert!(!t.contains("172.18.0.0/16 oifname"), "{t}");

@@ -29,6 +29,66 @@ impl Listener {
         }
     }
 
+    /// Binds a port that other listeners of the same group hold too (`SO_REUSEPORT`: the
+    /// kernel spreads new connections over them). With `net.ipv4.tcp_migrate_req` set (done
+    /// here, best effort) connections waiting in a closing listener's queue move to another
+    /// one rather than being reset, so a replica leaving the group drops none.
+    ///
+    /// `listen`: take connections at once; otherwise a TCP port is bound (reserved) but joins
+    /// its group only at [`Listener::start_listening`].
+    pub fn bind_shared(
+        proto: &str,
+        addr: Ipv4Addr,
+        port: u16,
+        listen: bool,
+    ) -> io::Result<Listener> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let (ty, p) = match proto {
+            "udp" => (Type::DGRAM, Protocol::UDP),
+            _ => (Type::STREAM, Protocol::TCP),
+        };
+        let s = Socket::new(Domain::IPV4, ty.cloexec(), Some(p))?;
+        s.set_reuse_port(true)?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddrV4::new(addr, port).into())?;
+        if proto == "udp" {
+            return Ok(Listener::Udp(s.into()));
+        }
+        let _ = std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1");
+        if listen {
+            s.listen(BACKLOG)?;
+        }
+        Ok(Listener::Tcp(s.into()))
+    }
+
+    /// Listens on a bound TCP port (again, after [`Listener::stop_accepting`]).
+    pub fn start_listening(&self) -> io::Result<()> {
+        if let Listener::Tcp(l) = self {
+            // SAFETY: listen on the listener's own open descriptor.
+            if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(l), BACKLOG) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops taking new connections (a shared port's replica leaving the group): the accept
+    /// loop ends; connections already carried go on.
+    pub fn stop_accepting(&self) {
+        if let Listener::Tcp(l) = self {
+            // SAFETY: shutdown on the listener's own open descriptor.
+            unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(l), libc::SHUT_RD) };
+        }
+    }
+
+    /// A second handle on the same socket.
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        Ok(match self {
+            Listener::Tcp(l) => Listener::Tcp(l.try_clone()?),
+            Listener::Udp(s) => Listener::Udp(s.try_clone()?),
+        })
+    }
+
     /// The port it is bound to.
     pub fn port(&self) -> u16 {
         let a = match self {
@@ -39,6 +99,9 @@ impl Listener {
     }
 }
 
+/// The listen backlog of a shared port.
+const BACKLOG: i32 = 1024;
+
 /// How long a UDP flow with no traffic is kept (Docker's proxy: 90 s).
 const UDP_IDLE: Duration = Duration::from_secs(90);
 
@@ -46,9 +109,14 @@ const UDP_IDLE: Duration = Duration::from_secs(90);
 pub fn serve(listener: Listener, to: SocketAddrV4) {
     match listener {
         Listener::Tcp(l) => {
-            std::thread::spawn(move || {
-                for conn in l.incoming().flatten() {
-                    std::thread::spawn(move || tcp(conn, to));
+            std::thread::spawn(move || loop {
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        std::thread::spawn(move || tcp(conn, to));
+                    }
+                    // Shut down (see `stop_accepting`): no longer listening.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                    Err(_) => {}
                 }
             });
         }

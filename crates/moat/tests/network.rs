@@ -713,3 +713,45 @@ fn publish_all_mac_gateway_and_prune() {
     let ls = e.ok(&["network", "ls"]);
     assert!(ls.contains(" gw ") && !ls.contains("unused"), "{ls}");
 }
+
+/// The bridge's MAC address and how the kernel got it (3: set, so it never follows its ports).
+fn bridge_mac() -> (String, String) {
+    // /sys/class/net shows the namespace sysfs was mounted in, not the test's: asked from a
+    // shell that mounts its own.
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t sysfs sysfs /sys && b=$(ip -o link show type bridge | cut -d: -f2 | tr -d ' ') && cat /sys/class/net/$b/address /sys/class/net/$b/addr_assign_type"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(String::from);
+    match (lines.next(), lines.next()) {
+        (Some(a), Some(t)) => (a, t),
+        _ => panic!("no bridge: {text} {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+#[test]
+fn the_bridge_keeps_its_address_as_containers_come_and_go() {
+    let Some((_sb, e)) = engine() else { return };
+    // A bridge takes its lowest port's MAC unless it has one of its own; when that changes,
+    // the containers' neighbour entries for the gateway go stale and their replies to the
+    // host are lost (connections to published ports hang).
+    web(&e, "steady", &["-p", "18081:80"]);
+    let gateway: Ipv4Addr = "172.17.0.1".parse().unwrap();
+    common::eventually("the web server", || {
+        http_get(gateway, 18081).is_ok_and(|b| b.contains("hello from"))
+    });
+    let first = http_get(gateway, 18081).unwrap();
+    let (mac, assigned) = bridge_mac();
+    assert_eq!(assigned, "3", "the bridge's MAC is its own");
+    assert_eq!(mac, "02:42:ac:11:00:01");
+    for n in ["c1", "c2", "c3"] {
+        web(&e, n, &[]);
+    }
+    e.ok(&["rm", "-f", "c1", "c2", "c3"]);
+    assert_eq!(bridge_mac().0, mac);
+    // The first container still answers the host at once.
+    let again = http_get(gateway, 18081).unwrap();
+    assert_eq!(again, first);
+    e.ok(&["rm", "-f", "steady"]);
+}

@@ -157,3 +157,108 @@ fn a_broken_update_rolls_back_and_the_default_pauses() {
     e.ok(&["apply", "-f", good.to_str().unwrap(), "--down"]);
     assert_eq!(e.ok(&["ps", "-aq"]), "");
 }
+
+/// One HTTP/1.0 GET of `/` at `addr`: the body's last line, or why it failed.
+fn get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    match out.lines().last() {
+        Some(l) if out.starts_with("HTTP/1.") && out.contains(" 200 ") => Ok(l.to_string()),
+        _ => Err(format!("answer: {out:?}")),
+    }
+}
+
+#[test]
+fn replicas_share_a_published_port_and_a_start_first_update_drops_no_request() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let serve = "sh -c 'mkdir -p /www && echo $$VERSION $$HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www'";
+    let text = |version: &str| {
+        // Healthy when it serves (not merely when its page exists).
+        file(version, serve, "{parallelism: 1, order: start-first}")
+            .replace(
+                "    stop_signal: KILL\n",
+                "    stop_signal: KILL\n    ports: [\"18080:80\"]\n",
+            )
+            .replace(
+                "test -e /www/index.html",
+                "wget -q -O /dev/null http://127.0.0.1/",
+            )
+    };
+    let f = write(&e, &text("v1"));
+    e.ok(&["apply", "-f", f.to_str().unwrap()]);
+    common::eventually("3 healthy replicas", || running_web(&e) == 3);
+    // Two ways in: the host's loopback (the replicas' proxies, one port shared by all three)
+    // and the bridge's gateway address, a local address of the host (the DNAT rule).
+    let net = e.ok(&["network", "inspect", "roll_default"]);
+    let net: serde_json::Value = serde_json::from_str(&net).unwrap();
+    let gateway = net[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let addrs = ["127.0.0.1:18080".to_string(), format!("{gateway}:18080")];
+    // New connections are spread over the replicas, on both ways in.
+    for a in &addrs {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            seen.insert(get(a).unwrap());
+        }
+        assert!(seen.len() >= 2, "{a}: always the same replica: {seen:?}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        let addrs = addrs.clone();
+        std::thread::spawn(move || {
+            let (mut answers, mut failures) = (vec![], vec![]);
+            let mut k = 0;
+            while !stop.load(Ordering::SeqCst) {
+                match get(&addrs[k % 2]) {
+                    Ok(a) => answers.push(a),
+                    Err(e) => failures.push(format!("{}: {e}", addrs[k % 2])),
+                }
+                k += 1;
+            }
+            (answers, failures)
+        })
+    };
+    let f = write(&e, &text("v2"));
+    let out = e.ok(&["apply", "-f", f.to_str().unwrap()]);
+    // A moment of the new version alone.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let (answers, failures) = client.join().unwrap();
+    assert!(out.contains("3 changes"), "{out}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the update: {:?}",
+        failures.len(),
+        answers.len() + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(answers.iter().any(|a| a.starts_with("v1 ")), "no v1 answer");
+    assert!(
+        answers.last().unwrap().starts_with("v2 "),
+        "{:?}",
+        answers.last()
+    );
+    // A port the service holds is refused to anything else.
+    let (code, _, err) =
+        common::RunExt::run(&e, &["-d", "-p", "18080:80", "busybox", "sleep", "5"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("18080") && err.contains("already allocated"),
+        "{err}"
+    );
+    e.ok(&["apply", "-f", f.to_str().unwrap(), "--down"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+}

@@ -100,10 +100,17 @@ fn run(root: &Path, id: &str, dir: &Path, cmd: &[String], timing: Timing, mut st
         std::thread::sleep(timing.next_wait(state.status, started.elapsed()));
         let result = check(root, id, cmd, timing.timeout);
         let in_start = started.elapsed() < timing.start_period;
-        if state.record(result, in_start, timing.retries) {
-            log::debug!("container {id}: health {}", state.status.as_str());
-        }
+        let changed = state.record(result, in_start, timing.retries);
         let _ = health::save(dir, &state);
+        if changed {
+            log::debug!("container {id}: health {}", state.status.as_str());
+            // A shared published port takes new connections only while healthy.
+            let ready = state.status == health::Status::Healthy;
+            let paths = crate::Paths::new(root);
+            if let Err(e) = crate::network::set_ready(&paths, id, ready) {
+                log::warn!("container {id}: published ports: {e}");
+            }
+        }
     }
 }
 

@@ -247,14 +247,26 @@ impl NetStore {
         Ok(n > 0)
     }
 
+    /// Marks container `container_id`'s shared ports ready (or not); whether any changed.
+    pub fn set_ports_ready(&mut self, container_id: &str, ready: bool) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE ports SET ready = ?2 WHERE container_id = ?1 AND grp != '' AND ready != ?2",
+                params![container_id, ready],
+            )
+            .map_err(self.sql())?;
+        Ok(n > 0)
+    }
+
     /// Records a container's published ports, held by `holder`.
     pub fn add_ports(&mut self, ports: &[Port], holder: Holder) -> Result<(), StoreError> {
         let sql = sql_err(&self.path);
         let tx = self.conn.transaction().map_err(&sql)?;
         for p in ports {
             tx.execute(
-                "INSERT OR REPLACE INTO ports (container_id, proto, host_ip, host_port, container_ip, container_port, holder_pid, holder_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![p.container_id, p.proto, p.host_ip.to_string(), p.host_port, p.container_ip.to_string(), p.container_port, holder.0, holder.1 as i64],
+                "INSERT OR REPLACE INTO ports (container_id, proto, host_ip, host_port, container_ip, container_port, holder_pid, holder_start, grp, ready) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![p.container_id, p.proto, p.host_ip.to_string(), p.host_port, p.container_ip.to_string(), p.container_port, holder.0, holder.1 as i64, p.group, p.ready],
             )
             .map_err(&sql)?;
         }
@@ -265,7 +277,7 @@ impl NetStore {
     pub fn ports(&self) -> Result<Vec<Port>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT container_id, proto, host_ip, host_port, container_ip, container_port FROM ports ORDER BY host_port, proto")
+            .prepare("SELECT container_id, proto, host_ip, host_port, container_ip, container_port, grp, ready FROM ports ORDER BY host_port, proto, container_id")
             .map_err(self.sql())?;
         let rows = st
             .query_map([], |r| {
@@ -276,13 +288,23 @@ impl NetStore {
                     r.get::<_, u16>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, u16>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, bool>(7)?,
                 ))
             })
             .map_err(self.sql())?;
         let mut out = vec![];
         for row in rows {
-            let (container_id, proto, host_ip, host_port, container_ip, container_port) =
-                row.map_err(self.sql())?;
+            let (
+                container_id,
+                proto,
+                host_ip,
+                host_port,
+                container_ip,
+                container_port,
+                group,
+                ready,
+            ) = row.map_err(self.sql())?;
             let addr = |what, s: String| {
                 s.parse()
                     .map_err(|_| StoreError::Malformed { what, value: s })
@@ -294,6 +316,8 @@ impl NetStore {
                 host_port,
                 container_ip: addr("container address", container_ip)?,
                 container_port,
+                group,
+                ready,
             });
         }
         Ok(out)

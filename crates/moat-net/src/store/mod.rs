@@ -207,6 +207,17 @@ pub struct Port {
     pub container_ip: Ipv4Addr,
     /// The container's port.
     pub container_port: u16,
+    /// The group sharing the host port (empty: none, see [`crate::PortRequest::group`]).
+    #[serde(default)]
+    pub group: String,
+    /// Whether new connections may come to it: a shared port's container joins when it is
+    /// ready (healthy, when it has a healthcheck) and leaves before it stops.
+    #[serde(default = "yes")]
+    pub ready: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The process holding an endpoint: a pid and its start time (pids are reused).
@@ -225,12 +236,28 @@ CREATE TABLE IF NOT EXISTS endpoints (
 CREATE TABLE IF NOT EXISTS ports (
   container_id TEXT NOT NULL, proto TEXT NOT NULL, host_ip TEXT NOT NULL,
   host_port INTEGER NOT NULL, container_ip TEXT NOT NULL, container_port INTEGER NOT NULL,
-  holder_pid INTEGER NOT NULL, holder_start INTEGER NOT NULL,
-  PRIMARY KEY (proto, host_ip, host_port));
+  holder_pid INTEGER NOT NULL, holder_start INTEGER NOT NULL, grp TEXT NOT NULL DEFAULT '',
+  ready INTEGER NOT NULL DEFAULT 1,
+  PRIMARY KEY (proto, host_ip, host_port, container_id));
+";
+
+/// Version 1's ports had one row per host port: version 2 lets a group share one. The rows
+/// are copied (they are the running containers' ports).
+const TO_V2: &str = "
+CREATE TABLE ports_v2 (
+  container_id TEXT NOT NULL, proto TEXT NOT NULL, host_ip TEXT NOT NULL,
+  host_port INTEGER NOT NULL, container_ip TEXT NOT NULL, container_port INTEGER NOT NULL,
+  holder_pid INTEGER NOT NULL, holder_start INTEGER NOT NULL, grp TEXT NOT NULL DEFAULT '',
+  ready INTEGER NOT NULL DEFAULT 1,
+  PRIMARY KEY (proto, host_ip, host_port, container_id));
+INSERT INTO ports_v2 SELECT container_id, proto, host_ip, host_port, container_ip,
+  container_port, holder_pid, holder_start, '', 1 FROM ports;
+DROP TABLE ports;
+ALTER TABLE ports_v2 RENAME TO ports;
 ";
 
 /// The schema's version (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// The network records of one engine root.
 #[derive(Debug)]
@@ -281,7 +308,12 @@ impl NetStore {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(store.sql())?;
         if version < SCHEMA_VERSION {
-            store.conn.execute_batch(SCHEMA).map_err(store.sql())?;
+            let batch = if version == 1 {
+                format!("BEGIN IMMEDIATE; {TO_V2} COMMIT;")
+            } else {
+                SCHEMA.to_string()
+            };
+            store.conn.execute_batch(&batch).map_err(store.sql())?;
             store
                 .conn
                 .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
