@@ -92,7 +92,6 @@ pub async fn create(
     let (opts, extras, warnings) = crate::create::options(&body, q.name.filter(|n| !n.is_empty()))?;
     let paths = st.paths.clone();
     let row = blocking(move || Ok(moat_engine::run::create(&paths, &opts, &extras)?)).await?;
-    st.container_event("create", &row, &[]);
     Ok((
         StatusCode::CREATED,
         Json(json!({"Id": row.id, "Warnings": warnings})),
@@ -114,15 +113,8 @@ fn watch_exits(st: Arc<State>, row: Row, mut handle: moat_engine::monitor::Handl
         match ev {
             Event::Started(_) => st.set_phase(&row.id, Phase::Running),
             // The monitor reports the exit after cleaning up: an --rm container is gone.
-            Event::Exited(code) if row.auto_remove => {
-                st.container_event("die", &row, &[("exitCode", &code.to_string())]);
-                st.container_event("destroy", &row, &[]);
-                st.set_phase(&row.id, Phase::Removed(code))
-            }
-            Event::Exited(code) => {
-                st.container_event("die", &row, &[("exitCode", &code.to_string())]);
-                st.set_phase(&row.id, Phase::Exited(code))
-            }
+            Event::Exited(code) if row.auto_remove => st.set_phase(&row.id, Phase::Removed(code)),
+            Event::Exited(code) => st.set_phase(&row.id, Phase::Exited(code)),
             Event::Failed(code, _) => st.set_phase(&row.id, Phase::Exited(code)),
             // Only a CLI's terminal types detach keys; the API's attach streams go on.
             Event::Detached => {}
@@ -154,7 +146,6 @@ async fn start_row(st: &Arc<State>, row: Row) -> Result<(), ApiError> {
         drop(parked);
         let (handle, _pid) = started?;
         st2.set_phase(&row.id, Phase::Running);
-        st2.container_event("start", &row, &[]);
         let st3 = st2.clone();
         std::thread::spawn(move || watch_exits(st3, row, handle));
         Ok(())
@@ -210,7 +201,6 @@ pub async fn stop(
         return Ok(StatusCode::NOT_MODIFIED);
     }
     stop_row(&st, &row, &q).await?;
-    st.container_event("stop", &row, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -252,7 +242,6 @@ pub async fn kill(
     let paths = st.paths.clone();
     let r = row.clone();
     blocking(move || Ok(lifecycle::kill(&paths, &r, sig)?)).await?;
-    st.container_event("kill", &row, &[("signal", &(sig as i32).to_string())]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -276,7 +265,6 @@ pub async fn remove(
     blocking(move || Ok(lifecycle::remove(&paths, &r, force, volumes)?)).await?;
     st.set_phase(&row.id, Phase::Removed(row.exit_code));
     st.forget(&row.id);
-    st.container_event("destroy", &row, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 

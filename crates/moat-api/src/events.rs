@@ -1,69 +1,52 @@
-//! `GET /events`: what this server did, as Docker's event messages: container create, start,
-//! die (with its exit code), stop, kill, pause, unpause, rename, destroy; image pull, push, tag,
-//! untag, delete; volume create, destroy. Past events (the last [`KEPT`]) answer `since`;
-//! `until` ends the stream. (Containers started by the command line emit none yet.)
+//! `GET /events`: Docker's event messages from the engine's journal
+//! ([`moat_engine::events`]), which every `moat` process writes: containers created, started,
+//! killed, stopped, dead, destroyed, renamed, paused, updated and their health, whether the
+//! command line or this server did it; images, volumes and networks changed through this
+//! server. Past events answer `since`; `until` ends the stream. A thread follows the journal
+//! and hands new events to the streams.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State as Ext};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use moat_engine::events::Journal;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
 use crate::state::State;
 
-/// Past events kept for `since`.
-pub const KEPT: usize = 1000;
-
-/// The event log and its live subscribers.
+/// The journal and its live subscribers.
 #[derive(Debug)]
 pub struct Events {
-    past: Mutex<VecDeque<Value>>,
+    journal: Journal,
     live: broadcast::Sender<Value>,
 }
 
-impl Default for Events {
-    fn default() -> Self {
-        Events {
-            past: Mutex::default(),
-            live: broadcast::channel(256).0,
-        }
-    }
-}
-
 impl Events {
-    /// Records and broadcasts an event of `kind` (container, image, volume).
-    pub fn emit(&self, kind: &str, action: &str, id: &str, attributes: &[(&str, &str)]) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let attrs: HashMap<&str, &str> = attributes.iter().copied().collect();
-        let mut v = json!({
-            "Type": kind,
-            "Action": action,
-            "Actor": {"ID": id, "Attributes": attrs},
-            "scope": "local",
-            "time": now.as_secs(),
-            "timeNano": now.as_nanos() as u64,
-        });
-        if kind == "container" {
-            v["status"] = json!(action);
-            v["id"] = json!(id);
-            v["from"] = json!(attrs.get("image").copied().unwrap_or(""));
-        }
-        if let Ok(mut p) = self.past.lock() {
-            if p.len() == KEPT {
-                p.pop_front();
+    /// The events of the engine rooted at `root`; new ones are broadcast from a thread that
+    /// follows its journal.
+    pub fn new(root: &std::path::Path) -> Events {
+        let journal = Journal::new(root);
+        let live = broadcast::channel(1024).0;
+        let (mut follower, tx) = (journal.follow(), live.clone());
+        std::thread::spawn(move || loop {
+            for e in follower.wait(Duration::from_secs(1)) {
+                let _ = tx.send(e);
             }
-            p.push_back(v.clone());
-        }
-        let _ = self.live.send(v);
+            std::thread::sleep(Duration::from_millis(50));
+        });
+        Events { journal, live }
+    }
+
+    /// Journals an event of `kind` (image, volume, network).
+    pub fn emit(&self, kind: &str, action: &str, id: &str, attributes: &[(&str, &str)]) {
+        self.journal.emit(kind, action, id, attributes);
     }
 }
 
@@ -75,30 +58,14 @@ pub struct EventsQuery {
     filters: Option<String>,
 }
 
-/// A Docker time parameter: Unix seconds, with an optional fraction.
+/// A Docker time parameter: Unix seconds, with an optional fraction (or a time, or a
+/// duration before now).
 fn seconds(s: &Option<String>) -> Option<f64> {
-    s.as_deref().and_then(|v| v.parse::<f64>().ok())
+    s.as_deref().and_then(moat_engine::events::parse_time)
 }
 
 fn matches(e: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
-    filters.iter().all(|(k, wanted)| {
-        let have: Vec<String> = match k.as_str() {
-            "type" => vec![e["Type"].as_str().unwrap_or("").to_string()],
-            "event" => vec![e["Action"].as_str().unwrap_or("").to_string()],
-            "container" | "image" | "volume" => vec![
-                e["Actor"]["ID"].as_str().unwrap_or("").to_string(),
-                e["Actor"]["Attributes"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            ],
-            _ => return true,
-        };
-        wanted.iter().any(|w| {
-            have.iter()
-                .any(|h| !h.is_empty() && (h == w || h.starts_with(w.as_str())))
-        })
-    })
+    moat_engine::events::matches(e, filters)
 }
 
 /// `GET /events`.
@@ -110,22 +77,23 @@ pub async fn events(
     let (since, until) = (seconds(&q.since), seconds(&q.until));
     let mut live = st.events.live.subscribe();
     let past: Vec<Value> = match since {
-        Some(s) => st
-            .events
-            .past
-            .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|e| e["time"].as_f64().unwrap_or(0.0) >= s.floor())
-                    .cloned()
+        Some(s) => {
+            let journal = st.events.journal.clone();
+            tokio::task::spawn_blocking(move || {
+                journal
+                    .all()
+                    .into_iter()
+                    .filter(|e| moat_engine::events::seconds(e) >= s.floor())
                     .collect()
             })
-            .unwrap_or_default(),
+            .await
+            .unwrap_or_default()
+        }
         None => vec![],
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
-        let in_window = |e: &Value| until.is_none_or(|u| e["time"].as_f64().unwrap_or(0.0) <= u);
+        let in_window = |e: &Value| until.is_none_or(|u| moat_engine::events::seconds(e) <= u);
         for e in past.iter().filter(|e| in_window(e) && matches(e, &filters)) {
             if tx
                 .send(Ok(Bytes::from(e.to_string() + "\n")))

@@ -74,7 +74,6 @@ pub async fn pause(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, Ap
     let st2 = st.clone();
     let r = row.clone();
     blocking(move || Ok(lifecycle::pause(&st2.paths, &r)?)).await?;
-    st.container_event("pause", &row, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -84,7 +83,6 @@ pub async fn unpause(Ext(st): St, Path(id): Path<String>) -> Result<StatusCode, 
     let st2 = st.clone();
     let r = row.clone();
     blocking(move || Ok(lifecycle::unpause(&st2.paths, &r)?)).await?;
-    st.container_event("unpause", &row, &[]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,7 +157,6 @@ pub async fn update(
         Ok(moat_engine::update::update(&st2.paths, &r, &u)?)
     })
     .await?;
-    st.container_event("update", &row, &[]);
     Ok(Json(json!({"Warnings": []})))
 }
 
@@ -171,18 +168,11 @@ pub async fn rename(
 ) -> Result<StatusCode, ApiError> {
     let row = find(&st, &id).await?;
     let st2 = st.clone();
-    let (r, name) = (row.clone(), q.name.clone());
     blocking(move || {
-        moat_engine::containers::check_name(&name)?;
-        Ok(Records::open(&st2.paths.root)?.rename(&r.id, &name)?)
+        moat_engine::containers::check_name(&q.name)?;
+        Ok(lifecycle::rename(&st2.paths, &row, &q.name)?)
     })
     .await?;
-    let old_name = format!("/{}", row.name);
-    let renamed = moat_engine::containers::Row {
-        name: q.name,
-        ..row
-    };
-    st.container_event("rename", &renamed, &[("oldName", &old_name)]);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -57,11 +57,11 @@ impl State {
     /// State for the engine at `paths`.
     pub fn new(paths: Paths) -> State {
         State {
+            events: crate::events::Events::new(&paths.root),
             paths,
             parked: Mutex::default(),
             phases: Mutex::default(),
             execs: Default::default(),
-            events: Default::default(),
         }
     }
 
@@ -94,21 +94,6 @@ impl State {
                 .or_insert_with(|| watch::channel(Phase::Unknown).0)
                 .send_replace(phase);
         }
-    }
-
-    /// Emits a container event with Docker's attributes (image, name) and `extra`.
-    pub fn container_event(
-        &self,
-        action: &str,
-        row: &moat_engine::containers::Row,
-        extra: &[(&str, &str)],
-    ) {
-        let mut attrs = vec![
-            ("image", row.image_ref.as_str()),
-            ("name", row.name.as_str()),
-        ];
-        attrs.extend_from_slice(extra);
-        self.events.emit("container", action, &row.id, &attrs);
     }
 
     /// Forgets a container's phase once nobody waits for it any more.

@@ -10,6 +10,7 @@ pub mod commit;
 pub mod containers;
 pub mod cp;
 pub mod defaults;
+pub mod events;
 pub mod exec;
 pub mod health;
 pub mod hostconfig;

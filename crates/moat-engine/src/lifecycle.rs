@@ -122,6 +122,7 @@ fn start_with(
     );
     args.extend(["--log-rotation".into(), row.log_rotation.clone()]);
     args.extend(["--name".into(), row.name.clone()]);
+    args.extend(["--image".into(), row.image_ref.clone()]);
     // An attached caller blocks the signals it forwards before the container can run: one sent
     // as soon as the container's output shows must be forwarded by `wait_attached`, not kill us
     // (seen in CI: SIGTERM right after the container's first line). The monitor unblocks them.
@@ -345,6 +346,8 @@ pub struct MonitorFlags {
     pub log_rotation: String,
     /// The container's name when it started.
     pub name: String,
+    /// Its image as the user named it.
+    pub image: String,
 }
 
 /// The monitor's configuration, from the command line [`start`] gives it (no database access:
@@ -366,6 +369,7 @@ pub fn monitor_config(
         tty: f.tty,
         restart: crate::hostconfig::RestartPolicy::parse(&f.restart)?,
         name: f.name.clone(),
+        image: f.image.clone(),
     })
 }
 
@@ -418,6 +422,7 @@ pub fn pause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
     refuse_vm(paths, row, "pause")?;
     let rt = Runtime::new(&paths.runtime_root);
     moat_runtime::ops::pause::pause(&rt, &container_id(row)?)?;
+    crate::events::container(paths, "pause", row, &[]);
     Ok(())
 }
 
@@ -431,6 +436,7 @@ pub fn unpause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
     }
     let rt = Runtime::new(&paths.runtime_root);
     moat_runtime::ops::pause::resume(&rt, &container_id(row)?)?;
+    crate::events::container(paths, "unpause", row, &[]);
     Ok(())
 }
 
@@ -544,10 +550,12 @@ pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
 fn signal_init(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
     let dir = paths.container_dir(&row.id);
     if crate::vm::is_vm(&dir) {
-        return crate::vm::signal(&dir, sig);
+        crate::vm::signal(&dir, sig)?;
+    } else {
+        let rt = Runtime::new(&paths.runtime_root);
+        moat_runtime::ops::kill::kill(&rt, &container_id(row)?, sig, false)?;
     }
-    let rt = Runtime::new(&paths.runtime_root);
-    moat_runtime::ops::kill::kill(&rt, &container_id(row)?, sig, false)?;
+    crate::events::container(paths, "kill", row, &[("signal", &(sig as i32).to_string())]);
     Ok(())
 }
 
@@ -595,19 +603,23 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
             let _ = moat_runtime::ops::pause::resume(&rt, &cid);
         }
     }
+    let stopped = |()| {
+        crate::events::container(paths, "stop", row, &[]);
+        Ok(())
+    };
     let _ = signal_init(paths, row, sig);
     if wait_monitor(row, timeout) {
-        return Ok(());
+        return stopped(());
     }
     let _ = signal_init(paths, row, Signal::SIGKILL);
     if wait_monitor(row, Duration::from_secs(10)) {
-        return Ok(());
+        return stopped(());
     }
     // A guest that no longer answers loses its VM.
     if vm {
         let _ = crate::vm::kill_vm(&dir);
         if wait_monitor(row, Duration::from_secs(10)) {
-            return Ok(());
+            return stopped(());
         }
     }
     Err(EngineError::Conflict(format!(
@@ -678,7 +690,19 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
         }
     }
     records.remove(&row.id)?;
+    crate::events::container(paths, "destroy", row, &[]);
     remove_anonymous_volumes(paths, &used)
+}
+
+/// Renames a container (`rename`).
+pub fn rename(paths: &Paths, row: &Row, name: &str) -> Result<(), EngineError> {
+    Records::open(&paths.root)?.rename(&row.id, name)?;
+    let renamed = Row {
+        name: name.to_string(),
+        ..row.clone()
+    };
+    crate::events::container(paths, "rename", &renamed, &[("oldName", &row.name)]);
+    Ok(())
 }
 
 /// Removes those of `names` that are anonymous volumes (one still used by another container

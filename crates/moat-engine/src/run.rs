@@ -213,6 +213,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         other => other?,
     }
     dir.armed = false;
+    crate::events::container(paths, "create", &row, &[]);
     Ok(row)
 }
 

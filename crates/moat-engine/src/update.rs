@@ -84,5 +84,6 @@ pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
             source,
         })?;
     }
+    crate::events::container(paths, "update", row, &[]);
     Ok(())
 }

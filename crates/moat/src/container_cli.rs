@@ -304,7 +304,7 @@ pub fn rename(root: &Path, what: &str, new_name: &str) -> i32 {
         .map_err(EngineError::from)
         .and_then(|r| {
             let row = find(&r, what)?;
-            Ok(r.rename(&row.id, new_name)?)
+            lifecycle::rename(&Paths::new(root), &row, new_name)
         });
     match result {
         Ok(()) => 0,

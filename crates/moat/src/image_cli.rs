@@ -221,6 +221,8 @@ pub enum SystemCommand {
     Df,
     /// What this engine is and can do (as `moat info`).
     Info,
+    /// Events as they happen (as `moat events`).
+    Events(crate::events_cli::EventsArgs),
     /// Verify the store: every blob's digest, every snapshot, every reference.
     Check {
         /// Remove what interrupted writes left behind (orphans); damage is only reported.

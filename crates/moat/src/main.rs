@@ -7,6 +7,7 @@
 mod apply_cli;
 mod attach_cli;
 mod container_cli;
+mod events_cli;
 mod image_cli;
 mod init_cli;
 mod logger;
@@ -160,6 +161,9 @@ enum Command {
         /// The container's name (its name on its networks).
         #[arg(long, default_value = "")]
         name: String,
+        /// The container's image, as the user named it (for its events).
+        #[arg(long, default_value = "")]
+        image: String,
     },
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
@@ -204,6 +208,8 @@ enum Command {
     },
     /// What this engine is and can do: containers, images, the host, VM isolation.
     Info,
+    /// Events: containers created, started, stopped, dead, removed, their health, and more.
+    Events(events_cli::EventsArgs),
     /// Manage moat itself.
     #[command(subcommand)]
     System(image_cli::SystemCommand),
@@ -233,9 +239,11 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
             restart,
             log_rotation,
             name,
+            image,
         } => {
             let flags = moat_engine::lifecycle::MonitorFlags {
                 name: name.clone(),
+                image: image.clone(),
                 attach: *attach,
                 stdin: *stdin,
                 rm: *rm,
@@ -311,6 +319,9 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Image(I::Prune { .. }) => image_cli::prune(root),
         Command::System(image_cli::SystemCommand::Df) => system_cli::df(root),
         Command::System(image_cli::SystemCommand::Info) | Command::Info => system_cli::info(root),
+        Command::System(image_cli::SystemCommand::Events(a)) | Command::Events(a) => {
+            return events_cli::events(root, a)
+        }
         Command::Pull(a) => return report(registry_cli::pull(root, a)),
         Command::Push(a) => return report(registry_cli::push(root, a)),
         Command::Login(a) => return report(registry_cli::login(a)),

@@ -655,6 +655,35 @@ fn docker_cli_events() {
     ] {
         assert!(out.contains(want), "{want} missing from:\n{out}");
     }
+    // A container of the command line's is seen by the server's clients too (one journal),
+    // and the command line's `moat events` sees what the server did.
+    e.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "clievt",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let cli = e.ok(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &format!(
+            "{:.3}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        ),
+        "--filter",
+        "type=volume",
+    ]);
+    assert!(cli.contains(" volume create evv"), "{cli}");
+    std::thread::sleep(Duration::from_millis(1500));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(follower.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -663,6 +692,10 @@ fn docker_cli_events() {
     let _ = follower.wait();
     assert!(
         live.contains("create evt") && live.contains("die evt") && live.contains("destroy evt"),
+        "{live}"
+    );
+    assert!(
+        live.contains("create clievt") && live.contains("die clievt"),
         "{live}"
     );
     assert!(!live.contains("volume"), "filtered to containers: {live}");

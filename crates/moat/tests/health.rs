@@ -50,6 +50,27 @@ fn checks_make_a_container_unhealthy_then_healthy_and_stopped_unhealthy() {
     e.ok(&["exec", "web", "touch", "/tmp/ready"]);
     eventually("healthy", || health(&e, "web") == "healthy");
     assert!(e.ok(&["ps"]).contains("(healthy)"));
+    // Each change of health is an event.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let changes = e.ok(&[
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        &format!("{now:.3}"),
+        "--filter",
+        "event=health_status",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(
+        changes.lines().collect::<Vec<_>>(),
+        ["health_status: unhealthy web", "health_status: healthy web"],
+        "{changes}"
+    );
     let doc = inspect(&e, "web");
     assert_eq!(doc["State"]["Health"]["FailingStreak"], 0);
     assert!(doc["State"]["Health"]["Log"].as_array().unwrap().len() <= 5);

@@ -57,6 +57,8 @@ pub struct MonitorConfig {
     pub restart: crate::hostconfig::RestartPolicy,
     /// The container's name at its start (for its networks' name resolution).
     pub name: String,
+    /// Its image as the user named it (for its events).
+    pub image: String,
 }
 
 /// The descriptor of the monitor's log: a copy of the caller's stderr (the starter's runtime
@@ -336,6 +338,13 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     };
     let _ = report.write_all(event.encode().as_bytes());
     drop(report);
+    // Journaled once the caller knows (off the exit's path).
+    if matches!(event, Event::Exited(_)) {
+        journal(cfg, "die", &[("exitCode", &code.to_string())]);
+    }
+    if cfg.auto_remove {
+        journal(cfg, "destroy", &[]);
+    }
     cleanup_network(cfg, net_leftover);
     if let Some(t) = trash {
         let _ = std::fs::remove_dir_all(t);
@@ -585,6 +594,8 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     }
     drop(console);
     let _ = report.write_all(Event::Started(pid).encode().as_bytes());
+    // Journaled once the caller knows (off the start's path).
+    journal(cfg, "start", &[]);
     release_startup_memory();
     let streams = Streams {
         outputs,
@@ -600,7 +611,12 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
             .unwrap_or_default(),
     };
     // Still single-threaded here: the prober is forked.
-    let prober = prober::start(&cfg.paths.root, cfg.id.as_str(), &dir);
+    let prober = prober::start(
+        &cfg.paths.root,
+        cfg.id.as_str(),
+        &dir,
+        [("image", &cfg.image), ("name", &cfg.name)],
+    );
     let code = pump(pid, streams, &mut log);
     if let Some(p) = prober {
         p.stop();
@@ -640,6 +656,14 @@ fn start(
         Err(e) => return Event::Failed(125, e.to_string()),
     };
     Event::Started(pid)
+}
+
+/// Journals a container event (the monitor has no database access: the name and image come on
+/// its command line).
+fn journal(cfg: &MonitorConfig, action: &str, extra: &[(&str, &str)]) {
+    let mut attrs = vec![("image", cfg.image.as_str()), ("name", cfg.name.as_str())];
+    attrs.extend_from_slice(extra);
+    crate::events::Journal::new(&cfg.paths.root).emit("container", action, cfg.id.as_str(), &attrs);
 }
 
 fn io_err(what: &'static str, name: &'static str) -> impl Fn(std::io::Error) -> (i32, EngineError) {

@@ -34,7 +34,9 @@ pub(super) struct Prober {
 /// container's health is `starting` from now.
 ///
 /// Must be called while the monitor is single-threaded (the child runs ordinary code).
-pub(super) fn start(root: &Path, id: &str, dir: &Path) -> Option<Prober> {
+///
+/// `attrs`: the container's name and image, for its `health_status` events.
+pub(super) fn start(root: &Path, id: &str, dir: &Path, attrs: [(&str, &str); 2]) -> Option<Prober> {
     let check = health::load_config(dir)?;
     let cmd = check.command()?;
     let timing = check.timing();
@@ -55,7 +57,8 @@ pub(super) fn start(root: &Path, id: &str, dir: &Path) -> Option<Prober> {
                 unsafe { libc::_exit(0) }
             }
             let _ = nix::sys::signal::SigSet::all().thread_unblock();
-            run(root, id, dir, &cmd, timing, state);
+            let attrs = attrs.map(|(k, v)| (k.to_string(), v.to_string()));
+            run(root, id, dir, &cmd, timing, state, &attrs);
         }
         Ok(ForkResult::Parent { child }) => match rustix::process::pidfd_open(
             rustix::process::Pid::from_raw(child.as_raw())?,
@@ -94,14 +97,23 @@ impl Prober {
 }
 
 /// The prober's life: wait, check, record; never returns.
-fn run(root: &Path, id: &str, dir: &Path, cmd: &[String], timing: Timing, mut state: Health) -> ! {
+fn run(
+    root: &Path,
+    id: &str,
+    dir: &Path,
+    cmd: &[String],
+    timing: Timing,
+    mut state: Health,
+    attrs: &[(String, String); 2],
+) -> ! {
     let started = Instant::now();
     loop {
         std::thread::sleep(timing.next_wait(state.status, started.elapsed()));
         let result = check(root, id, cmd, timing.timeout);
         let in_start = started.elapsed() < timing.start_period;
         let changed = state.record(result, in_start, timing.retries);
-        let _ = health::save(dir, &state);
+        // Waiters read the state file (a rolling update, `service_healthy`): what a change
+        // brings — the shared ports' group joined or left, the event — is done before it.
         if changed {
             log::debug!("container {id}: health {}", state.status.as_str());
             // A shared published port takes new connections only while healthy.
@@ -110,7 +122,18 @@ fn run(root: &Path, id: &str, dir: &Path, cmd: &[String], timing: Timing, mut st
             if let Err(e) = crate::network::set_ready(&paths, id, ready) {
                 log::warn!("container {id}: published ports: {e}");
             }
+            let attrs: Vec<(&str, &str)> = attrs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            crate::events::Journal::new(root).emit(
+                "container",
+                &format!("health_status: {}", state.status.as_str()),
+                id,
+                &attrs,
+            );
         }
+        let _ = health::save(dir, &state);
     }
 }
 
