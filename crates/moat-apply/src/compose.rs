@@ -532,20 +532,31 @@ pub struct ComposeFile {
 impl ComposeFile {
     /// Reads, interpolates (environment, then `.env` beside the file) and checks `path`.
     pub fn load(path: &Path) -> Result<ComposeFile, ComposeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ComposeError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        Ok(crate::revisions::capture(path, &Self::variables(path))?.0)
+    }
+
+    /// The variables a file at `path` is interpolated with: the environment, then `.env`
+    /// beside it.
+    pub fn variables(path: &Path) -> impl Fn(&str) -> Option<String> {
         let env_file = path.parent().unwrap_or(Path::new(".")).join(".env");
         let dot = std::fs::read_to_string(env_file)
             .map(|t| dotenv(&t))
             .unwrap_or_default();
-        let lookup = |k: &str| {
+        move |k: &str| {
             std::env::var(k)
                 .ok()
                 .or_else(|| dot.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
-        };
-        let mut file = Self::parse(&text, path, &lookup)?;
+        }
+    }
+
+    /// Interpolates `text` with `lookup`, checks it, and reads what it refers to beside
+    /// `path` (env files, secrets, configs).
+    pub fn load_text(
+        text: &str,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ComposeFile, ComposeError> {
+        let mut file = Self::parse(text, path, lookup)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         file.merge_env_files(dir)?;
         for (name, s) in file.services.iter_mut() {

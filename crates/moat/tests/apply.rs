@@ -275,3 +275,87 @@ fn a_dependency_that_must_be_healthy_is_waited_for() {
     e.ok(&["apply", "-f", file.to_str().unwrap(), "--down"]);
     assert_eq!(e.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn revisions_are_kept_and_a_rollback_brings_one_back() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let compose = |role: &str| {
+        format!(
+            "name: rev\nservices:\n  db:\n    image: busybox\n    command: sleep 600\n    \
+             stop_signal: KILL\n    environment: {{ROLE: \"{role}\", FROM: \"${{FROM_ENV:-unset}}\"}}\n"
+        )
+    };
+    let role = |e: &Engine| {
+        e.ok(&["exec", "rev-db-1", "sh", "-c", "echo $ROLE $FROM"])
+            .trim()
+            .to_string()
+    };
+    let f = write(&e, &compose("one"));
+    let file = f.to_str().unwrap();
+    // The first revision is applied with a variable from the environment.
+    let out = std::process::Command::new(common::MOAT)
+        .env("FROM_ENV", "env-one")
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["apply", "-f", file])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revision 1"));
+    assert_eq!(role(&e), "one env-one");
+    // The same again records nothing new.
+    let again = std::process::Command::new(common::MOAT)
+        .env("FROM_ENV", "env-one")
+        .arg("--root")
+        .arg(e.dir.path())
+        .args(["apply", "-f", file])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("no changes"),
+        "{again:?}"
+    );
+    write(&e, &compose("two"));
+    assert!(e.ok(&["apply", "-f", file]).contains("revision"));
+    assert_eq!(role(&e), "two unset");
+    let history = e.ok(&["apply", "history", "-p", "rev"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert!(lines[0].starts_with("REVISION"), "{history}");
+    assert!(lines.iter().any(|l| l.starts_with("1 ")), "{history}");
+    assert_eq!(lines.len(), 3, "{history}");
+    assert!(
+        lines[2].starts_with("2 ") && lines[2].contains("db"),
+        "{history}"
+    );
+    // Back to the one before: its text and its variables' values as they were then.
+    let out = e.ok(&["apply", "rollback", "-p", "rev"]);
+    assert!(out.contains("back to revision"), "{out}");
+    assert_eq!(role(&e), "one env-one");
+    // A named revision; a missing one is refused, changing nothing.
+    let newest = e.ok(&["apply", "history", "-p", "rev"]);
+    let n: i64 = newest
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bad = e.moat(&["apply", "rollback", "-p", "rev", "99"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no revision 99"));
+    assert_eq!(role(&e), "one env-one");
+    e.ok(&["apply", "rollback", "-p", "rev", &(n - 1).to_string()]);
+    assert_eq!(role(&e), "two unset");
+    // Down is a revision too; rolling back from it brings the project back.
+    e.ok(&["apply", "-f", file, "--down"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+    e.ok(&["apply", "rollback", "-p", "rev"]);
+    assert_eq!(role(&e), "two unset");
+    e.ok(&["apply", "-f", file, "--down"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+}
