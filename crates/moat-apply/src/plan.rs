@@ -502,8 +502,18 @@ pub fn execute(
                     .create(Some(name), &[(PROJECT.to_string(), String::new())])?;
             }
             Action::Create(d) => {
-                wait_for(paths, &d.after)?;
-                create_and_start(paths, d)?
+                // A service's new replicas (consecutive in the plan) are independent: made
+                // a few at a time.
+                let service = d.service.clone();
+                let mut group = vec![a];
+                while let Some(Action::Create(next)) = actions.peek() {
+                    if next.service != service {
+                        break;
+                    }
+                    group.extend(actions.next());
+                }
+                create_group(paths, group, report)?;
+                continue;
             }
             Action::Replace(d, _) => {
                 // The service's replacements (consecutive in the plan) are one rolling update.
@@ -534,6 +544,58 @@ pub fn execute(
         report(&a);
     }
     Ok(())
+}
+
+/// How many containers of one service are made at once.
+const CREATE_PARALLELISM: usize = 4;
+
+/// One service's `Create` actions: its dependencies waited for once, then the containers made
+/// [`CREATE_PARALLELISM`] at a time; the first failure is returned once the others are done.
+fn create_group(
+    paths: &Paths,
+    group: Vec<Action>,
+    report: &mut dyn FnMut(&Action),
+) -> Result<(), PlanError> {
+    if let Some(Action::Create(d)) = group.first() {
+        wait_for(paths, &d.after)?;
+    }
+    let mut first_error = None;
+    for chunk in group.chunks(CREATE_PARALLELISM) {
+        let results: Vec<Result<(), PlanError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|a| {
+                    s.spawn(move || match a {
+                        Action::Create(d) => create_and_start(paths, d),
+                        _ => Ok(()),
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(PlanError::Rollout {
+                            service: String::new(),
+                            message: "a create thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        for (a, r) in chunk.iter().zip(results) {
+            match r {
+                Ok(()) => report(a),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if first_error.is_some() {
+            break;
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// One service's `Replace` actions as a rolling update (see [`crate::rollout`]).

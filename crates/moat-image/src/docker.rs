@@ -39,6 +39,14 @@ pub fn inspect(store: &ImageStore, id: &Digest) -> Result<Value, StoreError> {
         "DockerVersion": "",
         "Author": config["author"].as_str().unwrap_or(""),
         "Config": config["config"],
+        // Docker's before API 1.45: the config of the container the image was committed from
+        // (docker-compose 1.x reads its Volumes when it recreates a container); images that
+        // carry none get their own config here.
+        "ContainerConfig": match &config["container_config"] {
+            c @ Value::Object(_) => c.clone(),
+            _ if config["config"].is_object() => config["config"].clone(),
+            _ => json!({}),
+        },
         "Architecture": config["architecture"],
         "Os": config["os"],
         "Size": size_of(store, &row.layers)?,

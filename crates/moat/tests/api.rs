@@ -784,6 +784,19 @@ services:
         },
     );
     assert!(ok(&e, &s, &["network", "ls"]).contains("shop_default"));
+    // A changed service is recreated (compose reads the image's ContainerConfig for that).
+    let text = std::fs::read_to_string(proj.join("docker-compose.yml")).unwrap();
+    std::fs::write(
+        proj.join("docker-compose.yml"),
+        text.replace("ROLE: worker", "ROLE: second"),
+    )
+    .unwrap();
+    let out = compose(&["up", "-d"]);
+    assert!(out.status.success(), "{out:?}");
+    common::eventually("the recreated worker", || {
+        String::from_utf8_lossy(&compose(&["logs", "--no-color", "worker"]).stdout)
+            .contains("second up")
+    });
     let out = compose(&["down"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(ok(&e, &s, &["ps", "-aq"]), "");
