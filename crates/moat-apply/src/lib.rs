@@ -9,6 +9,7 @@ pub mod compose;
 pub mod files;
 pub mod interpolate;
 pub mod plan;
+pub mod reconcile;
 pub mod revisions;
 pub mod rollout;
 

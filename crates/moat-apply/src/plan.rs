@@ -76,6 +76,16 @@ pub enum PlanError {
         /// The failure.
         cause: Box<PlanError>,
     },
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A service's value the engine does not accept.
     #[error("services.{service}.{key}: {message}")]
     Value {

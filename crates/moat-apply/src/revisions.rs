@@ -74,6 +74,9 @@ pub struct Revision {
     pub text: String,
     /// The variables interpolation used, with their values.
     pub vars: BTreeMap<String, String>,
+    /// Its apply failed part-way (the project is as that failure left it, which the
+    /// reconciler leaves alone until the next apply or rollback).
+    pub failed: bool,
 }
 
 impl Revision {
@@ -125,9 +128,13 @@ impl Revisions {
             "CREATE TABLE IF NOT EXISTS revisions (
                project TEXT NOT NULL, number INTEGER NOT NULL, created TEXT NOT NULL,
                path TEXT NOT NULL, text TEXT NOT NULL, vars TEXT NOT NULL, digest TEXT NOT NULL,
+               failed INTEGER NOT NULL DEFAULT 0,
                PRIMARY KEY (project, number));",
         )
         .map_err(sql)?;
+        // Records made before `failed` existed get the column (an error says it is there).
+        let _ = conn
+            .execute_batch("ALTER TABLE revisions ADD COLUMN failed INTEGER NOT NULL DEFAULT 0");
         Ok(Revisions { conn, path })
     }
 
@@ -161,13 +168,20 @@ impl Revisions {
             .map_err(&sql)?;
         if let Some((n, d)) = &latest {
             if *d == digest {
+                // The same declaration applied again: how it went this time.
+                tx.execute(
+                    "UPDATE revisions SET failed = ?3 WHERE project = ?1 AND number = ?2",
+                    params![project, n, rev.failed],
+                )
+                .map_err(&sql)?;
+                tx.commit().map_err(&sql)?;
                 return Ok(*n);
             }
         }
         let number = latest.map_or(1, |(n, _)| n + 1);
         let vars = serde_json::to_string(&rev.vars).unwrap_or_else(|_| "{}".into());
         tx.execute(
-            "INSERT INTO revisions (project, number, created, path, text, vars, digest) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO revisions (project, number, created, path, text, vars, digest, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 project,
                 number,
@@ -175,7 +189,8 @@ impl Revisions {
                 rev.path.to_string_lossy(),
                 rev.text,
                 vars,
-                digest
+                digest,
+                rev.failed
             ],
         )
         .map_err(&sql)?;
@@ -187,7 +202,7 @@ impl Revisions {
     pub fn list(&self, project: &str) -> Result<Vec<Revision>, RevisionError> {
         let mut st = self
             .conn
-            .prepare("SELECT number, created, path, text, vars FROM revisions WHERE project = ?1 ORDER BY number")
+            .prepare("SELECT number, created, path, text, vars, failed FROM revisions WHERE project = ?1 ORDER BY number")
             .map_err(self.sql())?;
         let rows = st
             .query_map(params![project], |r| {
@@ -197,6 +212,7 @@ impl Revisions {
                     path: PathBuf::from(r.get::<_, String>(2)?),
                     text: r.get(3)?,
                     vars: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
+                    failed: r.get(5)?,
                 })
             })
             .map_err(self.sql())?;
@@ -222,8 +238,8 @@ impl Revisions {
             .ok_or_else(|| RevisionError::NothingEarlier(project.to_string()))
     }
 
-    /// Every project whose latest revision declares something, with that revision: what the
-    /// reconciler keeps.
+    /// Every project whose latest revision declares something and was applied in full, with
+    /// that revision: what the reconciler keeps.
     pub fn live(&self) -> Result<Vec<(String, Revision)>, RevisionError> {
         let mut st = self
             .conn
@@ -237,7 +253,7 @@ impl Revisions {
         let mut out = vec![];
         for p in projects {
             if let Some(last) = self.list(&p)?.pop() {
-                if !last.is_down() {
+                if !last.is_down() && !last.failed {
                     out.push((p, last));
                 }
             }
@@ -274,6 +290,7 @@ pub fn capture(
             path,
             text,
             vars: used.into_inner(),
+            failed: false,
         },
     ))
 }
@@ -286,6 +303,7 @@ pub fn down() -> Revision {
         path: PathBuf::new(),
         text: String::new(),
         vars: BTreeMap::new(),
+        failed: false,
     }
 }
 
@@ -315,9 +333,18 @@ mod tests {
         let again = prev.load("p").unwrap();
         assert_eq!(again.services["web"].image.as_deref(), Some("busybox:1.36"));
         assert_eq!(r.live().unwrap().len(), 1);
-        assert_eq!(r.record("p", down()).unwrap(), 3);
+        // A failed apply is recorded, and the project is left alone while it is the latest.
+        let failed = Revision {
+            failed: true,
+            ..prev.clone()
+        };
+        assert_eq!(r.record("p", failed).unwrap(), 3);
         assert!(r.live().unwrap().is_empty());
-        assert_eq!(r.list("p").unwrap().len(), 3);
+        assert_eq!(r.record("p", prev.clone()).unwrap(), 3);
+        assert_eq!(r.live().unwrap().len(), 1);
+        assert_eq!(r.record("p", down()).unwrap(), 4);
+        assert!(r.live().unwrap().is_empty());
+        assert_eq!(r.list("p").unwrap().len(), 4);
         assert!(matches!(
             r.get("p", 9),
             Err(RevisionError::NoRevision { number: 9, .. })

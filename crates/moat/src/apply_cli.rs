@@ -143,6 +143,12 @@ fn converge(
         std::fs::create_dir_all(&paths.runtime_root).map_err(|e| e.to_string())?;
         moat_runtime::selfclone::ensure_sealed().map_err(|e| e.to_string())?;
     }
+    // One change of a project at a time (another `moat apply`, the reconciler of `moat serve`).
+    let _held = if dry_run {
+        None
+    } else {
+        moat_apply::reconcile::lock(root, project, true).map_err(|e| e.to_string())?
+    };
     let actions =
         moat_apply::plan(&paths, project, compose, down, volumes).map_err(|e| e.to_string())?;
     let record = |revision| -> Result<i64, String> {
@@ -168,7 +174,16 @@ fn converge(
         pull_missing(root, compose)?;
     }
     println!("project {project}: {}:", changes(actions.len()));
-    moat_apply::execute(&paths, actions, &mut |x| println!("  {x}")).map_err(|e| e.to_string())?;
+    let done = moat_apply::execute(&paths, actions, &mut |x| println!("  {x}"));
+    if let Err(e) = done {
+        // Recorded as failed: `moat serve` leaves the project as the failure left it.
+        let failed = moat_apply::revisions::Revision {
+            failed: true,
+            ..revision
+        };
+        let _ = record(failed);
+        return Err(e.to_string());
+    }
     let n = record(revision)?;
     println!("project {project}: revision {n}");
     Ok(())
@@ -183,6 +198,7 @@ fn history(root: &Path, w: &Which) -> Result<(), String> {
     let mut rows = vec![vec![
         "REVISION".to_string(),
         "APPLIED".into(),
+        "STATUS".into(),
         "SERVICES".into(),
         "FILE".into(),
     ]];
@@ -197,6 +213,7 @@ fn history(root: &Path, w: &Which) -> Result<(), String> {
         rows.push(vec![
             r.number.to_string(),
             moat_engine::present::human_ago(&r.created),
+            if r.failed { "failed" } else { "applied" }.to_string(),
             services,
             r.path.display().to_string(),
         ]);

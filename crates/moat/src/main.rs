@@ -366,6 +366,9 @@ fn serve(root: &std::path::Path, hosts: &[String]) -> i32 {
         log::error!("{e}");
         return 1;
     }
+    // The projects `moat apply` declared are kept as declared while the server runs.
+    let reconciler = moat_apply::reconcile::Reconciler::new(paths.clone());
+    std::thread::spawn(move || reconciler.run());
     report(moat_api::serve(paths, &hosts))
 }
 
