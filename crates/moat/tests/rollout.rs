@@ -145,6 +145,29 @@ fn a_broken_update_rolls_back_and_the_default_pauses() {
     assert!(e
         .ok(&["apply", "-f", good.to_str().unwrap()])
         .contains("no changes"));
+    // A broken image (nothing in it runs): the update stops and rolls back too.
+    let empty = e.dir.path().join("empty.tar");
+    let st = std::process::Command::new("tar")
+        .args(["-cf", empty.to_str().unwrap(), "-T", "/dev/null"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    e.ok(&["import", empty.to_str().unwrap(), "broken:v2"]);
+    let f = write(
+        &e,
+        &file("v2", SERVE, rollback).replace("image: busybox", "image: broken:v2"),
+    );
+    let out = e.moat(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(err.contains("executable file not found"), "{err}");
+    assert_eq!(ids(&e), before, "the old replicas, under their names");
+    common::eventually("3 healthy replicas again", || running_web(&e) == 3);
+    let good = write(&e, &good_text);
+    assert!(e
+        .ok(&["apply", "-f", good.to_str().unwrap()])
+        .contains("no changes"));
     // The default (stop-first, pause): the first replica fails, comes back as it was, and the
     // update stops there.
     let f = write(&e, &file("v2", "sh -c 'exit 3'", "{parallelism: 1}"));
