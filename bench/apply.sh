@@ -273,7 +273,9 @@ down() { # down ENGINE: the untimed teardown; nothing of the project may be left
   local t0=$EPOCHREALTIME left
   case $1 in
     moat) m apply -f "$FM" -p "$(proj moat)" --down ;;
-    *)    dc "$1" down -t 0 ;;
+    # dockerd may refuse to remove the network while it is still releasing the endpoints of
+    # the containers it just removed ("has active endpoints"): once more, a moment later.
+    *)    dc "$1" down -t 0 || { sleep 3; dc "$1" down -t 0; } ;;
   esac >> "$R/log.$1" 2>&1 || { tail -20 "$R/log.$1" >&2; die "$1: the teardown failed"; }
   left=$(dk "$(sock "$1")" ps -aq --filter "label=$LABEL=$(proj "$1")")
   [ -z "$left" ] || die "$1: containers left after the teardown: $(echo $left)"
