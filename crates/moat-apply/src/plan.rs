@@ -454,7 +454,11 @@ pub fn plan(
                 wanted.push(d.name.clone());
                 match have.iter().find(|(r, _)| r.name == d.name) {
                     None => actions.push(Action::Create(Box::new(d))),
-                    Some((r, l)) if l.get(HASH) != Some(&hash) => {
+                    // Another configuration, or changed by hand since (`update`).
+                    Some((r, l))
+                        if l.get(HASH) != Some(&hash)
+                            || moat_engine::update::updated(paths, &r.id) =>
+                    {
                         actions.push(Action::Replace(Box::new(d), r.id.clone()))
                     }
                     Some((r, _)) if r.effective().0 != State::Running => {

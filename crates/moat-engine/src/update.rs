@@ -10,6 +10,18 @@ use crate::{EngineError, Paths};
 /// reads it when the container exits).
 pub const RESTART_POLICY: &str = "restart-policy";
 
+/// The annotation an update leaves in the container's config (when): the container no longer
+/// is as it was created, which `moat apply` takes as a change by hand to undo.
+pub const UPDATED: &str = "moat.updated";
+
+/// Whether container `id` was updated since its creation.
+pub fn updated(paths: &Paths, id: &str) -> bool {
+    std::fs::read(paths.container_dir(id).join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|doc| doc["annotations"][UPDATED].is_string())
+}
+
 /// What `update` changes: the resources set in `host` (the rest of it is ignored), and the
 /// restart policy when given.
 #[derive(Debug, Clone, Default)]
@@ -72,10 +84,17 @@ pub fn update(paths: &Paths, row: &Row, u: &Update) -> Result<(), EngineError> {
                 .map_err(|e: moat_runtime::id::IdError| EngineError::Spec(e.to_string()))?;
             moat_runtime::ops::update::update(&rt, &cid, &resources)?;
         }
+        doc["annotations"][UPDATED] = moat_runtime::state::now_rfc3339().into();
         Ok(true)
     })?;
     if let Some(r) = &u.restart {
         let encoded = r.encode();
+        if encoded != row.restart {
+            crate::spec::edit_config(&dir, |doc| {
+                doc["annotations"][UPDATED] = moat_runtime::state::now_rfc3339().into();
+                Ok(true)
+            })?;
+        }
         Records::open(&paths.root)?.set_restart(&row.id, &encoded)?;
         let p = dir.join(RESTART_POLICY);
         std::fs::write(&p, &encoded).map_err(|source| EngineError::Io {

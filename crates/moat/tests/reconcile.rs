@@ -67,6 +67,14 @@ fn the_server_brings_back_what_was_killed_or_removed_by_hand() {
         state(&e, "rec-once-1").starts_with("exited"),
         "restart: no is respected"
     );
+    // Changed by hand (its limits updated): replaced by one as declared.
+    let id1 = inspect(&e, "rec-web-1")["Id"].as_str().unwrap().to_string();
+    e.ok(&["update", "--memory", "64m", "rec-web-1"]);
+    eventually("rec-web-1 replaced", || {
+        let s = state(&e, "rec-web-1");
+        s.starts_with("running") && !s.contains(&id1)
+    });
+    assert_eq!(inspect(&e, "rec-web-1")["HostConfig"]["Memory"], 0);
     // Each correction is an event.
     let now = format!(
         "{:.3}",
@@ -92,6 +100,10 @@ fn the_server_brings_back_what_was_killed_or_removed_by_hand() {
     );
     assert!(
         events.contains("rec reconcile + container rec-web-2"),
+        "{events}"
+    );
+    assert!(
+        events.contains("rec reconcile ~ container rec-web-1"),
         "{events}"
     );
     assert!(!events.contains("rec-once-1"), "{events}");
