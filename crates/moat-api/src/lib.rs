@@ -132,7 +132,17 @@ async fn versioned(mut req: Request, next: Next) -> Response {
             }
         }
     }
+    // With --debug, each request's time to its answer's head (profiling the clients' calls).
+    let timing = log::log_enabled!(log::Level::Debug)
+        .then(|| (req.method().clone(), req.uri().clone(), std::time::Instant::now()));
     let mut resp = next.run(req).await;
+    if let Some((method, uri, t0)) = timing {
+        log::debug!(
+            "api: {method} {uri} -> {} in {:.1} ms",
+            resp.status().as_u16(),
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     let h = resp.headers_mut();
     h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
     h.insert(
