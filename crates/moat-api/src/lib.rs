@@ -133,8 +133,13 @@ async fn versioned(mut req: Request, next: Next) -> Response {
         }
     }
     // With --debug, each request's time to its answer's head (profiling the clients' calls).
-    let timing = log::log_enabled!(log::Level::Debug)
-        .then(|| (req.method().clone(), req.uri().clone(), std::time::Instant::now()));
+    let timing = log::log_enabled!(log::Level::Debug).then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            std::time::Instant::now(),
+        )
+    });
     let mut resp = next.run(req).await;
     if let Some((method, uri, t0)) = timing {
         log::debug!(

@@ -50,8 +50,9 @@ pub enum PlanError {
         /// Its exit code.
         code: i32,
     },
-    /// A dependency that had to become healthy did not.
-    #[error("container {container} (a dependency with condition service_healthy) {why}")]
+    /// A container that had to become healthy (a `service_healthy` dependency, a rolling
+    /// update's new container) did not.
+    #[error("container {container} {why}")]
     Unhealthy {
         /// The dependency's container.
         container: String,
@@ -76,6 +77,9 @@ pub enum PlanError {
         /// The failure.
         cause: Box<PlanError>,
     },
+    /// A project name Compose would refuse.
+    #[error("invalid project name {0:?}: lowercase letters, digits, '-' and '_', starting with a letter or digit")]
+    BadProject(String),
     /// A file operation failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -103,8 +107,8 @@ pub enum PlanError {
 pub enum Action {
     /// A network to make.
     CreateNetwork(moat_net::NetworkSpec),
-    /// A volume to make.
-    CreateVolume(String),
+    /// A volume to make (its name, its project).
+    CreateVolume(String, String),
     /// A container to create and start.
     Create(Box<Desired>),
     /// A container whose configuration changed: removed, then created and started anew.
@@ -124,7 +128,7 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::CreateNetwork(n) => write!(f, "+ network {}", n.name),
-            Action::CreateVolume(v) => write!(f, "+ volume {v}"),
+            Action::CreateVolume(v, _) => write!(f, "+ volume {v}"),
             Action::Create(d) => write!(f, "+ container {} (service {})", d.name, d.service),
             Action::Replace(d, _) => {
                 write!(
@@ -192,6 +196,21 @@ fn config_hash(file: &ComposeFile, name: &str, s: &Service) -> String {
     };
     let doc = serde_json::json!({"service": s, "networks": file.service_network_settings(name)});
     hex::encode(sha2::Sha256::digest(doc.to_string().as_bytes()))
+}
+
+/// Refuses a project name Compose would refuse (`[a-z0-9][a-z0-9_-]*`): it names files under
+/// the root, containers and networks.
+pub fn check_project(name: &str) -> Result<(), PlanError> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::BadProject(name.to_string()))
+    }
 }
 
 /// `PROJECT_NETWORK`, as docker-compose names them.
@@ -439,7 +458,7 @@ pub fn plan(
         for v in file.volumes.keys() {
             let full = network_name(project, v);
             if vols.get(&full)?.is_none() {
-                actions.push(Action::CreateVolume(full));
+                actions.push(Action::CreateVolume(full, project.to_string()));
             }
         }
         let order = file
@@ -461,8 +480,18 @@ pub fn plan(
                     {
                         actions.push(Action::Replace(Box::new(d), r.id.clone()))
                     }
+                    // Not running: started again, unless it ran to completion (exit 0) and its
+                    // policy does not restart it (a one-shot job is not re-run by each apply).
                     Some((r, _)) if r.effective().0 != State::Running => {
-                        actions.push(Action::Start(r.name.clone(), d.after))
+                        let completed = r.effective().0 == State::Exited
+                            && r.exit_code == 0
+                            && matches!(
+                                d.opts.restart,
+                                RestartPolicy::No | RestartPolicy::OnFailure(_)
+                            );
+                        if !completed {
+                            actions.push(Action::Start(r.name.clone(), d.after))
+                        }
                     }
                     Some(_) => {}
                 }
@@ -511,9 +540,9 @@ pub fn execute(
             Action::CreateNetwork(spec) => {
                 moat_engine::network::open(paths)?.create(spec)?;
             }
-            Action::CreateVolume(name) => {
+            Action::CreateVolume(name, project) => {
                 moat_engine::volumes::Volumes::open(paths)?
-                    .create(Some(name), &[(PROJECT.to_string(), String::new())])?;
+                    .create(Some(name), &[(PROJECT.to_string(), project.clone())])?;
             }
             Action::Create(d) => {
                 // A service's new replicas (consecutive in the plan) are independent: made
@@ -667,7 +696,9 @@ fn wait_for(paths: &Paths, after: &[Await]) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// Waits until container `name` is healthy.
+/// Waits until container `name` is healthy: unhealthy, stopped, without a healthcheck, or
+/// still not healthy when its checks would all have run (start period, then `retries` checks
+/// of interval + timeout, and as much again) is an error.
 pub fn healthy(paths: &Paths, name: &str) -> Result<(), PlanError> {
     use moat_engine::health::Status;
     let row = Records::open(&paths.root)?.find(name)?;
@@ -676,13 +707,17 @@ pub fn healthy(paths: &Paths, name: &str) -> Result<(), PlanError> {
         container: name.to_string(),
         why,
     };
-    if moat_engine::health::load_config(&dir)
-        .and_then(|c| c.command())
-        .is_none()
-    {
+    let Some(check) = moat_engine::health::load_config(&dir).filter(|c| c.command().is_some())
+    else {
         return Err(unhealthy("has no healthcheck"));
-    }
+    };
+    let t = check.timing();
+    let limit = t.start_period + (t.interval + t.timeout) * (t.retries + 1) * 2;
+    let until = std::time::Instant::now() + limit;
     loop {
+        if std::time::Instant::now() > until {
+            return Err(unhealthy("did not become healthy in time"));
+        }
         let row = Records::open(&paths.root)?.find(name)?;
         if row.effective().0 != State::Running {
             return Err(unhealthy("is not running"));

@@ -1,10 +1,12 @@
-//! Keeping it so: `moat serve`'s reconciler brings each project back to its latest applied
-//! revision (see [`crate::revisions`]) every few seconds — a replica removed by hand is made
-//! again, one changed by hand (its configuration hash differs) is replaced, a missing network
-//! or volume is made, one the declaration no longer has goes — and restarts replicas that
-//! exited as their service's `restart` policy says (`no`, compose's default, is respected), with
-//! an exponential back-off per container. Each correction is journaled as an event of type
-//! `project` (`moat events`, the API's `/events`).
+//! Keeping it so: `moat serve`'s reconciler brings each project back to its latest revision
+//! applied in full (see [`crate::revisions`]) every few seconds — a replica removed by hand is
+//! made again, one updated by hand is replaced, a missing network or volume is made, a
+//! container the declaration no longer has goes — and starts replicas that are not running
+//! where the monitor's own restart policy would not: stopped or killed by hand under
+//! `restart: always`, or left by a dead monitor under `always`/`unless-stopped`; `no` (compose's
+//! default) and `on-failure` (the monitor's, with its maximum) are left alone. Starts back off
+//! exponentially per container. Each correction is journaled as an event of type `project`
+//! (`moat events`, the API's `/events`).
 //!
 //! `moat apply` holds the project's lock ([`lock`]) while it changes the project; the
 //! reconciler skips a project whose lock is held (a rolling update's renamed old containers
@@ -38,6 +40,7 @@ pub fn lock(
     project: &str,
     wait: bool,
 ) -> Result<Option<nix::fcntl::Flock<File>>, PlanError> {
+    crate::plan::check_project(project)?;
     let dir = root.join("apply");
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -66,7 +69,7 @@ pub fn lock(
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     restarts: u32,
-    last: Instant,
+    last: Option<Instant>,
 }
 
 /// The reconciler of one engine root.
@@ -98,52 +101,55 @@ impl Reconciler {
     /// One pass over every project kept: the corrections are made and journaled; what failed
     /// is returned by project.
     pub fn pass(&mut self) -> Vec<(String, PlanError)> {
-        let live = match crate::revisions::Revisions::open(&self.paths.root).and_then(|r| r.live())
-        {
-            Ok(l) => l,
-            Err(e) => {
-                return vec![(
-                    String::new(),
-                    PlanError::Rollout {
-                        service: String::new(),
-                        message: e.to_string(),
-                    },
-                )]
-            }
+        let failure = |message: String| PlanError::Rollout {
+            service: String::new(),
+            message,
         };
-        let mut failed = vec![];
-        for (project, rev) in live {
-            let file = match rev.load(&project) {
-                Ok(f) => f,
-                Err(e) => {
-                    failed.push((
-                        project,
-                        PlanError::Rollout {
-                            service: String::new(),
-                            message: e.to_string(),
-                        },
-                    ));
-                    continue;
-                }
+        let projects =
+            match crate::revisions::Revisions::open(&self.paths.root).and_then(|r| r.live()) {
+                Ok(l) => l,
+                Err(e) => return vec![(String::new(), failure(e.to_string()))],
             };
-            if let Err(e) = self.project(&project, &file) {
+        let mut failed = vec![];
+        for (project, _) in projects {
+            if let Err(e) = self.project(&project) {
                 failed.push((project, e));
             }
         }
         failed
     }
 
-    /// Brings one project back to `file`.
-    fn project(&mut self, project: &str, file: &ComposeFile) -> Result<(), PlanError> {
+    /// Brings one project back to its latest fully applied revision, read under the
+    /// project's lock (an apply that ran meanwhile recorded a newer one).
+    fn project(&mut self, project: &str) -> Result<(), PlanError> {
         let Some(_held) = lock(&self.paths.root, project, false)? else {
             return Ok(());
         };
-        let actions = crate::plan::plan(&self.paths, project, file, false, false)?;
+        let failure = |message: String| PlanError::Rollout {
+            service: String::new(),
+            message,
+        };
+        let live = crate::revisions::Revisions::open(&self.paths.root)
+            .and_then(|r| r.live())
+            .map_err(|e| failure(e.to_string()))?;
+        let Some((_, rev)) = live.into_iter().find(|(p, _)| p == project) else {
+            return Ok(());
+        };
+        let file = rev.load(project).map_err(|e| failure(e.to_string()))?;
+        let actions = crate::plan::plan(&self.paths, project, &file, false, false)?;
         let mut todo = vec![];
         for a in actions {
             match &a {
                 Action::Start(name, _) => {
-                    if self.may_restart(project, file, name)? {
+                    if self.may_restart(project, &file, name)? {
+                        todo.push(a);
+                    }
+                }
+                // A container whose configuration differs from the revision's because the
+                // files the revision reads (env files, secrets) changed since is the next
+                // apply's to replace; one updated by hand is undone here.
+                Action::Replace(_, old) => {
+                    if moat_engine::update::updated(&self.paths, old) {
                         todo.push(a);
                     }
                 }
@@ -187,14 +193,13 @@ impl Reconciler {
             .container_dir(&row.id)
             .join(moat_engine::monitor::STOPPED_BY_USER)
             .exists();
+        // The monitor restarts after exits as the policy says (and counts on-failure's
+        // maximum): the reconciler restarts what it would not — a container stopped or killed
+        // by hand under `always`, and any whose monitor is gone (its exit never handled).
         let allowed = match policy {
-            RestartPolicy::No => false,
+            RestartPolicy::No | RestartPolicy::OnFailure(_) => false,
             RestartPolicy::Always => true,
             RestartPolicy::UnlessStopped => !by_user,
-            RestartPolicy::OnFailure(max) => {
-                let n = self.backoff.get(name).map_or(0, |b| b.restarts);
-                row.exit_code != 0 && (max == 0 || n < max)
-            }
         };
         if !allowed {
             return Ok(false);
@@ -202,16 +207,16 @@ impl Reconciler {
         let now = Instant::now();
         let b = self.backoff.entry(name.to_string()).or_insert(Backoff {
             restarts: 0,
-            last: now - BACKOFF_MAX,
+            last: None,
         });
         let delay = BACKOFF_START
             .saturating_mul(1 << b.restarts.min(7))
             .min(BACKOFF_MAX);
-        if now.duration_since(b.last) < delay {
+        if b.last.is_some_and(|l| now.duration_since(l) < delay) {
             return Ok(false);
         }
         b.restarts += 1;
-        b.last = now;
+        b.last = Some(now);
         Ok(true)
     }
 
@@ -225,7 +230,7 @@ impl Reconciler {
             let running = records
                 .find(name)
                 .is_ok_and(|r| r.effective().0 == State::Running);
-            !(running && b.last.elapsed() >= BACKOFF_RESET)
+            !(running && b.last.is_some_and(|l| l.elapsed() >= BACKOFF_RESET))
         });
         Ok(())
     }

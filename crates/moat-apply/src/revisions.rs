@@ -238,8 +238,9 @@ impl Revisions {
             .ok_or_else(|| RevisionError::NothingEarlier(project.to_string()))
     }
 
-    /// Every project whose latest revision declares something and was applied in full, with
-    /// that revision: what the reconciler keeps.
+    /// Every project whose latest revision applied in full declares something, with that
+    /// revision: what the reconciler keeps (an apply that failed — rolled back, or paused —
+    /// leaves the one before it in force).
     pub fn live(&self) -> Result<Vec<(String, Revision)>, RevisionError> {
         let mut st = self
             .conn
@@ -252,10 +253,9 @@ impl Revisions {
             .map_err(self.sql())?;
         let mut out = vec![];
         for p in projects {
-            if let Some(last) = self.list(&p)?.pop() {
-                if !last.is_down() && !last.failed {
-                    out.push((p, last));
-                }
+            let good = self.list(&p)?.into_iter().rev().find(|r| !r.failed);
+            if let Some(last) = good.filter(|r| !r.is_down()) {
+                out.push((p, last));
             }
         }
         Ok(out)
@@ -339,7 +339,11 @@ mod tests {
             ..prev.clone()
         };
         assert_eq!(r.record("p", failed).unwrap(), 3);
-        assert!(r.live().unwrap().is_empty());
+        assert_eq!(
+            r.live().unwrap()[0].1.number,
+            2,
+            "the last one applied in full"
+        );
         assert_eq!(r.record("p", prev.clone()).unwrap(), 3);
         assert_eq!(r.live().unwrap().len(), 1);
         assert_eq!(r.record("p", down()).unwrap(), 4);

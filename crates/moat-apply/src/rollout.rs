@@ -168,8 +168,17 @@ pub fn run(
     }
     if let Some(first) = failures.into_iter().next() {
         if r.on_failure == OnFailure::Rollback {
-            for x in done.iter().rev() {
-                restore(paths, x)?;
+            // Every one is restored, whatever fails on the way; the failures are reported.
+            let failed: Vec<String> = done
+                .iter()
+                .rev()
+                .filter_map(|x| restore(paths, x).err().map(|e| format!("{}: {e}", x.name)))
+                .collect();
+            if !failed.is_empty() {
+                return Err(PlanError::Rollout {
+                    service: String::new(),
+                    message: format!("{first}; the rollback failed for {}", failed.join("; ")),
+                });
             }
             return Err(PlanError::RolledBack {
                 replaced: done.len(),
@@ -201,7 +210,7 @@ fn replace(paths: &Paths, d: &Desired, old_id: &str, r: Rollout) -> Result<Repla
     if r.order == Order::StopFirst && was_running {
         retire(paths, &old)?;
     }
-    records.rename(&old.id, &parked)?;
+    moat_engine::lifecycle::rename(paths, &old, &parked)?;
     let x = Replaced {
         name: d.name.clone(),
         old_id: old.id.clone(),
@@ -211,7 +220,12 @@ fn replace(paths: &Paths, d: &Desired, old_id: &str, r: Rollout) -> Result<Repla
     log::debug!("rollout: the new {} is up: {}", d.name, started.is_ok());
     if let Err(e) = started {
         let _ = crate::plan::remove(paths, &d.name);
-        restore_old(paths, &x, was_running)?;
+        if let Err(r) = restore_old(paths, &x, was_running) {
+            return Err(PlanError::Rollout {
+                service: d.service.clone(),
+                message: format!("{e}; restoring {} failed: {r}", d.name),
+            });
+        }
         return Err(e);
     }
     if r.order == Order::StartFirst && was_running {
@@ -266,7 +280,8 @@ fn restore(paths: &Paths, x: &Replaced) -> Result<(), PlanError> {
 
 fn restore_old(paths: &Paths, x: &Replaced, start: bool) -> Result<(), PlanError> {
     let records = Records::open(&paths.root)?;
-    records.rename(&x.old_id, &x.name)?;
+    let parked = records.find(&x.old_id)?;
+    moat_engine::lifecycle::rename(paths, &parked, &x.name)?;
     let row = records.find(&x.old_id)?;
     if start && row.effective().0 != State::Running {
         moat_engine::lifecycle::start(paths, &row, Attach::Detached)?;

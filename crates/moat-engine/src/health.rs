@@ -396,6 +396,17 @@ pub fn save(dir: &Path, health: &Health) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(STATE_FILE))
 }
 
+/// At a (re)start, before the container is recorded running: its health starts again at
+/// `starting` (a reader must never see what the last run left, healthy or not).
+pub fn reset(dir: &Path) {
+    if load_config(dir).and_then(|c| c.command()).is_some() {
+        let state = load(dir).unwrap_or_default().restarted();
+        if let Err(e) = save(dir, &state) {
+            log::warn!("{}: cannot write its health: {e}", dir.display());
+        }
+    }
+}
+
 /// What `ps` adds to a running container's status: ` (healthy)`, ` (health: starting)`,
 /// ` (unhealthy)`; empty without a healthcheck.
 pub fn status_suffix(dir: &Path) -> String {

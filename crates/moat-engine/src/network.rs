@@ -572,6 +572,9 @@ const HELPER: &str = "net-helper";
 /// others' listeners); connections under way go on. Whether anything changed.
 pub fn set_ready(paths: &Paths, id: &str, ready: bool) -> Result<bool, EngineError> {
     let changed = open(paths)?.set_ready(id, ready)?;
+    if !changed {
+        return Ok(false);
+    }
     let text = fs::read_to_string(paths.container_dir(id).join(HELPER)).unwrap_or_default();
     let mut words = text.split_whitespace().map(|w| w.parse::<u64>().ok());
     if let (Some(Some(pid)), Some(Some(start))) = (words.next(), words.next()) {
@@ -670,14 +673,16 @@ fn fork_helper(
             set.add(Signal::SIGUSR1);
             set.add(Signal::SIGUSR2);
             let _ = set.thread_block();
-            // Each port: its listener, where it goes, whether it is served now (a deferred
-            // shared port is bound but waits for SIGUSR2).
+            // Each shared TCP port: its listener, where it goes, whether it is served now (a
+            // deferred one is bound but waits for SIGUSR2). The others are served for good.
             let mut kept: Vec<(moat_net::proxy::Listener, SocketAddrV4, bool)> = vec![];
             for (p, l) in ports.iter().zip(listeners) {
                 let to = SocketAddrV4::new(p.container_ip, p.container_port);
-                match l.try_clone() {
-                    Ok(c) => kept.push((c, to, p.ready)),
-                    Err(_) => continue,
+                if !p.group.is_empty() && p.proto == "tcp" {
+                    match l.try_clone() {
+                        Ok(c) => kept.push((c, to, p.ready)),
+                        Err(_) => continue,
+                    }
                 }
                 if p.ready {
                     moat_net::proxy::serve(l, to);

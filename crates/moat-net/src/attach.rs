@@ -209,8 +209,10 @@ impl Networks {
                     });
                 }
             }
+            // Only TCP waits: a UDP socket in the group takes datagrams once bound.
+            let wait = share && deferred && p.proto == "tcp";
             let l = if share {
-                proxy::Listener::bind_shared(&p.proto, p.host_ip, p.host_port, !deferred)
+                proxy::Listener::bind_shared(&p.proto, p.host_ip, p.host_port, !wait)
             } else {
                 proxy::Listener::bind(&p.proto, p.host_ip, p.host_port)
             }
@@ -231,7 +233,7 @@ impl Networks {
                 } else {
                     String::new()
                 },
-                ready: !(share && deferred),
+                ready: !wait,
             });
             listeners.push(l);
         }

@@ -95,6 +95,7 @@ fn compose_path(file: &Path) -> PathBuf {
 /// The project `w` names: `-p`, else the file's `name:`, else its directory's name.
 fn project_of(w: &Which) -> Result<String, String> {
     if let Some(p) = &w.project {
+        moat_apply::plan::check_project(p).map_err(|e| e.to_string())?;
         return Ok(p.clone());
     }
     let file = compose_path(&w.file);
@@ -115,6 +116,7 @@ fn run(root: &Path, a: &ApplyArgs) -> Result<(), String> {
         .clone()
         .or_else(|| compose.name.clone())
         .unwrap_or_else(|| moat_apply::default_project(&file));
+    moat_apply::plan::check_project(&project).map_err(|e| e.to_string())?;
     let revision = if a.down {
         moat_apply::revisions::down()
     } else {

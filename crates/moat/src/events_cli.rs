@@ -77,8 +77,11 @@ pub fn events(root: &Path, a: &EventsArgs) -> i32 {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
     };
+    // The follower started before the past was read: what both saw is shown once.
+    let mut shown_until = 0u64;
     if since.is_some() {
         for e in journal.all() {
+            shown_until = shown_until.max(e["timeNano"].as_u64().unwrap_or(0));
             if !show(&e) {
                 return 0;
             }
@@ -95,6 +98,9 @@ pub fn events(root: &Path, a: &EventsArgs) -> i32 {
             return 0;
         }
         for e in follower.wait(Duration::from_millis(200)) {
+            if e["timeNano"].as_u64().unwrap_or(0) <= shown_until {
+                continue;
+            }
             if !show(&e) {
                 return 0;
             }

@@ -135,10 +135,28 @@ pub fn reset(root: &Path) -> i32 {
         // Containers or networks still there: their files stay with them.
         return code;
     }
-    for d in ["image", "containers", "volumes", "network", "netns", "bin"] {
+    // `apply`: the projects' revisions too (else the next `moat serve` would bring them back).
+    for d in [
+        "image",
+        "containers",
+        "volumes",
+        "network",
+        "netns",
+        "bin",
+        "apply",
+    ] {
         let p = root.join(d);
         if p.exists() {
             if let Err(e) = std::fs::remove_dir_all(&p) {
+                log::error!("remove {}: {e}", p.display());
+                code = 1;
+            }
+        }
+    }
+    for f in ["events.jsonl", "events.jsonl.1", "events.lock"] {
+        let p = root.join(f);
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
                 log::error!("remove {}: {e}", p.display());
                 code = 1;
             }

@@ -140,6 +140,15 @@ fn bad_files_are_refused_and_change_nothing() {
         assert!(err.contains(needle), "{text}: {err}");
         assert!(err.contains("compose.yaml") || needle == "services.a.restart", "{err}");
     }
+    // A project name is a file name under the root: only Compose's names.
+    let f = write(&e, "services:\n  a: {image: busybox}\n");
+    for bad in ["../escape", "/tmp/x", "Upper"] {
+        let out = e.moat(&["apply", "-f", f.to_str().unwrap(), "-p", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains("invalid project name"), "{bad}: {err}");
+    }
+    assert!(!e.dir.path().join("escape.lock").exists());
     assert_eq!(e.ok(&["ps", "-aq"]), "");
     assert!(!e.ok(&["network", "ls"]).contains("bad_"));
 }
@@ -202,6 +211,8 @@ fn a_dependency_that_must_complete_runs_to_its_end_first() {
         e.ok(&["logs", "seq-app-1"]).contains("seeded")
     });
     assert_eq!(inspect(&e, "seq-init-1")["State"]["ExitCode"], 0);
+    // The job ran to completion: another apply does not run it again.
+    assert!(e.ok(&["apply", "-f", f]).contains("no changes"));
     e.ok(&["apply", "-f", f, "--down", "-v"]);
     // A dependency that fails stops the apply before the app starts, naming it.
     let file = write(&e, &compose("exit 3"));

@@ -248,3 +248,42 @@ fn the_docker_cli_sets_and_reads_health() {
     drop(s);
     e.assert_clean();
 }
+
+#[test]
+fn an_unhealthy_container_keeps_its_own_published_port() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sick",
+        "-p",
+        "18082:80",
+        "--health-cmd",
+        "false",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo up > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    eventually("unhealthy", || health(&e, "sick") == "unhealthy");
+    // Health decides only a shared port's membership (a `moat apply` service's): a port of
+    // its own keeps answering.
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:18082").unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("up\n"), "{out}");
+    }
+    e.ok(&["rm", "-f", "sick"]);
+    e.assert_clean();
+}

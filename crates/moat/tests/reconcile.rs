@@ -107,6 +107,32 @@ fn the_server_brings_back_what_was_killed_or_removed_by_hand() {
         "{events}"
     );
     assert!(!events.contains("rec-once-1"), "{events}");
+    // An update that fails and is rolled back leaves the revision before it in force: a
+    // replica killed afterwards is still brought back.
+    std::fs::write(
+        &f,
+        FILE.replace("command: sleep 600\n    stop_signal: KILL\n    restart: always", "command: /nonexistent\n    stop_signal: KILL\n    restart: always\n    deploy: {update_config: {failure_action: rollback}, replicas: 2}")
+            .replace("    deploy: {replicas: 2}\n  once", "  once"),
+    )
+    .unwrap();
+    let out = e.moat(&["apply", "-f", file]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rolled back"),
+        "{out:?}"
+    );
+    let history = e.ok(&["apply", "history", "-p", "rec"]);
+    assert!(
+        history.lines().last().unwrap().contains("failed"),
+        "{history}"
+    );
+    let before = state(&e, "rec-web-2");
+    e.ok(&["kill", "rec-web-2"]);
+    eventually("rec-web-2 running again after the failed update", || {
+        let s = state(&e, "rec-web-2");
+        s.starts_with("running") && s != before
+    });
+    std::fs::write(&f, FILE).unwrap();
     // Down: the project is no longer kept.
     e.ok(&["apply", "-f", file, "--down"]);
     let until = Instant::now() + Duration::from_secs(5);

@@ -299,6 +299,8 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
             last_net = net;
             break (code, error);
         }
+        // This run's end, as Docker reports each exit of a restarting container.
+        journal(cfg, "die", &[("exitCode", &code.to_string())]);
         let leftover = stop_network(cfg, net);
         cleanup_network(cfg, leftover);
         // Docker's back-off: 100 ms doubling per restart, reset after 10 s of running.
@@ -514,6 +516,7 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     std::env::set_current_dir(&dir).map_err(io_err("enter", "the container directory"))?;
     let attach =
         crate::attach::Server::bind(cfg.tty).map_err(io_err("listen on", crate::attach::SOCKET))?;
+    crate::health::reset(&dir);
     // A VM container's driver takes the init's place (see crate::vm).
     let vm = crate::vm::is_vm(&dir);
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;

@@ -40,11 +40,8 @@ pub(super) fn start(root: &Path, id: &str, dir: &Path, attrs: [(&str, &str); 2])
     let check = health::load_config(dir)?;
     let cmd = check.command()?;
     let timing = check.timing();
-    let state = health::load(dir).unwrap_or_default().restarted();
-    if let Err(e) = health::save(dir, &state) {
-        log::warn!("container {id}: cannot write its health: {e}");
-        return None;
-    }
+    // Reset to `starting` by the monitor before the container was recorded running.
+    let state = health::load(dir).unwrap_or_default();
     let parent = std::process::id();
     // SAFETY: the monitor is single-threaded here (documented above), so the child may run
     // arbitrary code; it never returns into the monitor's code.

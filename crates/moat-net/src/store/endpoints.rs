@@ -252,7 +252,7 @@ impl NetStore {
         let n = self
             .conn
             .execute(
-                "UPDATE ports SET ready = ?2 WHERE container_id = ?1 AND grp != '' AND ready != ?2",
+                "UPDATE ports SET ready = ?2 WHERE container_id = ?1 AND grp != '' AND proto = 'tcp' AND ready != ?2",
                 params![container_id, ready],
             )
             .map_err(self.sql())?;
@@ -277,7 +277,7 @@ impl NetStore {
     pub fn ports(&self) -> Result<Vec<Port>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT container_id, proto, host_ip, host_port, container_ip, container_port, grp, ready FROM ports ORDER BY host_port, proto, container_id")
+            .prepare("SELECT container_id, proto, host_ip, host_port, container_ip, container_port, grp, ready FROM ports ORDER BY host_port, proto, host_ip, container_id")
             .map_err(self.sql())?;
         let rows = st
             .query_map([], |r| {
