@@ -559,6 +559,19 @@ impl ComposeFile {
         let mut file = Self::parse(text, path, lookup)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         file.merge_env_files(dir)?;
+        // Keys without a value take the environment's now (a revision records them with the
+        // interpolation's variables, and the service's hash covers them), not whichever
+        // environment a later plan runs in (`moat serve`'s).
+        for s in file.services.values_mut() {
+            if let Some(env) = &s.environment {
+                let resolved = env
+                    .entries(lookup)
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(Scalar::Str(v))))
+                    .collect();
+                s.environment = Some(Pairs::Map(resolved));
+            }
+        }
         for (name, s) in file.services.iter_mut() {
             use crate::files::{resolve, Kind};
             let mut p = resolve(Kind::Secret, name, &s.secrets, &file.secrets, dir, path)?;

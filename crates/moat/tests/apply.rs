@@ -296,11 +296,11 @@ fn revisions_are_kept_and_a_rollback_brings_one_back() {
     let compose = |role: &str| {
         format!(
             "name: rev\nservices:\n  db:\n    image: busybox\n    command: sleep 600\n    \
-             stop_signal: KILL\n    environment: {{ROLE: \"{role}\", FROM: \"${{FROM_ENV:-unset}}\"}}\n"
+             stop_signal: KILL\n    environment: {{ROLE: \"{role}\", FROM: \"${{FROM_ENV:-unset}}\", PASSED: null}}\n"
         )
     };
     let role = |e: &Engine| {
-        e.ok(&["exec", "rev-db-1", "sh", "-c", "echo $ROLE $FROM"])
+        e.ok(&["exec", "rev-db-1", "sh", "-c", "echo $ROLE $FROM $PASSED"])
             .trim()
             .to_string()
     };
@@ -309,6 +309,7 @@ fn revisions_are_kept_and_a_rollback_brings_one_back() {
     // The first revision is applied with a variable from the environment.
     let out = std::process::Command::new(common::MOAT)
         .env("FROM_ENV", "env-one")
+        .env("PASSED", "passed-one")
         .arg("--root")
         .arg(e.dir.path())
         .args(["apply", "-f", file])
@@ -316,10 +317,11 @@ fn revisions_are_kept_and_a_rollback_brings_one_back() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("revision 1"));
-    assert_eq!(role(&e), "one env-one");
+    assert_eq!(role(&e), "one env-one passed-one");
     // The same again records nothing new.
     let again = std::process::Command::new(common::MOAT)
         .env("FROM_ENV", "env-one")
+        .env("PASSED", "passed-one")
         .arg("--root")
         .arg(e.dir.path())
         .args(["apply", "-f", file])
@@ -344,7 +346,7 @@ fn revisions_are_kept_and_a_rollback_brings_one_back() {
     // Back to the one before: its text and its variables' values as they were then.
     let out = e.ok(&["apply", "rollback", "-p", "rev"]);
     assert!(out.contains("back to revision"), "{out}");
-    assert_eq!(role(&e), "one env-one");
+    assert_eq!(role(&e), "one env-one passed-one");
     // A named revision; a missing one is refused, changing nothing.
     let newest = e.ok(&["apply", "history", "-p", "rev"]);
     let n: i64 = newest
@@ -359,7 +361,7 @@ fn revisions_are_kept_and_a_rollback_brings_one_back() {
     let bad = e.moat(&["apply", "rollback", "-p", "rev", "99"]);
     assert_ne!(bad.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no revision 99"));
-    assert_eq!(role(&e), "one env-one");
+    assert_eq!(role(&e), "one env-one passed-one");
     e.ok(&["apply", "rollback", "-p", "rev", &(n - 1).to_string()]);
     assert_eq!(role(&e), "two unset");
     // Down is a revision too; rolling back from it brings the project back.

@@ -106,8 +106,9 @@ fn run(
     let started = Instant::now();
     loop {
         std::thread::sleep(timing.next_wait(state.status, started.elapsed()));
-        let result = check(root, id, cmd, timing.timeout);
+        // Docker judges the start period at the check's start.
         let in_start = started.elapsed() < timing.start_period;
+        let result = check(root, id, cmd, timing.timeout);
         let changed = state.record(result, in_start, timing.retries);
         // Waiters read the state file (a rolling update, `service_healthy`): what a change
         // brings — the shared ports' group joined or left, the event — is done before it.
