@@ -19,7 +19,8 @@
 #              netns: ~120 ms more per run here. Since issue 7 moat's default is its bridge network
 #              (a veth and an address per run), so this row compares unlike set-ups and creates a
 #              bridge: it is off by default now (NETDEFAULT=1 turns it on; bench/net.sh measures
-#              bridges fairly, inside a throwaway namespace).
+#              bridges fairly). The whole script runs in a throwaway network namespace (it
+#              re-executes itself under `unshare --net`).
 #   moat2      the first row again, last: how much the machine drifted meanwhile
 #   cli        `docker --version` (no daemon): the client's own start-up, a floor for every row
 # Both engines hold the same image: a busybox-static rootfs (the binary, its applet symlinks,
@@ -54,6 +55,12 @@ set -uo pipefail
 
 SELF=$(readlink -f "$0")
 REPO=$(cd "$(dirname "$SELF")/.." && pwd)
+# Network safety: everything runs in a throwaway network namespace (only loopback, brought up
+# here): moat's default bridge (NETDEFAULT=1) and dockerd never touch the host's interfaces.
+if [ "${API_SH_INNER:-0}" != 1 ]; then
+  API_SH_INNER=1 exec unshare --net -- bash "$SELF" "$@"
+fi
+ip link set lo up || { echo "api.sh: cannot bring lo up" >&2; exit 1; }
 W=${W:-/tmp/moat-bench-api}
 X=$W/run                # everything this script makes
 R=$X/results
