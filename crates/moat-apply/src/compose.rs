@@ -41,12 +41,14 @@ pub enum ComposeError {
         message: String,
     },
     /// A key of the specification moat does not carry out yet.
-    #[error("{path}: {key}: not supported by moat apply yet")]
+    #[error("{path}: {key}: not supported by moat apply yet{at}")]
     Unsupported {
         /// The file.
         path: PathBuf,
         /// The key's path.
         key: String,
+        /// ` (line N)` where the key is, when found.
+        at: String,
     },
     /// A reference to something not declared, or a cycle.
     #[error("{path}: {key}: {message}")]
@@ -58,6 +60,60 @@ pub enum ComposeError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl ComposeError {
+    /// Names the line of the key a check after parsing found at fault (the parser's own
+    /// errors carry theirs).
+    fn at_line(self, text: &str) -> ComposeError {
+        let line = |key: &str| {
+            locate(text, key.split(": ").next().unwrap_or(key))
+                .map_or(String::new(), |n| format!(" (line {n})"))
+        };
+        match self {
+            ComposeError::Reference { path, key, message } => {
+                let at = line(&key);
+                ComposeError::Reference {
+                    path,
+                    message: format!("{message}{at}"),
+                    key,
+                }
+            }
+            ComposeError::Unsupported { path, key, .. } => ComposeError::Unsupported {
+                at: line(&key),
+                path,
+                key,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The line (from 1) of key `path` (`services.web.depends_on`) in block-style YAML `text`: the
+/// deepest of its components found, each looked for among the lines indented under the one
+/// before (a flow-style value, `{...}`, gives its parent's line).
+pub fn locate(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut from, mut to, mut found) = (0, lines.len(), None);
+    let mut parent_indent: Option<usize> = None;
+    for part in path.split('.') {
+        let hit = (from..to).find(|&i| {
+            let l = lines[i];
+            let t = l.trim_start();
+            parent_indent.is_none_or(|p| indent(l) > p)
+                && (t.starts_with(&format!("{part}:")) || t.starts_with(&format!("\"{part}\":")))
+        });
+        let Some(i) = hit else { break };
+        found = Some(i + 1);
+        let own = indent(lines[i]);
+        parent_indent = Some(own);
+        from = i + 1;
+        to = (from..lines.len())
+            .find(|&j| !lines[j].trim().is_empty() && indent(lines[j]) <= own)
+            .unwrap_or(lines.len());
+    }
+    found
 }
 
 /// A string or a list of strings (`command`, `entrypoint`).
@@ -645,7 +701,7 @@ impl ComposeFile {
                 message,
             }
         })?;
-        file.check(path)?;
+        file.check(path).map_err(|e| e.at_line(&text))?;
         Ok(file)
     }
 
@@ -659,6 +715,7 @@ impl ComposeFile {
         let unsupported = |key: String| ComposeError::Unsupported {
             path: path.to_path_buf(),
             key,
+            at: String::new(),
         };
         for k in self.extensions.keys() {
             if !k.starts_with("x-") {
@@ -676,6 +733,10 @@ impl ComposeFile {
             let key = |k: &str| format!("services.{name}.{k}");
             if s.build.is_some() {
                 return Err(unsupported(key("build")));
+            }
+            if let Some(r) = &s.restart {
+                moat_engine::hostconfig::RestartPolicy::parse(r)
+                    .map_err(|e| err(key("restart"), e.to_string()))?;
             }
             if let Some(u) = s.deploy.as_ref().and_then(|d| d.update_config.as_ref()) {
                 u.rollout().map_err(|(k, message)| {
@@ -721,7 +782,10 @@ impl ComposeFile {
         }
         self.order().map(|_| ()).map_err(|cycle| {
             err(
-                "depends_on".into(),
+                format!(
+                    "services.{}.depends_on",
+                    cycle.first().map_or("", String::as_str)
+                ),
                 format!("a cycle: {}", cycle.join(" -> ")),
             )
         })
@@ -915,6 +979,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("cycle"), "{e}");
+        assert!(
+            e.contains("services.a.depends_on") && e.contains("(line 2)"),
+            "{e}"
+        );
+        let e = parse("services:\n  web:\n    image: x\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 1y2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.web.healthcheck.interval") && e.contains("(line 6)"),
+            "{e}"
+        );
+        let e = parse("services:\n  web:\n    image: x\n    build: .\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.web.build") && e.contains("(line 4)"),
+            "{e}"
+        );
         let e = parse("services:\n  a: {image: x, networks: [nope]}\n")
             .unwrap_err()
             .to_string();

@@ -158,6 +158,8 @@ pub struct Desired {
     pub after: Vec<Await>,
     /// How its service's changed containers are replaced.
     pub rollout: crate::rollout::Rollout,
+    /// The services its service depends on (any condition): made before it, never beside it.
+    pub deps: Vec<String>,
 }
 
 /// A container a dependent waits for, and for what.
@@ -249,8 +251,16 @@ fn desired(
         (HASH.into(), hash.to_string()),
     ]);
     host.labels = labels;
-    host.cap_add = s.cap_add.clone();
-    host.cap_drop = s.cap_drop.clone();
+    // Capability names as `--cap-add`/`--cap-drop` take them (`CHOWN` or `CAP_CHOWN`, `ALL`).
+    let caps = |key: &'static str, list: &[String]| -> Result<Vec<String>, PlanError> {
+        list.iter()
+            .map(|c| {
+                hostconfig::parse_capability(c).map_err(|e| value_err(name, key)(e.to_string()))
+            })
+            .collect()
+    };
+    host.cap_add = caps("cap_add", &s.cap_add)?;
+    host.cap_drop = caps("cap_drop", &s.cap_drop)?;
     if let Some(m) = &s.mem_limit {
         let text = match m {
             crate::compose::Scalar::Str(t) => t.clone(),
@@ -362,6 +372,7 @@ fn desired(
     Ok(Desired {
         after,
         rollout,
+        deps: s.depends_on.as_ref().map(|d| d.names()).unwrap_or_default(),
         name: container.clone(),
         service: name.to_string(),
         opts: RunOptions {
@@ -545,14 +556,16 @@ pub fn execute(
                     .create(Some(name), &[(PROJECT.to_string(), project.clone())])?;
             }
             Action::Create(d) => {
-                // A service's new replicas (consecutive in the plan) are independent: made
-                // a few at a time.
-                let service = d.service.clone();
+                // New containers that do not depend on one another (a service's replicas,
+                // services with no dependency between them; the plan is in dependency order)
+                // are made a few at a time.
+                let mut services = vec![d.service.clone()];
                 let mut group = vec![a];
                 while let Some(Action::Create(next)) = actions.peek() {
-                    if next.service != service {
+                    if next.deps.iter().any(|s| services.contains(s)) {
                         break;
                     }
+                    services.push(next.service.clone());
                     group.extend(actions.next());
                 }
                 create_group(paths, group, report)?;
@@ -592,16 +605,13 @@ pub fn execute(
 /// How many containers of one service are made at once.
 const CREATE_PARALLELISM: usize = 4;
 
-/// One service's `Create` actions: its dependencies waited for once, then the containers made
-/// [`CREATE_PARALLELISM`] at a time; the first failure is returned once the others are done.
+/// Independent `Create` actions: the containers made [`CREATE_PARALLELISM`] at a time, each
+/// once what it waits for is there; the first failure is returned once the others are done.
 fn create_group(
     paths: &Paths,
     group: Vec<Action>,
     report: &mut dyn FnMut(&Action),
 ) -> Result<(), PlanError> {
-    if let Some(Action::Create(d)) = group.first() {
-        wait_for(paths, &d.after)?;
-    }
     let mut first_error = None;
     for chunk in group.chunks(CREATE_PARALLELISM) {
         let results: Vec<Result<(), PlanError>> = std::thread::scope(|s| {
@@ -609,7 +619,9 @@ fn create_group(
                 .iter()
                 .map(|a| {
                     s.spawn(move || match a {
-                        Action::Create(d) => create_and_start(paths, d),
+                        Action::Create(d) => {
+                            wait_for(paths, &d.after).and_then(|()| create_and_start(paths, d))
+                        }
                         _ => Ok(()),
                     })
                 })
@@ -668,6 +680,7 @@ fn update(
                     opts: RunOptions::default(),
                     after: vec![],
                     rollout,
+                    deps: vec![],
                 }),
                 String::new(),
             ));

@@ -108,6 +108,25 @@ fn project_of(w: &Which) -> Result<String, String> {
 
 fn run(root: &Path, a: &ApplyArgs) -> Result<(), String> {
     let file = compose_path(&a.file);
+    // `--down -p PROJECT` needs no file: the project's last declaration says which volumes
+    // are its own.
+    if a.down && !file.exists() {
+        if let Some(project) = &a.project {
+            moat_apply::plan::check_project(project).map_err(|e| e.to_string())?;
+            let last = moat_apply::revisions::Revisions::open(root)
+                .and_then(|r| r.list(project))
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .rev()
+                .find(|r| !r.is_down());
+            let compose = match last {
+                Some(r) => r.load(project).unwrap_or_default(),
+                None => moat_apply::ComposeFile::default(),
+            };
+            let down = moat_apply::revisions::down();
+            return converge(root, project, &compose, true, a.volumes, a.dry_run, down);
+        }
+    }
     let (compose, revision) =
         moat_apply::revisions::capture(&file, &moat_apply::ComposeFile::variables(&file))
             .map_err(|e| e.to_string())?;

@@ -138,7 +138,8 @@ fn bad_files_are_refused_and_change_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{text}: {err}");
         assert!(err.contains(needle), "{text}: {err}");
-        assert!(err.contains("compose.yaml") || needle == "services.a.restart", "{err}");
+        assert!(err.contains("compose.yaml"), "{err}");
+        assert!(err.contains("line"), "the line is named: {err}");
     }
     // A project name is a file name under the root: only Compose's names.
     let f = write(&e, "services:\n  a: {image: busybox}\n");
@@ -371,4 +372,107 @@ fn revisions_are_kept_and_a_rollback_brings_one_back() {
     assert_eq!(role(&e), "two unset");
     e.ok(&["apply", "-f", file, "--down"]);
     assert_eq!(e.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn each_key_reaches_its_containers_and_independent_services_start_together() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let text = "name: keys
+services:
+  app:
+    image: busybox
+    entrypoint: [\"/bin/sh\", \"-c\"]
+    command: [\"pwd; echo $$GREETING; touch /x 2>/dev/null || echo read-only; grep CapBnd /proc/self/status; exec sleep 600\"]
+    labels: {team: core}
+    working_dir: /tmp
+    read_only: true
+    cap_add: [NET_ADMIN]
+    cap_drop: [CHOWN]
+    mem_limit: 64m
+    cpus: 0.5
+    stop_signal: KILL
+    environment: {GREETING: \"${GREETING}\"}
+  usr:
+    image: busybox
+    user: \"65534:65534\"
+    command: sh -c 'id -u; exec sleep 600'
+    stop_signal: KILL
+    deploy: {replicas: 1}
+";
+    let f = write(&e, text);
+    std::fs::write(f.with_file_name(".env"), "GREETING=from-dotenv\n").unwrap();
+    let file = f.to_str().unwrap();
+    e.ok(&["apply", "-f", file]);
+    common::eventually("app's output", || {
+        e.ok(&["logs", "keys-app-1"]).contains("CapBnd")
+    });
+    let logs = e.ok(&["logs", "keys-app-1"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines[0], "/tmp", "working_dir: {logs}");
+    assert_eq!(lines[1], "from-dotenv", ".env: {logs}");
+    assert_eq!(lines[2], "read-only", "read_only: {logs}");
+    let bnd = u64::from_str_radix(lines[3].split_whitespace().last().unwrap(), 16).unwrap();
+    assert!(bnd & (1 << 12) != 0, "cap_add NET_ADMIN: {logs}");
+    assert!(bnd & 1 == 0, "cap_drop CHOWN: {logs}");
+    let app = inspect(&e, "keys-app-1");
+    assert_eq!(app["Config"]["Labels"]["team"], "core");
+    assert_eq!(app["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(app["HostConfig"]["NanoCpus"], 500_000_000);
+    assert_eq!(app["HostConfig"]["ReadonlyRootfs"], true);
+    common::eventually("usr's output", || {
+        e.ok(&["logs", "keys-usr-1"]).contains("65534")
+    });
+    // The two services do not depend on each other: made side by side.
+    let started =
+        |n: &str| moat_engine_time(inspect(&e, n)["State"]["StartedAt"].as_str().unwrap());
+    let (a, u) = (started("keys-app-1"), started("keys-usr-1"));
+    let created = |n: &str| moat_engine_time(inspect(&e, n)["Created"].as_str().unwrap());
+    // Each was created before the other had started (one after the other, the second would
+    // have been created after the first had started).
+    assert!(
+        created("keys-usr-1") < a && created("keys-app-1") < u,
+        "made one after the other: app started {a}, usr started {u}"
+    );
+    // Scaled up: one more replica; the first is left as it is.
+    let usr1 = inspect(&e, "keys-usr-1")["Id"].clone();
+    let f = write(&e, &text.replace("replicas: 1", "replicas: 2"));
+    let out = e.ok(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(
+        out.contains("1 change") && out.contains("+ container keys-usr-2"),
+        "{out}"
+    );
+    assert_eq!(inspect(&e, "keys-usr-1")["Id"], usr1);
+    // A rolling update waits `delay` between its groups.
+    let f = write(
+        &e,
+        &text
+            .replace(
+                "replicas: 1}",
+                "replicas: 2, update_config: {parallelism: 1, delay: 1s}}",
+            )
+            .replace("exec sleep 600'", "exec sleep 601'"),
+    );
+    e.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let (s1, s2) = (started("keys-usr-1"), started("keys-usr-2"));
+    assert!(
+        (s2 - s1).abs() >= 1.0,
+        "one second between the groups: {s1} {s2}"
+    );
+    // Down by the project's name alone (no file): its containers and networks go.
+    std::fs::remove_file(&f).unwrap();
+    e.ok(&["apply", "--down", "-p", "keys"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+    assert!(!e.ok(&["network", "ls"]).contains("keys_"));
+}
+
+/// Seconds since the epoch of an RFC 3339 time (as `inspect` gives them).
+fn moat_engine_time(t: &str) -> f64 {
+    let out = std::process::Command::new("date")
+        .args(["-d", t, "+%s.%N"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }

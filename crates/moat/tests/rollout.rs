@@ -45,6 +45,20 @@ fn running_web(e: &Engine) -> usize {
     running_in(e.dir.path())
 }
 
+/// The replaced (renamed) replicas of `roll-web` still running in the engine at `root`.
+fn old_running_in(root: &std::path::Path) -> usize {
+    let out = std::process::Command::new(common::MOAT)
+        .arg("--root")
+        .arg(root)
+        .args(["ps", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("roll-web-") && l.contains("-old-"))
+        .count()
+}
+
 /// The healthy replicas of `roll-web` in the engine at `root` (a replaced one, renamed
 /// `roll-web-N-old-...`, counts while it runs healthy).
 fn running_in(root: &std::path::Path) -> usize {
@@ -77,17 +91,24 @@ fn start_first_replaces_every_replica_without_ever_running_fewer() {
         let stop = stop.clone();
         let root = e.dir.path().to_path_buf();
         std::thread::spawn(move || {
-            let mut least = usize::MAX;
+            let (mut least, mut replacing) = (usize::MAX, 0);
             while !stop.load(Ordering::SeqCst) {
                 least = least.min(running_in(&root));
+                replacing = replacing.max(old_running_in(&root));
             }
-            least
+            (least, replacing)
         })
     };
     let f = write(&e, &file("v2", SERVE, update));
     let out = e.ok(&["apply", "-f", f.to_str().unwrap()]);
     stop.store(true, Ordering::SeqCst);
-    let least = watcher.join().unwrap();
+    let (least, replacing) = watcher.join().unwrap();
+    // parallelism 1: one replica replaced at a time (its old container runs, renamed, until
+    // its successor is healthy).
+    assert_eq!(
+        replacing, 1,
+        "replicas being replaced at once (0: the watcher never saw one)"
+    );
     assert!(out.contains("3 changes"), "{out}");
     assert!(
         least >= 3,
