@@ -3,9 +3,11 @@
 //! each project should be.
 //!
 //! A revision is what the declaration was made of: the file's text as written, the path it
-//! was read from (its `env_file`s, secrets and configs are found beside it), and the value of
-//! each variable its interpolation used, so the same text parses to the same services later
-//! whatever the environment then. The files it refers to are read again when it is loaded.
+//! was read from, the value of each variable its interpolation used, and what the files it
+//! refers to held (each service's environment with its `env_file`s merged, and its secrets and
+//! configs, copied into `<root>/apply/files/SHA256` and projected from there): the same
+//! revision loads to the same services later, whatever the environment or those files then —
+//! a rollback, and the reconciler, read nothing from the project's directory again.
 //! `--down` records a revision that declares nothing: the project is no longer kept.
 //!
 //! Kept in `<root>/apply/revisions.db` (SQLite, WAL): one row per revision, numbered from 1 per
@@ -77,6 +79,57 @@ pub struct Revision {
     /// Its apply failed part-way (the project is as that failure left it, which the
     /// reconciler leaves alone until the next apply or rollback).
     pub failed: bool,
+    /// What each service's referenced files held (see [`freeze`]).
+    pub frozen: BTreeMap<String, Frozen>,
+}
+
+/// A service's referenced files as they were applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frozen {
+    /// Its environment, env files merged, keys without a value resolved.
+    pub environment: Option<crate::compose::Pairs>,
+    /// Its secrets and configs (source copy, target, digest), from their copies under
+    /// `<root>/apply/files/`.
+    pub projected: Vec<(String, String, String)>,
+}
+
+/// Copies what `file`'s services project (secrets, configs) into `<root>/apply/files/`, named
+/// by their digest, points the projections at those copies, and records in `rev` what each
+/// service's files held.
+pub fn freeze(
+    root: &Path,
+    file: &mut ComposeFile,
+    rev: &mut Revision,
+) -> Result<(), RevisionError> {
+    let dir = root.join("apply").join("files");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RevisionError::Io { path, source }
+    };
+    for (name, s) in file.services.iter_mut() {
+        for p in &mut s.projected {
+            let copy = dir.join(&p.digest);
+            if !copy.exists() {
+                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let tmp = dir.join(format!(".{}.tmp", p.digest));
+                std::fs::copy(&p.source, &tmp).map_err(io(Path::new(&p.source)))?;
+                std::fs::rename(&tmp, &copy).map_err(io(&copy))?;
+            }
+            p.source = copy.to_string_lossy().into_owned();
+        }
+        rev.frozen.insert(
+            name.clone(),
+            Frozen {
+                environment: s.environment.clone(),
+                projected: s
+                    .projected
+                    .iter()
+                    .map(|p| (p.source.clone(), p.target.clone(), p.digest.clone()))
+                    .collect(),
+            },
+        );
+    }
+    Ok(())
 }
 
 impl Revision {
@@ -85,20 +138,40 @@ impl Revision {
         self.text.is_empty()
     }
 
-    /// The declaration, parsed as it was applied.
+    /// The declaration, parsed as it was applied, its services' files as they were then.
     pub fn load(&self, project: &str) -> Result<ComposeFile, RevisionError> {
         let lookup = |k: &str| self.vars.get(k).cloned();
-        ComposeFile::load_text(&self.text, &self.path, &lookup).map_err(|source| {
-            RevisionError::Load {
-                project: project.to_string(),
-                number: self.number,
-                source: Box::new(source),
+        let err = |source| RevisionError::Load {
+            project: project.to_string(),
+            number: self.number,
+            source: Box::new(source),
+        };
+        if self.frozen.is_empty() {
+            return ComposeFile::load_text(&self.text, &self.path, &lookup).map_err(err);
+        }
+        // Not read again: what the revision froze stands in for the env files, secrets and
+        // configs.
+        let mut file = ComposeFile::parse(&self.text, &self.path, &lookup).map_err(err)?;
+        for (name, s) in file.services.iter_mut() {
+            if let Some(f) = self.frozen.get(name) {
+                s.environment = f.environment.clone();
+                s.env_file = None;
+                s.projected = f
+                    .projected
+                    .iter()
+                    .map(|(source, target, digest)| crate::files::Projected {
+                        source: source.clone(),
+                        target: target.clone(),
+                        digest: digest.clone(),
+                    })
+                    .collect();
             }
-        })
+        }
+        Ok(file)
     }
 
     fn digest(&self) -> String {
-        let doc = serde_json::json!([self.path, self.text, self.vars]);
+        let doc = serde_json::json!([self.path, self.text, self.vars, self.frozen]);
         hex::encode(sha2::Sha256::digest(doc.to_string().as_bytes()))
     }
 }
@@ -128,13 +201,16 @@ impl Revisions {
             "CREATE TABLE IF NOT EXISTS revisions (
                project TEXT NOT NULL, number INTEGER NOT NULL, created TEXT NOT NULL,
                path TEXT NOT NULL, text TEXT NOT NULL, vars TEXT NOT NULL, digest TEXT NOT NULL,
-               failed INTEGER NOT NULL DEFAULT 0,
+               failed INTEGER NOT NULL DEFAULT 0, frozen TEXT NOT NULL DEFAULT '{}',
                PRIMARY KEY (project, number));",
         )
         .map_err(sql)?;
-        // Records made before `failed` existed get the column (an error says it is there).
+        // Records made before `failed` and `frozen` existed get the columns (an error says
+        // one is there).
         let _ = conn
             .execute_batch("ALTER TABLE revisions ADD COLUMN failed INTEGER NOT NULL DEFAULT 0");
+        let _ = conn
+            .execute_batch("ALTER TABLE revisions ADD COLUMN frozen TEXT NOT NULL DEFAULT '{}'");
         Ok(Revisions { conn, path })
     }
 
@@ -181,7 +257,7 @@ impl Revisions {
         let number = latest.map_or(1, |(n, _)| n + 1);
         let vars = serde_json::to_string(&rev.vars).unwrap_or_else(|_| "{}".into());
         tx.execute(
-            "INSERT INTO revisions (project, number, created, path, text, vars, digest, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO revisions (project, number, created, path, text, vars, digest, failed, frozen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 project,
                 number,
@@ -190,7 +266,8 @@ impl Revisions {
                 rev.text,
                 vars,
                 digest,
-                rev.failed
+                rev.failed,
+                serde_json::to_string(&rev.frozen).unwrap_or_else(|_| "{}".into())
             ],
         )
         .map_err(&sql)?;
@@ -202,7 +279,7 @@ impl Revisions {
     pub fn list(&self, project: &str) -> Result<Vec<Revision>, RevisionError> {
         let mut st = self
             .conn
-            .prepare("SELECT number, created, path, text, vars, failed FROM revisions WHERE project = ?1 ORDER BY number")
+            .prepare("SELECT number, created, path, text, vars, failed, frozen FROM revisions WHERE project = ?1 ORDER BY number")
             .map_err(self.sql())?;
         let rows = st
             .query_map(params![project], |r| {
@@ -213,6 +290,7 @@ impl Revisions {
                     text: r.get(3)?,
                     vars: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
                     failed: r.get(5)?,
+                    frozen: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
                 })
             })
             .map_err(self.sql())?;
@@ -291,6 +369,7 @@ pub fn capture(
             text,
             vars: used.into_inner(),
             failed: false,
+            frozen: BTreeMap::new(),
         },
     ))
 }
@@ -304,6 +383,7 @@ pub fn down() -> Revision {
         text: String::new(),
         vars: BTreeMap::new(),
         failed: false,
+        frozen: BTreeMap::new(),
     }
 }
 

@@ -79,6 +79,21 @@ pub fn apply(root: &Path, a: &ApplyArgs) -> i32 {
     }
 }
 
+/// `moat down -p PROJECT [-v]`: as `moat apply --down -p PROJECT` (no file needed).
+pub fn down(root: &Path, project: &str, volumes: bool) -> i32 {
+    apply(
+        root,
+        &ApplyArgs {
+            command: None,
+            file: PathBuf::from("/nonexistent/compose.yaml"),
+            project: Some(project.to_string()),
+            dry_run: false,
+            down: true,
+            volumes,
+        },
+    )
+}
+
 /// The compose file: `file`, or when it is the default and missing, Compose's other names.
 fn compose_path(file: &Path) -> PathBuf {
     if file == Path::new("compose.yaml") && !file.exists() {
@@ -127,7 +142,7 @@ fn run(root: &Path, a: &ApplyArgs) -> Result<(), String> {
             return converge(root, project, &compose, true, a.volumes, a.dry_run, down);
         }
     }
-    let (compose, revision) =
+    let (mut compose, mut revision) =
         moat_apply::revisions::capture(&file, &moat_apply::ComposeFile::variables(&file))
             .map_err(|e| e.to_string())?;
     let project = a
@@ -139,6 +154,11 @@ fn run(root: &Path, a: &ApplyArgs) -> Result<(), String> {
     let revision = if a.down {
         moat_apply::revisions::down()
     } else {
+        // Secrets and configs are projected from copies the revision keeps.
+        if !a.dry_run {
+            moat_apply::revisions::freeze(root, &mut compose, &mut revision)
+                .map_err(|e| e.to_string())?;
+        }
         revision
     };
     converge(

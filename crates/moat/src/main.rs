@@ -128,6 +128,15 @@ enum Command {
     Network(network_cli::NetworkCommand),
     /// Bring a compose file's project to what the file declares (create, replace, remove).
     Apply(apply_cli::ApplyArgs),
+    /// Remove what a project `moat apply` made runs (as `moat apply --down -p PROJECT`).
+    Down {
+        /// The project.
+        #[arg(short, long)]
+        project: String,
+        /// Its volumes too.
+        #[arg(short, long)]
+        volumes: bool,
+    },
     /// List a container's published ports, or the host address of one.
     Port {
         /// Container name or id.
@@ -281,6 +290,7 @@ fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
         Command::Volume(v) => return volume_cli::volume(root, v),
         Command::Network(n) => return network_cli::network(root, n),
         Command::Apply(a) => return apply_cli::apply(root, a),
+        Command::Down { project, volumes } => return apply_cli::down(root, project, *volumes),
         Command::Port { container, port } => {
             return network_cli::port(root, container, port.as_deref())
         }

@@ -476,3 +476,46 @@ fn moat_engine_time(t: &str) -> f64 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+#[test]
+fn a_rollback_brings_back_the_files_of_its_revision() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let f = write(
+        &e,
+        "name: frz\nservices:\n  db:\n    image: busybox\n    command: sleep 600\n    \
+         stop_signal: KILL\n    env_file: app.env\n    secrets: [token]\n\
+         secrets:\n  token:\n    file: token.txt\n",
+    );
+    let dir = f.parent().unwrap().to_path_buf();
+    let set = |env: &str, token: &str| {
+        std::fs::write(dir.join("app.env"), format!("FILEVAR={env}\n")).unwrap();
+        std::fs::write(dir.join("token.txt"), token).unwrap();
+    };
+    let seen = |e: &Engine| {
+        e.ok(&[
+            "exec",
+            "frz-db-1",
+            "sh",
+            "-c",
+            "echo $FILEVAR $(cat /run/secrets/token)",
+        ])
+        .trim()
+        .to_string()
+    };
+    set("f1", "secret-1");
+    e.ok(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(seen(&e), "f1 secret-1");
+    set("f2", "secret-2");
+    e.ok(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(seen(&e), "f2 secret-2");
+    // Revision 1 as it was: its env file's values and its secret's content, whatever the
+    // files hold now (and even once they are gone).
+    std::fs::remove_file(dir.join("token.txt")).unwrap();
+    e.ok(&["apply", "rollback", "-p", "frz", "1"]);
+    assert_eq!(seen(&e), "f1 secret-1");
+    e.ok(&["down", "-p", "frz"]);
+    assert_eq!(e.ok(&["ps", "-aq"]), "");
+}
