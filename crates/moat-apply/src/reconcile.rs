@@ -65,6 +65,13 @@ pub fn lock(
     }
 }
 
+/// How long after the last of `restarts` restarts in a row the next may come.
+fn backoff(restarts: u32) -> Duration {
+    BACKOFF_START
+        .saturating_mul(1 << restarts.min(7))
+        .min(BACKOFF_MAX)
+}
+
 /// A container's restarts by the reconciler: how many in a row, and the last one.
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
@@ -209,10 +216,9 @@ impl Reconciler {
             restarts: 0,
             last: None,
         });
-        let delay = BACKOFF_START
-            .saturating_mul(1 << b.restarts.min(7))
-            .min(BACKOFF_MAX);
-        if b.last.is_some_and(|l| now.duration_since(l) < delay) {
+        if b.last
+            .is_some_and(|l| now.duration_since(l) < backoff(b.restarts))
+        {
             return Ok(false);
         }
         b.restarts += 1;
@@ -233,5 +239,29 @@ impl Reconciler {
             !(running && b.last.is_some_and(|l| l.elapsed() >= BACKOFF_RESET))
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_doubles_up_to_a_minute() {
+        assert_eq!(backoff(0), Duration::from_millis(500));
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert_eq!(backoff(7), BACKOFF_MAX);
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn project_names_are_composes() {
+        for ok in ["shop", "a1", "my_app-2"] {
+            assert!(crate::plan::check_project(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "/abs", "Upper", "-x", "a b"] {
+            assert!(crate::plan::check_project(bad).is_err(), "{bad}");
+        }
     }
 }
