@@ -602,6 +602,28 @@ pub fn execute(
     Ok(())
 }
 
+/// Runs `f` on each of `items` at once, a thread each; the results in order (a thread that
+/// panicked is an error).
+pub(crate) fn side_by_side<I: Sync, T: Send>(
+    items: &[I],
+    f: impl Fn(&I) -> Result<T, PlanError> + Sync,
+) -> Vec<Result<T, PlanError>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|i| s.spawn(|| f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(PlanError::Rollout {
+                        service: String::new(),
+                        message: "a worker thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    })
+}
+
 /// How many containers of one service are made at once.
 const CREATE_PARALLELISM: usize = 4;
 
@@ -614,29 +636,11 @@ fn create_group(
 ) -> Result<(), PlanError> {
     let mut first_error = None;
     for chunk in group.chunks(CREATE_PARALLELISM) {
-        let results: Vec<Result<(), PlanError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|a| {
-                    s.spawn(move || match a {
-                        Action::Create(d) => {
-                            wait_for(paths, &d.after).and_then(|()| create_and_start(paths, d))
-                        }
-                        _ => Ok(()),
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(PlanError::Rollout {
-                            service: String::new(),
-                            message: "a create thread panicked".into(),
-                        })
-                    })
-                })
-                .collect()
+        let results = side_by_side(chunk, |a| match a {
+            Action::Create(d) => {
+                wait_for(paths, &d.after).and_then(|()| create_and_start(paths, d))
+            }
+            _ => Ok(()),
         });
         for (a, r) in chunk.iter().zip(results) {
             match r {

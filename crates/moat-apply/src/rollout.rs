@@ -136,23 +136,7 @@ pub fn run(
         }
         first = false;
         let group: Vec<(Desired, String)> = items.by_ref().take(size).collect();
-        let results: Vec<Result<Replaced, PlanError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = group
-                .iter()
-                .map(|(d, old)| s.spawn(move || replace(paths, d, old, r)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(PlanError::Rollout {
-                            service: String::new(),
-                            message: "a replacement thread panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
+        let results = crate::plan::side_by_side(&group, |(d, old)| replace(paths, d, old, r));
         for res in results {
             match res {
                 Ok(x) => {
