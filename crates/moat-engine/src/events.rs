@@ -250,18 +250,34 @@ pub fn seconds(e: &Value) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Journals container event `action` of `row` with Docker's attributes (image, name) and
-/// `extra`.
+/// Journals container event `action` of `row` with Docker's attributes (its labels, image,
+/// name) and `extra`.
 pub fn container(
     paths: &crate::Paths,
     action: &str,
     row: &crate::containers::Row,
     extra: &[(&str, &str)],
 ) {
-    let mut attrs = vec![
+    let labels = crate::inspect::labels(paths, &row.id);
+    container_labelled(paths, action, row, &labels, extra);
+}
+
+/// As [`container`], with the labels given (read before the container's directory went).
+pub fn container_labelled(
+    paths: &crate::Paths,
+    action: &str,
+    row: &crate::containers::Row,
+    labels: &[(String, String)],
+    extra: &[(&str, &str)],
+) {
+    let mut attrs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    attrs.extend([
         ("image", row.image_ref.as_str()),
         ("name", row.name.as_str()),
-    ];
+    ]);
     attrs.extend_from_slice(extra);
     Journal::new(&paths.root).emit("container", action, &row.id, &attrs);
 }

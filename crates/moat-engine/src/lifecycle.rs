@@ -665,6 +665,7 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
         moat_runtime::ops::delete::delete(&rt, &cid, true)?;
     }
     let dir = paths.container_dir(&row.id);
+    let labels = crate::inspect::labels(paths, &row.id);
     let used = if volumes {
         volumes_of(paths, &dir)
     } else {
@@ -690,7 +691,7 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
         }
     }
     records.remove(&row.id)?;
-    crate::events::container(paths, "destroy", row, &[]);
+    crate::events::container_labelled(paths, "destroy", row, &labels, &[]);
     remove_anonymous_volumes(paths, &used)
 }
 

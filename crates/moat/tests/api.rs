@@ -662,6 +662,8 @@ fn docker_cli_events() {
         "--rm",
         "--name",
         "clievt",
+        "-l",
+        "evlabel=yes",
         "--network",
         "none",
         "busybox",
@@ -683,6 +685,30 @@ fn docker_cli_events() {
         "type=volume",
     ]);
     assert!(cli.contains(" volume create evv"), "{cli}");
+    // Container events carry the container's labels (compose filters its project's by them),
+    // its destroy too.
+    let labelled = e.ok(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &format!(
+            "{:.3}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        ),
+        "--filter",
+        "label=evlabel=yes",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(
+        labelled.lines().collect::<Vec<_>>(),
+        ["create", "start", "die", "destroy"],
+        "{labelled}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(follower.id() as i32),

@@ -340,6 +340,7 @@ pub fn serve(cfg: &MonitorConfig, mut report: File) -> i32 {
     };
     let _ = report.write_all(event.encode().as_bytes());
     drop(report);
+    log::debug!("monitor: reported");
     // The caller has its answer: it no longer waits on our copy of its stderr either (an API
     // server's attach stream ends at its end, which must not wait for the slow clean-up below:
     // the veth deletes cost a bridge network's `docker run` 17 ms).
@@ -670,7 +671,15 @@ fn start(
 /// Journals a container event (the monitor has no database access: the name and image come on
 /// its command line).
 fn journal(cfg: &MonitorConfig, action: &str, extra: &[(&str, &str)]) {
-    let mut attrs = vec![("image", cfg.image.as_str()), ("name", cfg.name.as_str())];
+    // The container's labels, read once (an `--rm` container's directory goes before its
+    // last event).
+    static LABELS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| crate::inspect::labels(&cfg.paths, cfg.id.as_str()));
+    let mut attrs: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    attrs.extend([("image", cfg.image.as_str()), ("name", cfg.name.as_str())]);
     attrs.extend_from_slice(extra);
     crate::events::Journal::new(&cfg.paths.root).emit("container", action, cfg.id.as_str(), &attrs);
 }
