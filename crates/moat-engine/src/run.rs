@@ -68,11 +68,13 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     }
     log::debug!("create: begin");
     let store = ImageStore::open(&paths.images())?;
+    log::debug!("create: store open");
     let image = store.resolve(&opts.image).map_err(|e| match e {
         moat_image::StoreError::NoSuchImage(_) => EngineError::NoImage(opts.image.clone()),
         other => other.into(),
     })?;
     let (_row, config, _) = store.inspect(&image)?;
+    log::debug!("create: image config read");
     let lowers = store.lowers(&image)?;
     drop(store);
     log::debug!("create: image resolved");
