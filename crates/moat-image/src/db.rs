@@ -147,6 +147,7 @@ impl Db {
             source,
         };
         let conn = connect(&path).map_err(e)?;
+        log::debug!("store: database connected");
         conn.execute_batch(SCHEMA).map_err(e)?;
         Ok(Db { conn, path })
     }

@@ -177,10 +177,15 @@ impl ImageStore {
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
         rustix::fs::flock(&lock, op).map_err(|e| io_err("lock", &lock_path)(e.into()))?;
+        log::debug!("store: locked");
+        let blobs = BlobStore::open(root)?;
+        log::debug!("store: blobs open");
+        let db = Db::open(root)?;
+        log::debug!("store: database open");
         Ok(ImageStore {
             root: root.to_path_buf(),
-            blobs: BlobStore::open(root)?,
-            db: Db::open(root)?,
+            blobs,
+            db,
             _lock: lock,
         })
     }
