@@ -76,9 +76,13 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     let (_row, config, _) = store.inspect(&image)?;
     log::debug!("create: image config read");
     let lowers = store.lowers(&image)?;
-    drop(store);
     log::debug!("create: image resolved");
+    // Opened while the store's connection to the same database is still open: SQLite's first
+    // connection in a process rebuilds the WAL index from the whole WAL (no `moat` process
+    // keeps the database open between commands), a second one finds it built.
     let records = Records::open(&paths.root)?;
+    drop(store);
+    log::debug!("create: records open");
     let id = new_id()?;
     let name = match &extras.name {
         Some(n) => {
