@@ -51,6 +51,10 @@ pub struct State {
     pub execs: crate::exec::Execs,
     /// Events for `GET /events`.
     pub events: crate::events::Events,
+    /// A connection to the engine's database held for the server's life (never used): with
+    /// one open, every other connection — the handlers', the monitors', the command line's —
+    /// finds SQLite's WAL index built instead of rebuilding it from the whole WAL.
+    _keep: std::sync::Mutex<Option<moat_engine::containers::Records>>,
 }
 
 impl State {
@@ -58,6 +62,7 @@ impl State {
     pub fn new(paths: Paths) -> State {
         State {
             events: crate::events::Events::new(&paths.root),
+            _keep: std::sync::Mutex::new(moat_engine::containers::Records::open(&paths.root).ok()),
             paths,
             parked: Mutex::default(),
             phases: Mutex::default(),
