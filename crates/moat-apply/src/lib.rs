@@ -12,6 +12,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod revisions;
 pub mod rollout;
+pub mod values;
 
 pub use compose::{ComposeError, ComposeFile};
 pub use plan::{execute, plan, Action, PlanError};
