@@ -24,15 +24,23 @@ pub fn labels(paths: &Paths, id: &str) -> Vec<(String, String)> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let mut out: Vec<(String, String)> = spec["annotations"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| !k.starts_with("moat."))
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let annotations = spec["annotations"].as_object();
+    labels_of(
+        annotations
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default())),
+    )
+}
+
+/// The labels among a config's annotations (moat's own excluded), sorted.
+pub fn labels_of<'a>(
+    annotations: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = annotations
+        .filter(|(k, _)| !k.starts_with("moat."))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     out.sort();
     out
 }

@@ -180,6 +180,13 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     )?;
     spec.save(path.join("config.json"))
         .map_err(|e| EngineError::Spec(e.to_string()))?;
+    // The create event's labels, from the config in hand (not read back on `run`'s path).
+    let labels = crate::inspect::labels_of(
+        spec.annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     let image_check = crate::health::Healthcheck::of_image(&config);
     if let Some(check) =
         crate::health::Healthcheck::merged(opts.healthcheck.as_ref(), image_check.as_ref())
@@ -219,7 +226,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         other => other?,
     }
     dir.armed = false;
-    crate::events::container(paths, "create", &row, &[]);
+    crate::events::container_labelled(paths, "create", &row, &labels, &[]);
     Ok(row)
 }
 

@@ -674,13 +674,7 @@ fn docker_cli_events() {
         "--since",
         &since.to_string(),
         "--until",
-        &format!(
-            "{:.3}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64()
-        ),
+        &common::now_arg(),
         "--filter",
         "type=volume",
     ]);
@@ -692,13 +686,7 @@ fn docker_cli_events() {
         "--since",
         &since.to_string(),
         "--until",
-        &format!(
-            "{:.3}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64()
-        ),
+        &common::now_arg(),
         "--filter",
         "label=evlabel=yes",
         "--format",

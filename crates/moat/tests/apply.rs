@@ -32,11 +32,7 @@ volumes:
 "#;
 
 fn write(e: &Engine, text: &str) -> std::path::PathBuf {
-    let dir = e.dir.path().join("proj");
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("compose.yaml");
-    std::fs::write(&f, text).unwrap();
-    f
+    common::write_compose(e, text)
 }
 
 /// `moat apply -f FILE` with `ROLE` set in its environment: its standard output.

@@ -51,16 +51,13 @@ fn checks_make_a_container_unhealthy_then_healthy_and_stopped_unhealthy() {
     eventually("healthy", || health(&e, "web") == "healthy");
     assert!(e.ok(&["ps"]).contains("(healthy)"));
     // Each change of health is an event.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = common::now_arg();
     let changes = e.ok(&[
         "events",
         "--since",
         "1m",
         "--until",
-        &format!("{now:.3}"),
+        &now,
         "--filter",
         "event=health_status",
         "--format",

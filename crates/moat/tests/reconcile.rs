@@ -76,13 +76,7 @@ fn the_server_brings_back_what_was_killed_or_removed_by_hand() {
     });
     assert_eq!(inspect(&e, "rec-web-1")["HostConfig"]["Memory"], 0);
     // Each correction is an event.
-    let now = format!(
-        "{:.3}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    );
+    let now = common::now_arg();
     let events = e.ok(&[
         "events",
         "--since",

@@ -10,11 +10,7 @@ use std::sync::Arc;
 use common::{can_run, inspect, Engine};
 
 fn write(e: &Engine, text: &str) -> std::path::PathBuf {
-    let dir = e.dir.path().join("proj");
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("compose.yaml");
-    std::fs::write(&f, text).unwrap();
-    f
+    common::write_compose(e, text)
 }
 
 /// A web service of 3 replicas answering with `VERSION`, healthy once its page exists.

@@ -668,3 +668,23 @@ pub fn on_a_terminal(cmd: &str, ready: &str, input: &[u8]) -> (i32, String) {
     let _ = collector.join();
     (code, text(&seen))
 }
+
+/// Now, as the `--until` of `moat events` takes it (Unix seconds, milliseconds).
+pub fn now_arg() -> String {
+    format!(
+        "{:.3}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    )
+}
+
+/// Writes `text` as the engine's project file `proj/compose.yaml`; its path.
+pub fn write_compose(e: &Engine, text: &str) -> PathBuf {
+    let dir = e.dir.path().join("proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("compose.yaml");
+    std::fs::write(&f, text).unwrap();
+    f
+}
