@@ -121,12 +121,15 @@ pub fn exec(paths: &Paths, row: &Row, req: &ExecRequest) -> Result<i32, EngineEr
         preserve_fds: 0,
         detach: req.detach,
     };
-    // SIGWINCH is taken by a thread of ours (blocked here, so every thread started from now on
-    // has it blocked too; the exec'd process's init chain resets its mask).
+    // SIGWINCH is taken by a thread of ours, and the signals the runtime forwards (SIGCHLD
+    // among them) by its wait: all blocked here, before the relay threads start, so that every
+    // thread has them blocked (a process-directed SIGCHLD taken by a thread that left it
+    // unblocked is discarded, and the wait never ends: seen as a hung `exec -t`). The exec'd
+    // process's init chain resets its mask.
     if console.is_some() {
-        let mut winch = nix::sys::signal::SigSet::empty();
-        winch.add(nix::sys::signal::Signal::SIGWINCH);
-        let _ = winch.thread_block();
+        let mut set = moat_runtime::ops::run::forwarded_signals();
+        set.add(nix::sys::signal::Signal::SIGWINCH);
+        let _ = set.thread_block();
     }
     let relay = console.map(|c| std::thread::spawn(move || relay_terminal(&c)));
     let result = match moat_runtime::ops::exec::exec(&rt, &cid, &opts) {

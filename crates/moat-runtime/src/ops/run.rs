@@ -59,7 +59,7 @@ pub fn start_child(rt: &Runtime, id: &ContainerId, opts: &CreateOptions) -> Resu
 }
 
 /// The signals a foreground `run` or `exec` forwards, plus SIGCHLD.
-pub(crate) fn forwarded_signals() -> SigSet {
+pub fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(s);
