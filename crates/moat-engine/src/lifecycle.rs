@@ -90,8 +90,9 @@ fn start_with(
     if rt.lookup(&cid).is_ok() {
         let _ = moat_runtime::ops::delete::delete(&rt, &cid, true);
     }
+    // Under this name the binary parses only the monitor's command line (see moat's main).
     let mut args = vec![
-        "moat".to_string(),
+        "moat-monitor".to_string(),
         "--root".into(),
         paths.root.to_string_lossy().into_owned(),
     ];
@@ -136,9 +137,13 @@ fn start_with(
     {
         let _ = forwarded().thread_block();
     }
-    // /proc/self/exe: the binary running now (the sealed copy, CVE-2019-5736), whatever its
-    // path on disk.
-    let mut handle = match crate::monitor::spawn(Path::new("/proc/self/exe"), &args, stdio) {
+    // The monitor and the runtime it forks run from a sealed view of this binary
+    // (CVE-2019-5736): the caller itself never enters the container, so it need not re-execute
+    // from one (an exec saved on `run`'s path), and whatever the binary's path on disk.
+    let spawned = moat_runtime::selfclone::sealed_exe()
+        .map_err(|e| EngineError::StartFailed(e.to_string()))
+        .and_then(|exe| crate::monitor::spawn(exe.as_fd(), &args, stdio));
+    let mut handle = match spawned {
         Ok(h) => h,
         Err(e) => {
             let _ = moat_image::mount::unmount(&rootfs);
@@ -180,6 +185,7 @@ pub fn mount_rootfs(paths: &Paths, row: &Row) -> Result<bool, EngineError> {
         &dir.join("upper"),
         &dir.join("work"),
         &rootfs,
+        row.auto_remove,
     )?;
     Ok(true)
 }

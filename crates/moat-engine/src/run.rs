@@ -120,6 +120,7 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
         &path.join("upper"),
         &path.join("work"),
         &rootfs,
+        opts.rm,
     )?;
     log::debug!("create: rootfs mounted");
     let hostname = opts

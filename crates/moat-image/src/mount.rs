@@ -42,12 +42,18 @@ pub struct Lower {
 }
 
 /// Mounts overlay(lowers top-first, upper, work) on `target`.
+///
+/// `volatile` (for a writable layer that no one needs after a crash: an `--rm` container's, as
+/// Podman does) mounts with overlayfs' `volatile`: no sync of the upper filesystem at unmount
+/// (on a busy disk that sync waits for every dirty page of the whole filesystem, and is on
+/// every container's exit path). A kernel without the option gets the normal mount.
 pub fn mount_overlay(
     store_root: &Path,
     lowers_top_first: &[Lower],
     upper: &Path,
     work: &Path,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), MountError> {
     if lowers_top_first.is_empty() {
         return Err(MountError::NoLayers(target.to_path_buf()));
@@ -57,7 +63,16 @@ pub fn mount_overlay(
         layers: lowers_top_first.len(),
         source,
     };
-    match new_api(lowers_top_first, upper, work, target) {
+    if volatile {
+        // overlayfs leaves this behind at unmount and refuses to mount again while it is there
+        // (the upper layer may be incomplete after a crash: for a volatile layer, no matter).
+        match std::fs::remove_dir(work.join("work/incompat/volatile")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    match new_api(lowers_top_first, upper, work, target, volatile) {
         Ok(()) => Ok(()),
         // EINVAL: a kernel without `lowerdir+`; fall back to the page-limited mount(2).
         Err(e)
@@ -69,7 +84,13 @@ pub fn mount_overlay(
     }
 }
 
-fn new_api(lowers: &[Lower], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+fn new_api(
+    lowers: &[Lower],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    volatile: bool,
+) -> io::Result<()> {
     let ctx = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for l in lowers {
         fsconfig_set_string(&ctx, "lowerdir+", l.dir.as_path())?;
@@ -78,6 +99,10 @@ fn new_api(lowers: &[Lower], upper: &Path, work: &Path, target: &Path) -> io::Re
     fsconfig_set_string(&ctx, "workdir", work)?;
     // Snapshot directories and the container's dirs are on the same filesystem: no xino needed.
     let _ = fsconfig_set_string(&ctx, "xino", "off");
+    if volatile {
+        // An unknown option (a kernel before 5.10) fails here alone: the mount goes on without.
+        let _ = rustix::mount::fsconfig_set_flag(&ctx, "volatile");
+    }
     fsconfig_create(&ctx)?;
     let mnt = fsmount(&ctx, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     move_mount(

@@ -394,7 +394,7 @@ fn a_128_layer_image_mounts_with_both_mount_paths() {
         if legacy {
             mount_overlay_legacy(s.root(), &lowers, &upper, &work, &target).unwrap();
         } else {
-            mount_overlay(s.root(), &lowers, &upper, &work, &target).unwrap();
+            mount_overlay(s.root(), &lowers, &upper, &work, &target, false).unwrap();
         }
         let _guard = Unmount(&target);
         assert_eq!(

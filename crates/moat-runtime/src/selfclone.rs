@@ -80,20 +80,7 @@ pub fn ensure_sealed() -> Result<(), CloneError> {
     if is_sealed() {
         return Ok(());
     }
-    // MOAT_SEAL=memfd forces the fallback (tests cover both paths; a kernel whose overlayfs
-    // misbehaves can be worked around the same way).
-    let view = if std::env::var_os("MOAT_SEAL").is_some_and(|v| v == "memfd") {
-        Err(step("overlay")(std::io::Error::other("MOAT_SEAL=memfd")))
-    } else {
-        overlay_view()
-    };
-    let exe = match view {
-        Ok(fd) => fd,
-        Err(e) => {
-            log::debug!("overlayfs seal unavailable ({e}); copying into a sealed memfd");
-            memfd_copy()?
-        }
-    };
+    let exe = sealed_view()?;
     let args: Vec<CString> = std::env::args_os()
         .map(|a| CString::new(a.into_encoded_bytes()))
         .collect::<Result<_, _>>()
@@ -112,6 +99,40 @@ pub fn ensure_sealed() -> Result<(), CloneError> {
         Ok(never) => match never {},
     };
     Err(step("fexecve")(e.into()))
+}
+
+/// A descriptor of a sealed view of the running binary, for a child to exec (`execveat` with
+/// `AT_EMPTY_PATH`): a process that never enters a container itself (`moat run`'s caller)
+/// need not re-execute, only what it starts must come from the sealed view. When the process
+/// already runs from one, that same file.
+pub fn sealed_exe() -> Result<OwnedFd, CloneError> {
+    if is_sealed() {
+        return rustix::fs::open(
+            "/proc/self/exe",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| step("open /proc/self/exe")(e.into()));
+    }
+    sealed_view()
+}
+
+/// A new sealed view: the overlayfs one, or the memfd copy where that fails.
+fn sealed_view() -> Result<OwnedFd, CloneError> {
+    // MOAT_SEAL=memfd forces the fallback (tests cover both paths; a kernel whose overlayfs
+    // misbehaves can be worked around the same way).
+    let view = if std::env::var_os("MOAT_SEAL").is_some_and(|v| v == "memfd") {
+        Err(step("overlay")(std::io::Error::other("MOAT_SEAL=memfd")))
+    } else {
+        overlay_view()
+    };
+    match view {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            log::debug!("overlayfs seal unavailable ({e}); copying into a sealed memfd");
+            memfd_copy()
+        }
+    }
 }
 
 /// The binary opened through a detached overlayfs made only of lower layers: the binary's own

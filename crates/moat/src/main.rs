@@ -26,14 +26,86 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "moat", version, about)]
 struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The options before the command, for every command.
+#[derive(Debug, clap::Args)]
+struct Globals {
     /// Root of moat's persistent state (images, containers, volumes).
     #[arg(long, default_value = "/var/lib/moat")]
     root: std::path::PathBuf,
     /// Debug logging.
     #[arg(long)]
     debug: bool,
+}
+
+/// `moat run` alone: building clap's whole command tree costs about 0.6 ms, a twentieth of a
+/// container's start, so the hot commands are parsed by parsers that know only them (same
+/// options, same help).
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, about)]
+struct RunCli {
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
-    command: Command,
+    command: RunOnly,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunOnly {
+    /// Run a command in a new container.
+    Run(run_cli::RunArgs),
+}
+
+/// The monitor's command line, for the binary exec'd as `moat-monitor` (see [`RunCli`]).
+#[derive(Debug, Parser)]
+#[command(name = "moat")]
+struct MonitorCli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: MonitorOnly,
+}
+
+#[derive(Debug, Subcommand)]
+enum MonitorOnly {
+    /// The monitor of one container.
+    Monitor(MonitorArgs),
+}
+
+/// The monitor's options (see [`moat_engine::lifecycle::MonitorFlags`]).
+#[derive(Debug, clap::Args)]
+struct MonitorArgs {
+    /// Container id.
+    id: String,
+    /// Copy the output to stdout/stderr too.
+    #[arg(long)]
+    attach: bool,
+    /// The container reads stdin.
+    #[arg(long)]
+    stdin: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// The container has a terminal.
+    #[arg(long)]
+    tty: bool,
+    /// Restart policy.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Log rotation ("max_size max_file").
+    #[arg(long, default_value = "")]
+    log_rotation: String,
+    /// The container's name (its name on its networks).
+    #[arg(long, default_value = "")]
+    name: String,
+    /// The container's image, as the user named it (for its events).
+    #[arg(long, default_value = "")]
+    image: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,36 +216,6 @@ enum Command {
         /// PORT[/PROTO].
         port: Option<String>,
     },
-    /// The monitor of one container (started by moat itself, not by users).
-    #[command(hide = true)]
-    Monitor {
-        /// Container id.
-        id: String,
-        /// Copy the output to stdout/stderr too.
-        #[arg(long)]
-        attach: bool,
-        /// The container reads stdin.
-        #[arg(long)]
-        stdin: bool,
-        /// Remove the container when it exits.
-        #[arg(long)]
-        rm: bool,
-        /// The container has a terminal.
-        #[arg(long)]
-        tty: bool,
-        /// Restart policy.
-        #[arg(long, default_value = "no")]
-        restart: String,
-        /// Log rotation ("max_size max_file").
-        #[arg(long, default_value = "")]
-        log_rotation: String,
-        /// The container's name (its name on its networks).
-        #[arg(long, default_value = "")]
-        name: String,
-        /// The container's image, as the user named it (for its events).
-        #[arg(long, default_value = "")]
-        image: String,
-    },
     /// Import a root filesystem (tarball, directory or -) as a one-layer image.
     Import(image_cli::ImportArgs),
     /// List images.
@@ -226,42 +268,11 @@ enum Command {
 
 /// Runs an engine command; errors are printed once, here, and exit with 1.
 fn engine(root: &std::path::Path, debug: bool, command: &Command) -> i32 {
-    if matches!(command, Command::Monitor { .. }) {
-        // The monitor's starter puts the container's stdio on 0-2 before the runtime logs: its
-        // lines must keep going to the monitor's own stderr, not into the container's output.
-        if let Some(fd) = logger::Logger::install_on_stderr_copy(debug) {
-            moat_engine::monitor::set_log_copy(fd);
-        }
-    } else {
-        logger::Logger::install(None, false, debug);
-    }
+    logger::Logger::install(None, false, debug);
     use container_cli::ContainerCommand as C;
     use image_cli::ImageCommand as I;
     let result = match command {
         Command::Runtime(_) | Command::Run(_) | Command::Create(_) => Ok(()),
-        Command::Monitor {
-            id,
-            attach,
-            stdin,
-            rm,
-            tty,
-            restart,
-            log_rotation,
-            name,
-            image,
-        } => {
-            let flags = moat_engine::lifecycle::MonitorFlags {
-                name: name.clone(),
-                image: image.clone(),
-                attach: *attach,
-                stdin: *stdin,
-                rm: *rm,
-                tty: *tty,
-                restart: restart.clone(),
-                log_rotation: log_rotation.clone(),
-            };
-            return container_cli::monitor(root, id, &flags);
-        }
         Command::Start(a) | Command::Container(C::Start(a)) => return attach_cli::start(root, a),
         Command::Stop(a) | Command::Container(C::Stop(a)) => return container_cli::stop(root, a),
         Command::Kill(a) | Command::Container(C::Kill(a)) => return container_cli::kill(root, a),
@@ -413,6 +424,54 @@ fn inspect_any(root: &std::path::Path, names: &[String], format: Option<&str>) -
     }
 }
 
+impl Globals {
+    /// The monitors and the runtime work from other directories: a relative `--root` is made
+    /// absolute once, here.
+    fn absolute(mut self) -> Self {
+        if let Ok(abs) = std::path::absolute(&self.root) {
+            self.root = abs;
+        }
+        self
+    }
+}
+
+/// The command's name: the first argument that is not a global option.
+fn command_name(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.to_str()? {
+            "--root" => {
+                it.next();
+            }
+            "--debug" => {}
+            a if a.starts_with("--root=") => {}
+            a => return Some(a),
+        }
+    }
+    None
+}
+
+/// The monitor of one container, exec'd by moat itself as `moat-monitor` (see
+/// `moat_engine::lifecycle::start`).
+fn monitor(g: &Globals, m: MonitorArgs) -> i32 {
+    // The monitor's starter puts the container's stdio on 0-2 before the runtime logs: its
+    // lines must keep going to the monitor's own stderr, not into the container's output.
+    if let Some(fd) = logger::Logger::install_on_stderr_copy(g.debug) {
+        moat_engine::monitor::set_log_copy(fd);
+    }
+    let flags = moat_engine::lifecycle::MonitorFlags {
+        name: m.name,
+        image: m.image,
+        attach: m.attach,
+        stdin: m.stdin,
+        rm: m.rm,
+        tty: m.tty,
+        restart: m.restart,
+        log_rotation: m.log_rotation,
+    };
+    container_cli::monitor(&g.root, &m.id, &flags)
+}
+
 fn main() {
     let invoked_as = std::env::args_os().next().and_then(|a| {
         std::path::Path::new(&a)
@@ -434,22 +493,36 @@ fn main() {
             }
         }
     }
-    let invoked_as_runtime = invoked_as.is_some_and(|n| n == "moat-runtime");
-    let code = if invoked_as_runtime {
-        runtime_cli::main(runtime_cli::RuntimeCli::parse())
-    } else {
-        let cli = Cli::parse();
-        match cli.command {
-            Command::Runtime(rt) => runtime_cli::main(*rt),
-            Command::Run(a) => {
-                logger::Logger::install(None, false, cli.debug);
-                run_cli::run(&cli.root, &a)
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let code = match invoked_as.as_deref() {
+        Some("moat-runtime") => runtime_cli::main(runtime_cli::RuntimeCli::parse_from(&args)),
+        Some("moat-monitor") => {
+            let cli = MonitorCli::parse_from(&args);
+            let MonitorOnly::Monitor(m) = cli.command;
+            monitor(&cli.globals.absolute(), m)
+        }
+        _ if command_name(&args) == Some("run") => {
+            let cli = RunCli::parse_from(&args);
+            let g = cli.globals.absolute();
+            let RunOnly::Run(a) = cli.command;
+            logger::Logger::install(None, false, g.debug);
+            run_cli::run(&g.root, &a)
+        }
+        _ => {
+            let cli = Cli::parse_from(&args);
+            let g = cli.globals.absolute();
+            match cli.command {
+                Command::Runtime(rt) => runtime_cli::main(*rt),
+                Command::Run(a) => {
+                    logger::Logger::install(None, false, g.debug);
+                    run_cli::run(&g.root, &a)
+                }
+                Command::Create(a) => {
+                    logger::Logger::install(None, false, g.debug);
+                    run_cli::create(&g.root, &a)
+                }
+                other => engine(&g.root, g.debug, &other),
             }
-            Command::Create(a) => {
-                logger::Logger::install(None, false, cli.debug);
-                run_cli::create(&cli.root, &a)
-            }
-            other => engine(&cli.root, cli.debug, &other),
         }
     };
     std::process::exit(code);

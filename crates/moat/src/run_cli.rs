@@ -140,6 +140,7 @@ pub struct RunArgs {
 
 /// `moat run`: the exit code (the container's, or Docker's 125/126/127).
 pub fn run(root: &Path, a: &RunArgs) -> i32 {
+    log::debug!("run: parsed");
     let Some((paths, opts, extras)) = prepare(root, a) else {
         return 125;
     };
@@ -242,11 +243,8 @@ fn prepare(root: &Path, a: &RunArgs) -> Option<(Paths, RunOptions, CreateExtras)
         log::error!("create {}: {e}", paths.runtime_root.display());
         return None;
     }
-    // Before any of our processes enters a container, run from a sealed copy (CVE-2019-5736).
-    if let Err(e) = moat_runtime::selfclone::ensure_sealed() {
-        log::error!("{e}");
-        return None;
-    }
+    // No re-execution from a sealed copy here (CVE-2019-5736): this process never enters the
+    // container, and the monitor that starts it is exec'd from a sealed view.
     let rotation = match Rotation::parse(&a.log_opt) {
         Ok(r) => r,
         Err(e) => {

@@ -242,17 +242,7 @@ fn the_monitor_outlives_the_command_and_its_death_is_reported() {
     assert_eq!(st["State"]["Status"], "running");
 
     // A monitor killed with SIGKILL: the container is shown exited, with the reason.
-    let monitor = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find(|p| {
-            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                c.contains(" monitor ") && c.contains(st["Id"].as_str().unwrap())
-            })
-        })
-        .expect("a monitor process");
-    let mpid: i32 = monitor.file_name().to_string_lossy().parse().unwrap();
+    let mpid = common::monitor_of(st["Id"].as_str().unwrap()).expect("a monitor process");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(mpid),
         nix::sys::signal::Signal::SIGKILL,

@@ -62,19 +62,10 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten() {
         assert_eq!(link.starts_with("/memfd:moat"), memfd, "{name}: {link}");
         // The attack: hold the init's executable by an O_PATH descriptor, let the init exec the
         // user's program, then reopen the held file for writing.
-        let held = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH)
-            .open(&exe)
-            .unwrap();
+        let held = hold(&exe);
         assert!(c.moat(&["start", &c.id]).status.success());
-        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
-        let wrote = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&reopen)
-            .and_then(|mut f| f.write_all(b"\x7fELF-overwritten"));
         assert!(
-            wrote.is_err(),
+            overwrite(&held).is_err(),
             "{name}: the runtime's executable was writable"
         );
         assert_eq!(
@@ -83,6 +74,67 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten() {
             "{name}: binary changed"
         );
     }
+}
+
+/// The attack's first half: a process's executable held by an O_PATH descriptor.
+fn hold(exe: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(exe)
+        .unwrap()
+}
+
+/// The second half: the held file reopened for writing, and overwritten.
+fn overwrite(held: &std::fs::File) -> std::io::Result<()> {
+    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(held));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&reopen)
+        .and_then(|mut f| f.write_all(b"\x7fELF-overwritten"))
+}
+
+/// CVE-2019-5736 through the engine: `moat run` itself does not re-execute from a sealed view
+/// (it never enters the container), so the monitor it starts, and the runtime processes that
+/// the monitor forks into the container, must: their executable is never the host's file.
+#[test]
+fn cve_2019_5736_a_monitor_runs_from_a_sealed_view() {
+    if !can_run() {
+        return;
+    }
+    let e = common::Engine::with_busybox();
+    let bin_dir = tempfile::tempdir().unwrap();
+    let copy = bin_dir.path().join("moat");
+    std::fs::copy(common::MOAT, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    for (name, memfd) in [("overlay", false), ("memfd", true)] {
+        let out = common::output_of(
+            std::process::Command::new(&copy)
+                .env("MOAT_SEAL", if memfd { "memfd" } else { "overlay" })
+                .arg("--root")
+                .arg(e.dir.path())
+                .args(["run", "-d", "--network", "none", "--name", name])
+                .args(["busybox", "sleep", "30"]),
+        );
+        assert!(out.status.success(), "{out:?}");
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let monitor = common::monitor_of(&id).expect("the container's monitor");
+        let exe = format!("/proc/{monitor}/exe");
+        let link = std::fs::read_link(&exe).unwrap().display().to_string();
+        assert!(
+            !link.starts_with(&bin_dir.path().display().to_string()),
+            "{name}: the monitor runs the host file {link}"
+        );
+        assert_eq!(link.starts_with("/memfd:moat"), memfd, "{name}: {link}");
+        let held = hold(&exe);
+        assert!(
+            overwrite(&held).is_err(),
+            "{name}: the monitor's executable was writable"
+        );
+        e.ok(&["rm", "-f", name]);
+    }
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "binary changed");
+    common::RunExt::assert_clean(&e);
 }
 
 /// CVE-2024-21626: no descriptor may leak into the container (runc leaked a host directory

@@ -565,17 +565,7 @@ fn what_a_killed_monitor_left_is_reclaimed() {
     e.ok(&["network", "create", "--subnet", "10.88.5.0/30", "tiny"]);
     web(&e, "victim", &["--network", "tiny", "-p", "18090:80"]);
     let id = inspect(&e, "victim")["Id"].as_str().unwrap().to_string();
-    let monitor = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find(|p| {
-            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                c.contains(" monitor ") && c.contains(&id)
-            })
-        })
-        .expect("a monitor process");
-    let mpid: i32 = monitor.file_name().to_string_lossy().parse().unwrap();
+    let mpid = common::monitor_of(&id).expect("a monitor process");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(mpid),
         nix::sys::signal::Signal::SIGKILL,

@@ -131,6 +131,70 @@ fn writes_stay_in_the_container_layer() {
     e.assert_clean();
 }
 
+/// An `--rm` container's writable layer is mounted `volatile` (no sync of the host's filesystem
+/// when it is unmounted: nobody needs it after a crash, as with Podman); a kept container's is
+/// not, and comes back after a stop with its changes.
+#[test]
+fn only_an_rm_containers_layer_is_volatile() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let root_line = |out: &str| {
+        out.lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no / in {out}"))
+            .to_string()
+    };
+    let (code, out, err) = e.run(&["busybox", "cat", "/proc/self/mountinfo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(root_line(&out).contains("volatile"), "{out}");
+    let out = e.ok(&[
+        "run",
+        "--name",
+        "kept",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one >> /f; cat /f /proc/self/mountinfo",
+    ]);
+    assert!(!root_line(&out).contains("volatile"), "{out}");
+    assert!(out.starts_with("one\n"), "{out}");
+    // Mounted again at the next start, with the first run's change.
+    let out = e.ok(&["start", "-a", "kept"]);
+    assert!(out.starts_with("one\none\n"), "{out}");
+    e.ok(&["rm", "kept"]);
+    e.assert_clean();
+}
+
+/// A relative `--root` names the same root for the monitor and the runtime, which work from
+/// other directories.
+#[test]
+fn a_relative_root_works() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let (parent, name) = (
+        e.dir.path().parent().unwrap(),
+        e.dir.path().file_name().unwrap(),
+    );
+    let out = common::output_of(
+        Command::new(MOAT)
+            .current_dir(parent)
+            .arg("--root")
+            .arg(name)
+            .args(["run", "--rm", "--network", "none", "busybox", "echo", "ok"]),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.assert_clean();
+}
+
 #[test]
 fn an_image_in_use_is_not_removed_even_with_force() {
     if !can_run() {

@@ -15,7 +15,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use moat_runtime::ops::create::CreateOptions;
@@ -162,30 +162,34 @@ impl Handle {
 pub const REPORT_FD: i32 = 3;
 
 /// Starts the monitor of a created container whose rootfs is mounted: forks, and the monitor
-/// execs `exe` (the `moat` binary, which must call [`serve`] for `args`) with its report pipe
-/// on [`REPORT_FD`].
+/// execs `exe` (a descriptor of the `moat` binary, which must call [`serve`] for `args`) with
+/// its report pipe on [`REPORT_FD`].
 ///
 /// The monitor is exec'd rather than only forked: the caller may hold SQLite connections, and
 /// SQLite's state must not cross a fork (the child would share the parent's file locks and
 /// journal bookkeeping); a fresh image also keeps the monitor's private memory small.
 pub fn spawn(
-    exe: &Path,
+    exe: BorrowedFd<'_>,
     args: &[String],
     stdio: Option<[RawFd; 3]>,
 ) -> Result<Handle, EngineError> {
     let sys = |what: &'static str| move |source| EngineError::Sys { what, source };
     let c = |s: &str| CString::new(s).map_err(|_| EngineError::Spec(format!("NUL in {s:?}")));
-    let exe_c = c(&exe.to_string_lossy())?;
+    // Above the descriptors the child sets up (0-2 and REPORT_FD), which would replace it.
+    let exe =
+        nix::fcntl::fcntl(exe, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(sys("dup"))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    let exe = unsafe { OwnedFd::from_raw_fd(exe) };
     let args_c: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
     let mut argv: Vec<*const libc::c_char> = args_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     // SAFETY: the child only calls async-signal-safe functions (setsid, fork, dup2, fcntl,
-    // close_range, execv, _exit) on values prepared before the fork.
+    // close_range, execveat, _exit) on values prepared before the fork.
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             // SAFETY: as above.
-            unsafe { exec_monitor(report_w.as_raw_fd(), &exe_c, &argv, stdio) }
+            unsafe { exec_monitor(report_w.as_raw_fd(), exe.as_raw_fd(), &argv, stdio) }
         }
         ForkResult::Parent { child } => {
             drop(report_w);
@@ -205,12 +209,12 @@ pub fn spawn(
 /// # Safety
 /// Must be called in a freshly forked child of a process that may have been multi-threaded:
 /// only async-signal-safe calls are made.
-/// `argv` is NULL-terminated and points into C strings that outlive the call; `stdio` and
-/// `report` are open descriptors, none of them 0, 1, 2 or [`REPORT_FD`] when `stdio` is given
+/// `argv` is NULL-terminated and points into C strings that outlive the call; `exe` (above
+/// [`REPORT_FD`]), `stdio` and `report` are open descriptors, none of them 0, 1, 2 or [`REPORT_FD`] when `stdio` is given
 /// (the caller's own descriptors are above those, as an API server's pipes are).
 unsafe fn exec_monitor(
     report: RawFd,
-    exe: &CString,
+    exe: RawFd,
     argv: &[*const libc::c_char],
     stdio: Option<[RawFd; 3]>,
 ) -> ! {
@@ -245,7 +249,18 @@ unsafe fn exec_monitor(
                         u32::MAX,
                         libc::CLOSE_RANGE_CLOEXEC,
                     );
-                    libc::execv(exe.as_ptr(), argv.as_ptr());
+                    // The environment as it is (`environ` is only read).
+                    extern "C" {
+                        static environ: *const *const libc::c_char;
+                    }
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        exe,
+                        c"".as_ptr(),
+                        argv.as_ptr(),
+                        environ,
+                        libc::AT_EMPTY_PATH,
+                    );
                 }
                 libc::_exit(127)
             }
@@ -425,15 +440,22 @@ fn finish(
     // unmounted (no fork follows, so a thread is fine here).
     let root = cfg.paths.root.clone();
     let opening = std::thread::spawn(move || Records::open(&root));
+    // The rootfs is unmounted on another thread meanwhile (the two share nothing; each is mostly
+    // the kernel's time).
+    let dir = cfg.paths.container_dir(cfg.id.as_str());
+    let rootfs = dir.join("rootfs");
+    let unmounting = std::thread::spawn(move || {
+        let _ = moat_image::mount::unmount(&rootfs);
+        log::debug!("monitor: rootfs unmounted");
+    });
     let rt = Runtime::new(&cfg.paths.runtime_root);
     // The init has exited (reaped by us): a plain delete needs no freeze-and-kill round. Only
     // when that fails (a start that failed half-way) is the container force-deleted.
     if moat_runtime::ops::delete::delete(&rt, &cfg.id, false).is_err() {
         let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
     }
-    let dir = cfg.paths.container_dir(cfg.id.as_str());
-    let _ = moat_image::mount::unmount(&dir.join("rootfs"));
-    log::debug!("monitor: runtime state deleted, rootfs unmounted");
+    log::debug!("monitor: runtime state deleted");
+    let _ = unmounting.join();
     let records = opening.join().ok()?.ok()?;
     if cfg.auto_remove {
         // Its anonymous volumes go with an --rm container, as with Docker (after the report).
@@ -556,11 +578,14 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     // The database is opened while the starter works (two cores; no fork follows).
     let root = cfg.paths.root.clone();
     let opening = std::thread::spawn(move || Records::open(&root));
-    let _ = waitpid(starter, None);
+    // Its word first, then the reaping: the starter's exit (its heap, its mappings) is off the
+    // start's path.
     let event = Handle {
         reader: BufReader::new(File::from(started_r)),
     }
     .next_event();
+    log::debug!("monitor: the starter reported");
+    let _ = waitpid(starter, None);
     let pid = match event {
         Some(Event::Started(pid)) => pid,
         Some(Event::Failed(code, message)) if code == 126 || code == 127 => {
@@ -590,6 +615,7 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     };
     // A container nobody can see must not run: the clean-up kills it.
     recorded.map_err(e125)?;
+    log::debug!("monitor: running recorded");
     let mut outputs = vec![(out_r, 0), (err_r, 1)];
     let mut input = None;
     let mut tty_in = None;
@@ -627,6 +653,7 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
         &dir,
         [("image", &cfg.image), ("name", &cfg.name)],
     );
+    log::debug!("monitor: pumping");
     let code = pump(pid, streams, &mut log);
     if let Some(p) = prober {
         p.stop();

@@ -14,6 +14,7 @@ use crate::state::{Record, Status};
 /// program); a running one only with `force`.
 pub fn delete(rt: &Runtime, id: &ContainerId, force: bool) -> Result<(), OpsError> {
     let (rec, status) = rt.lookup(id)?;
+    log::debug!("delete {id}: looked up");
     if status == Status::Running && !force {
         return Err(OpsError::WrongStatus {
             id: id.clone(),
@@ -65,6 +66,7 @@ fn stop_all(id: &ContainerId, rec: &Record) -> Result<(), OpsError> {
 /// spec asks).
 pub(crate) fn destroy(rt: &Runtime, id: &ContainerId, rec: &Record) -> Result<(), OpsError> {
     cgroup_of(rec)?.destroy()?;
+    log::debug!("delete {id}: cgroup removed");
     rt.store.remove(id)?;
     let hooks = rec.config.hooks().clone().unwrap_or_default();
     if let Some(h) = hooks.poststop() {

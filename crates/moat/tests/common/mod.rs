@@ -688,3 +688,20 @@ pub fn write_compose(e: &Engine, text: &str) -> PathBuf {
     std::fs::write(&f, text).unwrap();
     f
 }
+
+/// The pid of the monitor of container `id` (the process exec'd as `moat-monitor ... monitor ID`).
+pub fn monitor_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.starts_with("moat-monitor ") && c.contains(" monitor ") && c.contains(id)
+            })
+        })?
+        .file_name()
+        .to_string_lossy()
+        .parse()
+        .ok()
+}
