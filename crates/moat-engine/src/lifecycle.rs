@@ -45,7 +45,49 @@ fn container_id(row: &Row) -> Result<ContainerId, EngineError> {
 /// it. Returns the monitor's handle and the init's pid. The caller must be single-threaded
 /// when attached (the container's output goes to its standard output and error).
 pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), EngineError> {
-    start_with(paths, row, mode, None)
+    start_with(paths, row, mode, None, None)
+}
+
+/// A monitor started ahead of its container's creation, for [`start_pending`] (see
+/// [`crate::monitor::Pending`]).
+///
+/// Its command line names the container (`ps` shows whose monitor it is).
+pub fn prespawn(paths: &Paths, id: &str) -> Result<crate::monitor::Pending, EngineError> {
+    let mut args = monitor_args_head(paths);
+    args.extend(["monitor".into(), "--pending".into(), id.into()]);
+    let exe = sealed_exe()?;
+    crate::monitor::prespawn(exe.as_fd(), &args)
+}
+
+/// [`start`] by a monitor from [`prespawn`].
+pub fn start_pending(
+    paths: &Paths,
+    row: &Row,
+    mode: Attach,
+    pending: crate::monitor::Pending,
+) -> Result<(Handle, i32), EngineError> {
+    start_with(paths, row, mode, None, Some(pending))
+}
+
+/// The monitor and the runtime it forks run from a sealed view of this binary
+/// (CVE-2019-5736): the caller itself never enters the container, so it need not re-execute
+/// from one (an exec saved on `run`'s path), and whatever the binary's path on disk.
+fn sealed_exe() -> Result<std::os::fd::OwnedFd, EngineError> {
+    moat_runtime::selfclone::sealed_exe().map_err(|e| EngineError::StartFailed(e.to_string()))
+}
+
+/// The monitor's command line up to its command: under the name `moat-monitor` the binary
+/// parses only the monitor's options (see moat's main).
+fn monitor_args_head(paths: &Paths) -> Vec<String> {
+    let mut args = vec![
+        "moat-monitor".to_string(),
+        "--root".into(),
+        paths.root.to_string_lossy().into_owned(),
+    ];
+    if log::log_enabled!(log::Level::Debug) {
+        args.push("--debug".into());
+    }
+    args
 }
 
 /// Starts a container attached to `stdio` (its input, output and error: an API server's pipes
@@ -65,6 +107,7 @@ pub fn start_streams(
             sig_proxy: false,
         },
         Some(stdio),
+        None,
     )
 }
 
@@ -73,6 +116,7 @@ fn start_with(
     row: &Row,
     mode: Attach,
     stdio: Option<[std::os::fd::RawFd; 3]>,
+    pending: Option<crate::monitor::Pending>,
 ) -> Result<(Handle, i32), EngineError> {
     if row.effective().0 == State::Running {
         return Err(EngineError::Conflict(format!(
@@ -90,15 +134,7 @@ fn start_with(
     if rt.lookup(&cid).is_ok() {
         let _ = moat_runtime::ops::delete::delete(&rt, &cid, true);
     }
-    // Under this name the binary parses only the monitor's command line (see moat's main).
-    let mut args = vec![
-        "moat-monitor".to_string(),
-        "--root".into(),
-        paths.root.to_string_lossy().into_owned(),
-    ];
-    if log::log_enabled!(log::Level::Debug) {
-        args.push("--debug".into());
-    }
+    let mut args = monitor_args_head(paths);
     args.extend(["monitor".into(), row.id.clone()]);
     if mode != Attach::Detached {
         args.push("--attach".into());
@@ -137,12 +173,10 @@ fn start_with(
     {
         let _ = forwarded().thread_block();
     }
-    // The monitor and the runtime it forks run from a sealed view of this binary
-    // (CVE-2019-5736): the caller itself never enters the container, so it need not re-execute
-    // from one (an exec saved on `run`'s path), and whatever the binary's path on disk.
-    let spawned = moat_runtime::selfclone::sealed_exe()
-        .map_err(|e| EngineError::StartFailed(e.to_string()))
-        .and_then(|exe| crate::monitor::spawn(exe.as_fd(), &args, stdio));
+    let spawned = match pending {
+        Some(p) => p.go(&args),
+        None => sealed_exe().and_then(|exe| crate::monitor::spawn(exe.as_fd(), &args, stdio)),
+    };
     let mut handle = match spawned {
         Ok(h) => h,
         Err(e) => {

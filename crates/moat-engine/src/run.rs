@@ -63,6 +63,16 @@ pub struct CreateExtras {
 /// bundle (config.json, rootfs/upper/work, hosts, hostname, resolv.conf) and its record, in state
 /// `created`. Nothing is left behind when it fails.
 pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result<Row, EngineError> {
+    create_as(paths, opts, extras, new_id()?)
+}
+
+/// [`create`] with the id chosen by the caller ([`new_id`]).
+fn create_as(
+    paths: &Paths,
+    opts: &RunOptions,
+    extras: &CreateExtras,
+    id: String,
+) -> Result<Row, EngineError> {
     if opts.host.vm {
         crate::vm::check_create(&opts.network)?;
     }
@@ -83,7 +93,6 @@ pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result
     let records = Records::open(&paths.root)?;
     drop(store);
     log::debug!("create: records open");
-    let id = new_id()?;
     let name = match &extras.name {
         Some(n) => {
             crate::containers::check_name(n)?;
@@ -240,10 +249,19 @@ pub fn run(
     extras: &CreateExtras,
     mode: Attach,
 ) -> Result<(Row, i32), EngineError> {
-    let row = create(paths, opts, extras)?;
+    // The monitor starts on the other core while the container is created (a failure to start
+    // it ahead is not one: the start spawns it as `start` does).
+    let id = new_id()?;
+    let pending = crate::lifecycle::prespawn(paths, &id)
+        .inspect_err(|e| log::debug!("run: no monitor ahead ({e})"))
+        .ok();
+    let row = create_as(paths, opts, extras, id)?;
     log::debug!("run: created {}", row.id);
     // Docker keeps a container that failed to start (unless --rm): the error is all to do.
-    let (handle, pid) = crate::lifecycle::start(paths, &row, mode)?;
+    let (handle, pid) = match pending {
+        Some(p) => crate::lifecycle::start_pending(paths, &row, mode, p)?,
+        None => crate::lifecycle::start(paths, &row, mode)?,
+    };
     if mode == Attach::Detached {
         return Ok((row, 0));
     }

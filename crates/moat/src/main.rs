@@ -82,6 +82,9 @@ enum MonitorOnly {
 struct MonitorArgs {
     /// Container id.
     id: String,
+    /// Started ahead of the container: the real command line comes on a pipe.
+    #[arg(long)]
+    pending: bool,
     /// Copy the output to stdout/stderr too.
     #[arg(long)]
     attach: bool,
@@ -454,6 +457,20 @@ fn command_name(args: &[std::ffi::OsString]) -> Option<&str> {
 /// The monitor of one container, exec'd by moat itself as `moat-monitor` (see
 /// `moat_engine::lifecycle::start`).
 fn monitor(g: &Globals, m: MonitorArgs) -> i32 {
+    if m.pending {
+        // Started ahead (`run`): the real command line (for the same container), or nothing
+        // when the run gave up.
+        let Some(args) = moat_engine::monitor::take_command_line() else {
+            return 0;
+        };
+        return match MonitorCli::try_parse_from(args) {
+            Ok(MonitorCli {
+                globals,
+                command: MonitorOnly::Monitor(given),
+            }) if !given.pending && given.id == m.id => monitor(&globals.absolute(), given),
+            _ => 1,
+        };
+    }
     // The monitor's starter puts the container's stdio on 0-2 before the runtime logs: its
     // lines must keep going to the monitor's own stderr, not into the container's output.
     if let Some(fd) = logger::Logger::install_on_stderr_copy(g.debug) {

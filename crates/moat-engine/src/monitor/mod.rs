@@ -161,6 +161,9 @@ impl Handle {
 /// The descriptor on which an exec'd monitor finds its report pipe.
 pub const REPORT_FD: i32 = 3;
 
+/// The descriptor on which a monitor started ahead ([`prespawn`]) reads its command line.
+pub const CONTROL_FD: i32 = 4;
+
 /// Starts the monitor of a created container whose rootfs is mounted: forks, and the monitor
 /// execs `exe` (a descriptor of the `moat` binary, which must call [`serve`] for `args`) with
 /// its report pipe on [`REPORT_FD`].
@@ -173,23 +176,100 @@ pub fn spawn(
     args: &[String],
     stdio: Option<[RawFd; 3]>,
 ) -> Result<Handle, EngineError> {
+    spawn_with(exe, args, stdio, None)
+}
+
+/// A monitor started before its container exists (`run`: the exec and the monitor's start-up
+/// overlap the container's creation, on the other core). It waits for its real command line
+/// on [`CONTROL_FD`]: [`Pending::go`] gives it; dropping the `Pending` ends it (it exits
+/// without a word when that pipe closes empty).
+#[derive(Debug)]
+pub struct Pending {
+    handle: Handle,
+    control: File,
+}
+
+/// Starts a [`Pending`] monitor: `exe` as for [`spawn`], `args` its first command line (the
+/// binary must read the real one with [`take_command_line`]).
+pub fn prespawn(exe: BorrowedFd<'_>, args: &[String]) -> Result<Pending, EngineError> {
+    let (control_r, control_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| EngineError::Sys {
+            what: "pipe",
+            source,
+        })?;
+    let handle = spawn_with(exe, args, None, Some(control_r.as_fd()))?;
+    Ok(Pending {
+        handle,
+        control: File::from(control_w),
+    })
+}
+
+impl Pending {
+    /// Hands the monitor its command line (as [`spawn`]'s `args`); its handle.
+    pub fn go(mut self, args: &[String]) -> Result<Handle, EngineError> {
+        let line = args.join("\0");
+        self.control
+            .write_all(line.as_bytes())
+            .map_err(|source| EngineError::Io {
+                what: "write",
+                path: PathBuf::from("the monitor's control pipe"),
+                source,
+            })?;
+        drop(self.control);
+        Ok(self.handle)
+    }
+}
+
+/// In a monitor started by [`prespawn`]: its command line, once given; `None` when the
+/// starter gave up (the pipe closed empty) or [`CONTROL_FD`] is not a pipe of ours.
+pub fn take_command_line() -> Option<Vec<String>> {
+    use std::io::Read;
+    // SAFETY: only borrowed for the duration of the F_GETFD call.
+    let fd = unsafe { BorrowedFd::borrow_raw(CONTROL_FD) };
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).ok()?;
+    // SAFETY: CONTROL_FD is open (checked above) and nothing else in this process owns it.
+    let mut control = unsafe { File::from_raw_fd(CONTROL_FD) };
+    let mut text = String::new();
+    control.read_to_string(&mut text).ok()?;
+    (!text.is_empty()).then(|| text.split('\0').map(str::to_string).collect())
+}
+
+/// [`spawn`], with `control` (when given) on [`CONTROL_FD`].
+fn spawn_with(
+    exe: BorrowedFd<'_>,
+    args: &[String],
+    stdio: Option<[RawFd; 3]>,
+    control: Option<BorrowedFd<'_>>,
+) -> Result<Handle, EngineError> {
     let sys = |what: &'static str| move |source| EngineError::Sys { what, source };
     let c = |s: &str| CString::new(s).map_err(|_| EngineError::Spec(format!("NUL in {s:?}")));
-    // Above the descriptors the child sets up (0-2 and REPORT_FD), which would replace it.
-    let exe =
-        nix::fcntl::fcntl(exe, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(sys("dup"))?;
-    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
-    let exe = unsafe { OwnedFd::from_raw_fd(exe) };
+    // Copies above the descriptors the child sets up (0-2, REPORT_FD, CONTROL_FD), which
+    // would otherwise replace them.
+    let high = |fd: BorrowedFd<'_>| -> Result<OwnedFd, EngineError> {
+        let n =
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).map_err(sys("dup"))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    };
+    let exe = high(exe)?;
+    let control = control.map(high).transpose()?;
     let args_c: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
     let mut argv: Vec<*const libc::c_char> = args_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
-    // SAFETY: the child only calls async-signal-safe functions (setsid, fork, dup2, fcntl,
+    let report_w = high(report_w.as_fd())?;
+    let fds = ChildFds {
+        exe: exe.as_raw_fd(),
+        report: report_w.as_raw_fd(),
+        control: control.as_ref().map(|c| c.as_raw_fd()),
+        stdio,
+    };
+    // SAFETY: the child only calls async-signal-safe functions (setsid, fork, dup2,
     // close_range, execveat, _exit) on values prepared before the fork.
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             // SAFETY: as above.
-            unsafe { exec_monitor(report_w.as_raw_fd(), exe.as_raw_fd(), &argv, stdio) }
+            unsafe { exec_monitor(&fds, &argv) }
         }
         ForkResult::Parent { child } => {
             drop(report_w);
@@ -201,28 +281,32 @@ pub fn spawn(
     }
 }
 
+/// The descriptors [`exec_monitor`] puts in place: all but `stdio`'s above 9.
+struct ChildFds {
+    exe: RawFd,
+    report: RawFd,
+    control: Option<RawFd>,
+    stdio: Option<[RawFd; 3]>,
+}
+
 /// In the forked child: a new session, a second fork (so the monitor is reparented away from
 /// the caller and no terminal's signals reach it), `stdio` (when given: an API server's attach
-/// pipes) on 0, 1 and 2, the report pipe on [`REPORT_FD`], every other inherited descriptor
-/// above it closed at exec, and the exec. Never returns.
+/// pipes) on 0, 1 and 2, the report pipe on [`REPORT_FD`], the control pipe (when given) on
+/// [`CONTROL_FD`], every other inherited descriptor closed at exec, and the exec of `exe`.
+/// Never returns.
 ///
 /// # Safety
 /// Must be called in a freshly forked child of a process that may have been multi-threaded:
 /// only async-signal-safe calls are made.
-/// `argv` is NULL-terminated and points into C strings that outlive the call; `exe` (above
-/// [`REPORT_FD`]), `stdio` and `report` are open descriptors, none of them 0, 1, 2 or [`REPORT_FD`] when `stdio` is given
-/// (the caller's own descriptors are above those, as an API server's pipes are).
-unsafe fn exec_monitor(
-    report: RawFd,
-    exe: RawFd,
-    argv: &[*const libc::c_char],
-    stdio: Option<[RawFd; 3]>,
-) -> ! {
+/// `argv` is NULL-terminated and points into C strings that outlive the call; the descriptors
+/// are open, `exe`, `report` and `control` above 9, `stdio`'s none of 0, 1, 2, REPORT_FD or
+/// CONTROL_FD (the caller's own descriptors are above those, as an API server's pipes are).
+unsafe fn exec_monitor(fds: &ChildFds, argv: &[*const libc::c_char]) -> ! {
     // SAFETY: plain system calls on integers and on C strings that outlive them; nothing here
     // allocates or takes a lock.
     unsafe {
-        if let Some(fds) = stdio {
-            for (target, fd) in fds.into_iter().enumerate() {
+        if let Some(stdio) = fds.stdio {
+            for (target, fd) in stdio.into_iter().enumerate() {
                 if libc::dup2(fd, target as RawFd) != target as RawFd {
                     libc::_exit(1);
                 }
@@ -235,17 +319,17 @@ unsafe fn exec_monitor(
         libc::setsid();
         match libc::fork() {
             0 => {
-                // dup2 clears close-on-exec on the copy (the monitor keeps it); a report pipe
-                // that already is REPORT_FD needs the flag cleared by hand.
-                let on_fd = if report == REPORT_FD {
-                    libc::fcntl(REPORT_FD, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(report, REPORT_FD) == REPORT_FD
-                };
-                if on_fd {
+                // dup2 clears close-on-exec on the copies (the monitor keeps them).
+                let mut placed = libc::dup2(fds.report, REPORT_FD) == REPORT_FD;
+                let mut first_closed = REPORT_FD + 1;
+                if let Some(control) = fds.control {
+                    placed &= libc::dup2(control, CONTROL_FD) == CONTROL_FD;
+                    first_closed = CONTROL_FD + 1;
+                }
+                if placed {
                     libc::syscall(
                         libc::SYS_close_range,
-                        (REPORT_FD + 1) as u32,
+                        first_closed as u32,
                         u32::MAX,
                         libc::CLOSE_RANGE_CLOEXEC,
                     );
@@ -255,7 +339,7 @@ unsafe fn exec_monitor(
                     }
                     libc::syscall(
                         libc::SYS_execveat,
-                        exe,
+                        fds.exe,
                         c"".as_ptr(),
                         argv.as_ptr(),
                         environ,
