@@ -249,13 +249,25 @@ pub fn run(
     extras: &CreateExtras,
     mode: Attach,
 ) -> Result<(Row, i32), EngineError> {
-    // The monitor starts on the other core while the container is created (a failure to start
-    // it ahead is not one: the start spawns it as `start` does).
+    // The monitor starts on the other core while the container is created, from a thread (its
+    // sealed view, fork and exec off this one's path; the forked child only execs). A failure
+    // to start it ahead is not one: the start then spawns it as `start` does.
     let id = new_id()?;
-    let pending = crate::lifecycle::prespawn(paths, &id)
-        .inspect_err(|e| log::debug!("run: no monitor ahead ({e})"))
-        .ok();
-    let row = create_as(paths, opts, extras, id)?;
+    let ahead = {
+        let (paths, id) = (paths.clone(), id.clone());
+        std::thread::spawn(move || crate::lifecycle::prespawn(&paths, &id))
+    };
+    let created = create_as(paths, opts, extras, id);
+    // Joined before anything else: signals are then blocked and forwarded by this thread alone.
+    let pending = match ahead.join() {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            log::debug!("run: no monitor ahead ({e})");
+            None
+        }
+        Err(_) => None,
+    };
+    let row = created?;
     log::debug!("run: created {}", row.id);
     // Docker keeps a container that failed to start (unless --rm): the error is all to do.
     let (handle, pid) = match pending {
