@@ -63,16 +63,17 @@ pub struct CreateExtras {
 /// bundle (config.json, rootfs/upper/work, hosts, hostname, resolv.conf) and its record, in state
 /// `created`. Nothing is left behind when it fails.
 pub fn create(paths: &Paths, opts: &RunOptions, extras: &CreateExtras) -> Result<Row, EngineError> {
-    create_as(paths, opts, extras, new_id()?)
+    create_as(paths, opts, extras, new_id()?).map(|(row, _)| row)
 }
 
-/// [`create`] with the id chosen by the caller ([`new_id`]).
+/// [`create`] with the id chosen by the caller ([`new_id`]); also the records' connection it
+/// used (see [`run`]).
 fn create_as(
     paths: &Paths,
     opts: &RunOptions,
     extras: &CreateExtras,
     id: String,
-) -> Result<Row, EngineError> {
+) -> Result<(Row, Records), EngineError> {
     if opts.host.vm {
         crate::vm::check_create(&opts.network)?;
     }
@@ -237,7 +238,7 @@ fn create_as(
     }
     dir.armed = false;
     crate::events::container_labelled(paths, "create", &row, &labels, &[]);
-    Ok(row)
+    Ok((row, records))
 }
 
 /// Runs a container (`create` + `start`). Detached: returns once it runs, with its id.
@@ -267,7 +268,11 @@ pub fn run(
         }
         Err(_) => None,
     };
-    let row = created?;
+    // The connection stays open until the run ends: while one is open, the monitor's
+    // connections (at the start and at the exit) find SQLite's WAL index valid; the first
+    // connection of all truncates and rebuilds it, and the truncation frees disk blocks, which
+    // a filesystem mounted with `discard` pays for at once.
+    let (row, _held) = created?;
     log::debug!("run: created {}", row.id);
     // Docker keeps a container that failed to start (unless --rm): the error is all to do.
     let (handle, pid) = match pending {
