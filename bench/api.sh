@@ -264,7 +264,9 @@ left=$(find "$MROOT/containers" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
 [ "$left" = 0 ] || echo "   NOTE moat: $left entries left in $MROOT/containers" >&2
 left=$(find "$MROOT" -mindepth 1 -maxdepth 2 -printf '%P\n' | grep -vx -e containers -e image -e run -e 'image/blobs' \
          -e 'image/snapshots' -e 'image/l' -e 'image/store.lock' -e 'image/moat\.db' -e 'image/moat\.db-wal' \
-         -e 'image/moat\.db-shm' -e 'run/@seccomp')
+         -e 'image/moat\.db-shm' -e 'run/@seccomp' \
+         -e events.jsonl -e network -e 'network/network\.db' -e 'network/network\.db-wal' -e 'network/network\.db-shm' \
+         -e apply -e 'apply/revisions\.db' -e 'apply/revisions\.db-wal' -e 'apply/revisions\.db-shm' -e netns)
 [ -z "$left" ] || echo "   NOTE moat: other entries in its root: $(echo $left)" >&2
 n=$(find "$MROOT/image/snapshots" -mindepth 1 -maxdepth 1 | wc -l)
 [ "$n" = 1 ] || echo "   NOTE moat: $n snapshots in the store (1 expected, the image's layer)" >&2
