@@ -284,7 +284,7 @@ pub async fn resize(
         return Err(ApiError::Conflict(format!("exec {id} is not running")));
     }
     blocking(move || {
-        moat_engine::exec::resize_exec(e.pid, rows, cols)?;
+        moat_engine::exec::resize_exec(&st.paths, &e.container, e.pid, rows, cols)?;
         Ok(StatusCode::OK)
     })
     .await

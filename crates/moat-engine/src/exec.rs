@@ -159,10 +159,22 @@ fn follow_window(master: &std::os::fd::OwnedFd) {
     }
 }
 
-/// The running exec'd process under `helper` (a `moat exec -t` child of an API server): the
-/// nearest descendant whose standard input is a pseudo-terminal; its terminal gets the size.
-pub fn resize_exec(helper: u32, rows: u16, cols: u16) -> Result<(), EngineError> {
+/// The running exec'd process under `helper` (a `moat exec -t` child of an API server, in
+/// container `container`): the nearest descendant whose standard input is a pseudo-terminal;
+/// its terminal gets the size. A VM container's exec has its terminal in the guest: the helper
+/// is told (see [`crate::vm::exec`]).
+pub fn resize_exec(
+    paths: &crate::Paths,
+    container: &str,
+    helper: u32,
+    rows: u16,
+    cols: u16,
+) -> Result<(), EngineError> {
     use std::os::unix::fs::MetadataExt;
+    let dir = paths.container_dir(container);
+    if crate::vm::is_vm(&dir) {
+        return crate::vm::resize_exec(&dir, helper, rows, cols);
+    }
     let mut children: std::collections::HashMap<i32, Vec<i32>> = Default::default();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {

@@ -425,10 +425,22 @@ fn mark_stopped_by_user(paths: &Paths, row: &Row) {
 
 /// Whether the running container is paused (frozen).
 pub fn is_paused(paths: &Paths, row: &Row) -> bool {
-    row.effective().0 == State::Running
-        && container_id(row).is_ok_and(|cid| {
-            moat_runtime::ops::pause::paused(&Runtime::new(&paths.runtime_root), &cid)
-        })
+    row.effective().0 == State::Running && cgroup_of(paths, row).is_ok_and(|cg| cg.is_frozen())
+}
+
+/// The cgroup of a running container's processes: the runtime's for a process container; for
+/// a VM container, that of its driver and VMM on the host (the guest runs inside them, so
+/// freezing it freezes the whole VM).
+fn cgroup_of(paths: &Paths, row: &Row) -> Result<moat_runtime::cgroups::Cgroup, EngineError> {
+    if crate::vm::is_vm(&paths.container_dir(&row.id)) {
+        return crate::vm::cgroup(&row.id);
+    }
+    let rt = Runtime::new(&paths.runtime_root);
+    Ok(moat_runtime::ops::pause::cgroup(&rt, &container_id(row)?)?)
+}
+
+fn cgroup_err(e: moat_runtime::cgroups::CgroupError) -> EngineError {
+    moat_runtime::OpsError::from(e).into()
 }
 
 /// Sets (or, with `None`, clears) the detach keys of the container's next attached starts
@@ -459,9 +471,7 @@ pub fn pause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
             row.id
         )));
     }
-    refuse_vm(paths, row, "pause")?;
-    let rt = Runtime::new(&paths.runtime_root);
-    moat_runtime::ops::pause::pause(&rt, &container_id(row)?)?;
+    cgroup_of(paths, row)?.freeze().map_err(cgroup_err)?;
     crate::events::container(paths, "pause", row, &[]);
     Ok(())
 }
@@ -474,8 +484,7 @@ pub fn unpause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
             row.id
         )));
     }
-    let rt = Runtime::new(&paths.runtime_root);
-    moat_runtime::ops::pause::resume(&rt, &container_id(row)?)?;
+    cgroup_of(paths, row)?.thaw().map_err(cgroup_err)?;
     crate::events::container(paths, "unpause", row, &[]);
     Ok(())
 }
@@ -561,13 +570,12 @@ pub fn stats(
             row.id
         )));
     }
-    refuse_vm(paths, row, "stats")?;
-    let rt = Runtime::new(&paths.runtime_root);
-    let cid = container_id(row)?;
+    // A VM container's figures are its VM's: what it costs the host.
+    let cg = cgroup_of(paths, row)?;
     let t0 = Instant::now();
-    let first = moat_runtime::ops::pause::usage(&rt, &cid)?;
+    let first = cg.usage();
     std::thread::sleep(window);
-    let second = moat_runtime::ops::pause::usage(&rt, &cid)?;
+    let second = cg.usage();
     let wall = t0.elapsed().as_nanos().max(1) as f64;
     let cpu = second.cpu_ns.saturating_sub(first.cpu_ns) as f64 / wall * 100.0;
     Ok((second, cpu))
@@ -635,12 +643,10 @@ pub fn stop(paths: &Paths, row: &Row, sig: Signal, timeout: Duration) -> Result<
     mark_stopped_by_user(paths, row);
     let dir = paths.container_dir(&row.id);
     let vm = crate::vm::is_vm(&dir);
-    if !vm {
-        // A paused container cannot act on the signal: thawed first, as Docker does.
-        let rt = Runtime::new(&paths.runtime_root);
-        let cid = container_id(row)?;
-        if moat_runtime::ops::pause::paused(&rt, &cid) {
-            let _ = moat_runtime::ops::pause::resume(&rt, &cid);
+    // A paused container cannot act on the signal: thawed first, as Docker does.
+    if let Ok(cg) = cgroup_of(paths, row) {
+        if cg.is_frozen() {
+            let _ = cg.thaw();
         }
     }
     let stopped = |()| {
@@ -705,6 +711,10 @@ pub fn remove(paths: &Paths, row: &Row, force: bool, volumes: bool) -> Result<()
         moat_runtime::ops::delete::delete(&rt, &cid, true)?;
     }
     let dir = paths.container_dir(&row.id);
+    // A VM container's monitor that died left its VM's cgroup.
+    if crate::vm::is_vm(&dir) {
+        crate::vm::remove_cgroup(&row.id);
+    }
     let labels = crate::inspect::labels(paths, &row.id);
     let used = if volumes {
         volumes_of(paths, &dir)

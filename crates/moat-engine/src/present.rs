@@ -59,8 +59,15 @@ pub fn host_memory() -> u64 {
 }
 
 /// The network interfaces of the network namespace of process `pid`, but loopback (as Docker
-/// counts NET I/O): name, bytes received, bytes sent.
+/// counts NET I/O): name, bytes received, bytes sent. None when that namespace is ours (the
+/// host's: a `--network host` container, or the host-side driver of a VM container without a
+/// network), whose counters are not the container's.
 pub fn net_io(pid: i32) -> Vec<(String, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    if ns(&format!("/proc/{pid}/ns/net")).ok() == ns("/proc/self/ns/net").ok() {
+        return vec![];
+    }
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
     parse_net_dev(&text)
 }

@@ -80,6 +80,49 @@ pub fn signal(dir: &Path, sig: Signal) -> Result<(), EngineError> {
     control(dir, &format!("signal {}", sig as i32))
 }
 
+/// The cgroup of a VM container's host processes (its driver, the VMM and their helpers),
+/// where a process container's processes would be: `pause` freezes the whole VM, `stats`
+/// reads what it costs the host.
+pub(crate) fn cgroup(id: &str) -> Result<moat_runtime::cgroups::Cgroup, EngineError> {
+    let cg = moat_runtime::cgroups::detect().and_then(|layout| {
+        moat_runtime::cgroups::Cgroup::new(
+            layout,
+            Path::new(&format!("/moat/{id}")),
+            moat_runtime::cgroups::HostFs,
+        )
+    });
+    Ok(cg.map_err(moat_runtime::OpsError::from)?)
+}
+
+/// In the driver, first: makes the VM's cgroup and moves the (single-threaded) driver into it;
+/// the VMM it starts is born there.
+fn enter_cgroup(id: &str) -> Result<(), EngineError> {
+    let cg = cgroup(id)?;
+    cg.create()
+        .and_then(|()| moat_runtime::cgroups::join_self(&cg.self_join_files()))
+        .map_err(moat_runtime::OpsError::from)?;
+    Ok(())
+}
+
+/// Removes the VM's cgroup once the VM is over (what is left in it is killed first: the VMM
+/// dies with its driver, but not at the same instant).
+pub(crate) fn remove_cgroup(id: &str) {
+    let Ok(cg) = cgroup(id) else { return };
+    let _ = cg.thaw();
+    for pid in cg.pids().unwrap_or_default() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    for _ in 0..100 {
+        if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Err(e) = cg.destroy() {
+        log::warn!("container {id}: the VM's cgroup: {e}");
+    }
+}
+
 /// Kills the VM of the container in `dir` (its guest no longer answers).
 pub fn kill_vm(dir: &Path) -> Result<(), EngineError> {
     control(dir, "kill-vm")
@@ -88,6 +131,45 @@ pub fn kill_vm(dir: &Path) -> Result<(), EngineError> {
 fn control(dir: &Path, request: &str) -> Result<(), EngineError> {
     let (_dir, sock) = crate::socket_in(dir, CONTROL)?;
     moat_vm::driver::control(&sock, request).map_err(EngineError::from)
+}
+
+/// Where an API server leaves the size it was asked for, for the `moat exec` helper with the
+/// pid appended (in the container's directory).
+const EXEC_SIZE: &str = "exec-size-";
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The API's resize of a VM container's exec (`helper`: its `moat exec` process, which relays
+/// to the guest's pty): the size is left for the helper, then SIGWINCH tells it to look.
+pub(crate) fn resize_exec(
+    dir: &Path,
+    helper: u32,
+    rows: u16,
+    cols: u16,
+) -> Result<(), EngineError> {
+    let file = dir.join(format!("{EXEC_SIZE}{helper}"));
+    let tmp = dir.join(format!(".{EXEC_SIZE}{helper}"));
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EngineError::Io { what, path, source }
+    };
+    std::fs::write(&tmp, format!("{rows} {cols}\n")).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &file).map_err(io("rename", &tmp))?;
+    let pid = i32::try_from(helper)
+        .map_err(|_| EngineError::Conflict(format!("exec process {helper} is not running")))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGWINCH).map_err(|source| {
+        EngineError::Sys {
+            what: "signal the exec process",
+            source,
+        }
+    })
 }
 
 /// `exec` into the running VM container in `dir`: `process` (built from the container's own,
@@ -120,15 +202,26 @@ pub fn exec(
         return Ok(0);
     }
     let input = client.input()?;
+    // Our terminal's size; without one (an API server's pipes), the size the server was asked
+    // for (see [`resize_exec`]), each time SIGWINCH says it changed.
+    let size_file = dir.join(format!("{EXEC_SIZE}{}", std::process::id()));
+    let _removed = RemoveOnDrop(size_file.clone());
+    let size = move || {
+        crate::monitor::console::caller_size().or_else(|| {
+            let text = std::fs::read_to_string(&size_file).ok()?;
+            let (r, c) = text.trim().split_once(' ')?;
+            Some((r.parse().ok()?, c.parse().ok()?))
+        })
+    };
     if req.tty {
-        let (rows, cols) = crate::monitor::console::caller_size().unwrap_or((24, 80));
+        let (rows, cols) = size().unwrap_or((24, 80));
         let _ = input.resize(rows, cols);
         let winch_input = client.input()?;
         std::thread::spawn(move || {
             let mut winch = nix::sys::signal::SigSet::empty();
             winch.add(Signal::SIGWINCH);
             while winch.wait().is_ok() {
-                if let Some((rows, cols)) = crate::monitor::console::caller_size() {
+                if let Some((rows, cols)) = size() {
                     if winch_input.resize(rows, cols).is_err() {
                         break;
                     }
@@ -472,6 +565,13 @@ fn drive(
         let _ = ready.write_all(format!("failed {code} {}\n", msg.replace('\n', " ")).as_bytes());
         code
     };
+    let id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Err(e) = enter_cgroup(&id) {
+        return fail(&mut ready, 125, format!("the VM's cgroup: {e}"));
+    }
     // The socket is bound by a relative name from inside the directory (108-byte limit).
     if let Err(e) = std::env::set_current_dir(dir) {
         return fail(&mut ready, 125, format!("enter {}: {e}", dir.display()));

@@ -286,6 +286,71 @@ fn what_vm_containers_cannot_do_yet_is_refused_at_create() {
     assert_clean(&e);
 }
 
+/// `pause` freezes a VM container's whole VM (its driver and VMM live in a cgroup of their
+/// own on the host), `unpause` thaws it, `stats` shows what the VM costs the host (no network
+/// counters of the host's for a container without a network); `top` is refused with the
+/// reason; the cgroup goes with the container.
+#[test]
+fn pause_unpause_and_stats_act_on_the_vm() {
+    if !vm_ready() {
+        return;
+    }
+    let e = Engine::with_busybox();
+    let id = e
+        .ok(&[
+            "run",
+            "-d",
+            "--isolation=vm",
+            "--network",
+            "none",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    let lines = || e.ok(&["logs", "ticker"]).lines().count();
+    eventually("the guest to tick", || lines() > 2);
+    let cgroup = format!("/sys/fs/cgroup/memory/moat/{id}");
+    assert!(Path::new(&cgroup).is_dir(), "no cgroup {cgroup}");
+    e.ok(&["pause", "ticker"]);
+    assert_eq!(inspect(&e, "ticker")["State"]["Status"], "paused");
+    assert!(e.ok(&["ps"]).contains("(Paused)"));
+    let frozen = lines();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(lines(), frozen, "the guest ran while paused");
+    let out = e.moat(&["pause", "ticker"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already paused"));
+    e.ok(&["unpause", "ticker"]);
+    eventually("the guest to tick again", || lines() > frozen + 2);
+    // CONTAINER ID  NAME  CPU %  MEM USAGE / LIMIT  MEM %  NET I/O  BLOCK I/O  PIDS
+    let stats = e.ok(&["stats", "--no-stream", "ticker"]);
+    let row: Vec<&str> = stats
+        .lines()
+        .find(|l| l.contains("ticker"))
+        .unwrap()
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert!(!row[3].starts_with("0B"), "{stats}");
+    assert_eq!(row[5], "0B / 0B", "{stats}");
+    let out = e.moat(&["top", "ticker"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("do not support top"),
+        "{out:?}"
+    );
+    // Stopped while paused: thawed first, then stopped as usual.
+    e.ok(&["pause", "ticker"]);
+    e.ok(&["stop", "-t", "1", "ticker"]);
+    e.ok(&["rm", "ticker"]);
+    assert!(!Path::new(&cgroup).exists(), "{cgroup} left");
+    assert_clean(&e);
+}
+
 #[test]
 fn the_docker_cli_runs_a_vm_container_through_the_api() {
     if !vm_ready() || !common::docker::docker_present() {
@@ -353,6 +418,20 @@ fn the_docker_cli_runs_a_vm_container_through_the_api() {
         ),
         "from-exec\nsleep\u{0}600\u{0}"
     );
+    // `docker exec -t` on a terminal: the CLI sizes the exec through the API, and the size
+    // reaches the guest's terminal (its own pty, not a host process's).
+    let (code, out) = common::on_a_terminal(
+        &format!(
+            "stty rows 33 cols 101; DOCKER_HOST=unix://{} DOCKER_CONFIG={} \
+             /usr/local/bin/docker exec -t apivm sh -c 'sleep 1; stty size'",
+            s.sock.display(),
+            e.dir.path().join("docker-cli").display()
+        ),
+        "",
+        b"",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("33 101"), "{out}");
     let out = docker(&e, &s, &["rm", "-f", "apivm"]);
     assert!(out.status.success(), "{out:?}");
     drop(s);

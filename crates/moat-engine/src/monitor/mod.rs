@@ -535,7 +535,9 @@ fn finish(
     let rt = Runtime::new(&cfg.paths.runtime_root);
     // The init has exited (reaped by us): a plain delete needs no freeze-and-kill round. Only
     // when that fails (a start that failed half-way) is the container force-deleted.
-    if moat_runtime::ops::delete::delete(&rt, &cfg.id, false).is_err() {
+    if crate::vm::is_vm(&dir) {
+        crate::vm::remove_cgroup(cfg.id.as_str());
+    } else if moat_runtime::ops::delete::delete(&rt, &cfg.id, false).is_err() {
         let _ = moat_runtime::ops::delete::delete(&rt, &cfg.id, true);
     }
     log::debug!("monitor: runtime state deleted");

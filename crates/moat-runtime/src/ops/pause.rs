@@ -46,3 +46,9 @@ pub fn usage(rt: &Runtime, id: &ContainerId) -> Result<crate::cgroups::Usage, Op
     let (rec, _) = rt.lookup(id)?;
     Ok(cgroup_of(&rec)?.usage())
 }
+
+/// The container's cgroup (what `pause`, `top` and `stats` act on).
+pub fn cgroup(rt: &Runtime, id: &ContainerId) -> Result<crate::cgroups::Cgroup, OpsError> {
+    let (rec, _) = rt.lookup(id)?;
+    cgroup_of(&rec)
+}
