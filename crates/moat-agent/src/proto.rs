@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol version; bumped on any incompatible change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The name of the virtio-serial port the agent talks on (`/sys/class/virtio-ports/*/name`).
 pub const PORT_NAME: &str = "moat.agent.0";
@@ -98,6 +98,10 @@ pub enum Kind {
     DnsQuery = 13,
     /// host → guest: the answer to the query `stream` (UDP payload).
     DnsAnswer = 14,
+    /// host → guest: list the container's processes (`top`); `stream` numbers the request.
+    Top = 15,
+    /// guest → host: the answer to the request `stream` ([`TopReply`]).
+    TopReply = 16,
 }
 
 impl Kind {
@@ -117,6 +121,8 @@ impl Kind {
             12 => Kind::Resize,
             13 => Kind::DnsQuery,
             14 => Kind::DnsAnswer,
+            15 => Kind::Top,
+            16 => Kind::TopReply,
             other => return Err(ProtoError::UnknownKind(other)),
         })
     }
@@ -313,6 +319,13 @@ pub struct Failed {
     pub code: i32,
     /// Why.
     pub message: String,
+}
+
+/// The container's processes, as the guest sees them (guest pids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopReply {
+    /// By pid.
+    pub processes: Vec<moat_runtime::procinfo::Process>,
 }
 
 /// A signal for the process.

@@ -449,14 +449,6 @@ pub fn set_detach_keys(paths: &Paths, row: &Row, keys: Option<&str>) -> Result<(
     crate::monitor::save_detach_keys(&paths.container_dir(&row.id), keys)
 }
 
-/// Refuses `what` for a VM container (its processes live in the guest, not in a host cgroup).
-pub(crate) fn refuse_vm(paths: &Paths, row: &Row, what: &'static str) -> Result<(), EngineError> {
-    if crate::vm::is_vm(&paths.container_dir(&row.id)) {
-        return Err(EngineError::NotForVm(what));
-    }
-    Ok(())
-}
-
 /// Freezes every process of a running container (`pause`).
 pub fn pause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
     if row.effective().0 != State::Running {
@@ -490,21 +482,10 @@ pub fn unpause(paths: &Paths, row: &Row) -> Result<(), EngineError> {
 }
 
 /// One process of a container, as `top` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Process {
-    /// Host pid.
-    pub pid: i32,
-    /// Parent's host pid.
-    pub ppid: i32,
-    /// Real uid.
-    pub uid: u32,
-    /// CPU time used, seconds.
-    pub cpu_secs: u64,
-    /// Command line.
-    pub cmd: String,
-}
+pub use moat_runtime::procinfo::Process;
 
-/// The processes of a running container (`top`), from its cgroup and /proc.
+/// The processes of a running container (`top`): from its cgroup and /proc for a process
+/// container (host pids); a VM container's from its guest, through the agent (guest pids).
 pub fn top(paths: &Paths, row: &Row) -> Result<Vec<Process>, EngineError> {
     if row.effective().0 != State::Running {
         return Err(EngineError::Conflict(format!(
@@ -512,49 +493,24 @@ pub fn top(paths: &Paths, row: &Row) -> Result<Vec<Process>, EngineError> {
             row.id
         )));
     }
-    refuse_vm(paths, row, "top")?;
+    let dir = paths.container_dir(&row.id);
+    if crate::vm::is_vm(&dir) {
+        // A frozen guest cannot answer.
+        if is_paused(paths, row) {
+            return Err(EngineError::Conflict(format!(
+                "container {} is paused: its guest cannot list its processes until unpaused",
+                row.name
+            )));
+        }
+        return crate::vm::top(&dir);
+    }
     let rt = Runtime::new(&paths.runtime_root);
     let mut pids = moat_runtime::ops::pause::pids(&rt, &container_id(row)?)?;
     pids.sort_unstable();
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .unwrap_or(100)
-        .max(1);
-    let mut out = vec![];
-    for pid in pids {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command (which may hold spaces) start at the last ')'.
-        let rest: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let num = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0);
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                String::from_utf8_lossy(&c)
-                    .trim_end_matches('\0')
-                    .replace('\0', " ")
-            })
-            .unwrap_or_default();
-        out.push(Process {
-            pid,
-            ppid: num(1) as i32,
-            uid,
-            cpu_secs: (num(11) + num(12)) / ticks,
-            cmd,
-        });
-    }
-    Ok(out)
+    Ok(pids
+        .into_iter()
+        .filter_map(moat_runtime::procinfo::read)
+        .collect())
 }
 
 /// A running container's resource usage, with its CPU use over `window` as a percentage of

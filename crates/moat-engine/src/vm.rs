@@ -123,6 +123,12 @@ pub(crate) fn remove_cgroup(id: &str) {
     }
 }
 
+/// The processes of the running VM container in `dir`, as its guest sees them (`top`).
+pub(crate) fn top(dir: &Path) -> Result<Vec<moat_runtime::procinfo::Process>, EngineError> {
+    let (_dir, sock) = crate::socket_in(dir, CONTROL)?;
+    Ok(moat_vm::driver::top(&sock)?.processes)
+}
+
 /// Kills the VM of the container in `dir` (its guest no longer answers).
 pub fn kill_vm(dir: &Path) -> Result<(), EngineError> {
     control(dir, "kill-vm")

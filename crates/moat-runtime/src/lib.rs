@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod id;
 pub mod init;
 pub mod ops;
+pub mod procinfo;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;

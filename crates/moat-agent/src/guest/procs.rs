@@ -335,6 +335,17 @@ pub(super) fn relay(
                     }
                     continue;
                 }
+                if f.kind == Kind::Top {
+                    // The container's pid namespace is its init's (stream 0).
+                    let processes = procs
+                        .iter()
+                        .find(|p| p.stream == 0)
+                        .map(|init| moat_runtime::procinfo::in_pid_namespace_of(init.pid))
+                        .unwrap_or_default();
+                    let reply = proto::TopReply { processes };
+                    chan.send(&Frame::json(Kind::TopReply, f.stream, &reply))?;
+                    continue;
+                }
                 handle(chan, &mut procs, f)?;
             }
         }

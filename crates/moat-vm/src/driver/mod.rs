@@ -4,7 +4,9 @@
 //! `kill`). Its result is the container's exit code, or why the VM ended without one.
 //!
 //! Control socket protocol, one line per connection: `signal N` (to the container's init in
-//! the guest) or `kill-vm` (the VMM itself, when the guest no longer answers); answered `ok`.
+//! the guest) or `kill-vm` (the VMM itself, when the guest no longer answers), answered `ok`;
+//! `top`, answered with the agent's [`proto::TopReply`] as one line of JSON; `exec`, followed
+//! by the session's frames (see [`exec`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -38,6 +40,8 @@ pub struct Booted {
     execs: Vec<exec::Session>,
     /// The guest's DNS relay.
     dns: dns::Dns,
+    /// `top` requests waiting for the agent's answer, by stream.
+    tops: Vec<(u32, UnixStream)>,
     next_stream: u32,
 }
 
@@ -81,6 +85,7 @@ pub fn boot(
         timeout,
         execs: vec![],
         dns: dns::Dns::default(),
+        tops: vec![],
         next_stream: 0,
     };
     let until = Instant::now() + timeout;
@@ -263,6 +268,7 @@ impl Booted {
                         loop {
                             match self.decoder.next_frame() {
                                 Ok(Some(f)) if f.kind == Kind::DnsQuery => self.dns_query(f),
+                                Ok(Some(f)) if f.kind == Kind::TopReply => self.top_reply(f),
                                 Ok(Some(f)) if f.stream != 0 => self.route_to_session(f),
                                 Ok(Some(f)) => match f.kind {
                                     Kind::Stdout => {
@@ -385,6 +391,16 @@ impl Booted {
         }
     }
 
+    /// The agent's answer to a `top` request: to the connection that asked.
+    fn top_reply(&mut self, f: Frame) {
+        if let Some(i) = self.tops.iter().position(|(s, _)| *s == f.stream) {
+            let (_, mut conn) = self.tops.remove(i);
+            let mut line = f.payload;
+            line.push(b'\n');
+            let _ = conn.write_all(&line);
+        }
+    }
+
     fn serve_control(&mut self, control: &UnixListener) {
         while let Ok((conn, _)) = control.accept() {
             let _ = conn.set_nonblocking(false);
@@ -411,6 +427,23 @@ impl Booted {
                 ["kill-vm"] => {
                     let _ = self.child.kill();
                     "ok".to_string()
+                }
+                ["top"] => {
+                    self.next_stream += 1;
+                    let f = Frame {
+                        kind: Kind::Top,
+                        stream: self.next_stream,
+                        payload: b"{}".to_vec(),
+                    };
+                    match self.send(&f) {
+                        Ok(()) => {
+                            // Answered when the agent's reply comes (a paused VM's once it
+                            // is thawed: the client's read has timed out by then).
+                            self.tops.push((self.next_stream, conn));
+                            continue;
+                        }
+                        Err(e) => format!("error {e}"),
+                    }
                 }
                 _ => format!("error unknown request {:?}", line.trim()),
             };
@@ -467,6 +500,28 @@ fn read_line(mut conn: &UnixStream) -> String {
 
 /// Sends one control request to the driver listening at `socket`; its answer.
 pub fn control(socket: &Path, request: &str) -> Result<(), VmError> {
+    match ask(socket, request)?.as_str() {
+        "ok" => Ok(()),
+        other => Err(refused(socket, other)),
+    }
+}
+
+/// The container's processes in the guest (`top`), by the agent.
+pub fn top(socket: &Path) -> Result<proto::TopReply, VmError> {
+    let answer = ask(socket, "top")?;
+    serde_json::from_str(&answer).map_err(|_| refused(socket, &answer))
+}
+
+fn refused(socket: &Path, answer: &str) -> VmError {
+    VmError::Io {
+        what: "control request refused by",
+        path: socket.to_path_buf(),
+        source: std::io::Error::other(answer.to_string()),
+    }
+}
+
+/// One request line to the driver; its one-line answer.
+fn ask(socket: &Path, request: &str) -> Result<String, VmError> {
     let io = |what| crate::io_err(what, socket);
     let mut conn = UnixStream::connect(socket).map_err(io("connect to"))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))
@@ -477,14 +532,7 @@ pub fn control(socket: &Path, request: &str) -> Result<(), VmError> {
     BufReader::new(&conn)
         .read_line(&mut answer)
         .map_err(io("read from"))?;
-    match answer.trim() {
-        "ok" => Ok(()),
-        other => Err(VmError::Io {
-            what: "control request refused by",
-            path: socket.to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
-        }),
-    }
+    Ok(answer.trim().to_string())
 }
 
 /// The last lines of the guest's console, on one line.
