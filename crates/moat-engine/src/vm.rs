@@ -139,6 +139,10 @@ fn control(dir: &Path, request: &str) -> Result<(), EngineError> {
     moat_vm::driver::control(&sock, request).map_err(EngineError::from)
 }
 
+/// The rootfs share's virtiofsd socket, in the container's directory (the driver's working
+/// directory: a socket's name is limited to 108 bytes).
+const VIRTIOFS_SOCKET: &str = "vfs-rootfs.sock";
+
 /// Where an API server leaves the size it was asked for, for the `moat exec` helper with the
 /// pid appended (in the container's directory).
 const EXEC_SIZE: &str = "exec-size-";
@@ -436,11 +440,15 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             tag: proto::BUNDLE_TAG.into(),
             path: guest.clone(),
             readonly: true,
+            virtiofs: None,
         },
+        // The writable layer over virtio-fs when a virtiofsd is installed (device nodes and
+        // fifos can be made there; QEMU's 9p refuses them), else 9p.
         Share {
             tag: proto::ROOTFS_TAG.into(),
             path: dir.join("rootfs"),
             readonly: false,
+            virtiofs: moat_vm::virtiofs::find().map(|_| PathBuf::from(VIRTIOFS_SOCKET)),
         },
     ];
     for m in doc["mounts"]
@@ -472,6 +480,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
                 tag: tag.clone(),
                 path: src.to_path_buf(),
                 readonly,
+                virtiofs: None,
             });
             shares.push(proto::Share {
                 tag,
@@ -648,6 +657,7 @@ fn drive(
     drop(ready);
     let outcome = booted.relay(stdio, control);
     let _ = std::fs::remove_file(CONTROL);
+    let _ = std::fs::remove_file(VIRTIOFS_SOCKET);
     if let Some(r) = &outcome.reason {
         let _ = std::fs::write(REASON, r);
     }

@@ -119,6 +119,13 @@ impl Jail {
         inside.initrd = PathBuf::from("/vm/initrd");
         inside.console_log = PathBuf::from("/vm/console.log");
         for (sh, ish) in cfg.shares.iter().zip(inside.shares.iter_mut()) {
+            // A virtio-fs share is its daemon's business: the VMM only needs the socket.
+            if let Some(sock) = &sh.virtiofs {
+                let to = format!("vm/{}.sock", sh.tag);
+                file(&mut ops, sock, &to, false)?;
+                ish.virtiofs = Some(PathBuf::from("/").join(to));
+                continue;
+            }
             let to = format!("shares/{}", sh.tag);
             dir(&mut ops, &to)?;
             ops.push(Op::Bind {
@@ -315,11 +322,20 @@ mod tests {
             initrd: "/var/lib/moat/vm/initramfs-1.cpio".into(),
             memory_mib: 512,
             vcpus: 1,
-            shares: vec![Share {
-                tag: "rootfs".into(),
-                path: "/var/lib/moat/containers/abc/rootfs".into(),
-                readonly: false,
-            }],
+            shares: vec![
+                Share {
+                    tag: "rootfs".into(),
+                    path: "/var/lib/moat/containers/abc/rootfs".into(),
+                    readonly: false,
+                    virtiofs: None,
+                },
+                Share {
+                    tag: "vfs".into(),
+                    path: "/var/lib/moat/containers/abc/rootfs".into(),
+                    readonly: false,
+                    virtiofs: Some("/var/lib/moat/containers/abc/vfs.sock".into()),
+                },
+            ],
             console_log: "/var/lib/moat/containers/abc/console.log".into(),
             nics: vec![],
             accel: Accel::Tcg,
@@ -347,6 +363,14 @@ mod tests {
             "/j/shares/rootfs".into(),
             false
         )));
+        // A virtio-fs share: only its daemon's socket enters the jail, not the directory.
+        assert_eq!(inside.shares[1].virtiofs, Some("/vm/vfs.sock".into()));
+        assert!(binds.contains(&(
+            "/var/lib/moat/containers/abc/vfs.sock".into(),
+            "/j/vm/vfs.sock".into(),
+            false
+        )));
+        assert!(!binds.iter().any(|b| b.1 == "/j/shares/vfs"));
         // No tap, no KVM: neither device is in the jail; nothing of the engine root but the
         // container's own paths.
         assert!(!binds

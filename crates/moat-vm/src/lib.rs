@@ -12,6 +12,7 @@ pub mod driver;
 pub mod jail;
 pub mod qemu;
 pub mod tap;
+pub mod virtiofs;
 pub mod vmm;
 
 pub use vmm::{Accel, Share, VmConfig, Vmm};

@@ -58,11 +58,19 @@ impl Qemu {
         };
         let s = |x: &str| x.to_string();
         let p = |x: &Path| x.to_string_lossy().into_owned();
+        // vhost-user devices (virtio-fs) need the guest's memory shareable, and modern
+        // virtio-mmio (libvhost-user refuses legacy devices).
+        let virtiofs = cfg.shares.iter().any(|sh| sh.virtiofs.is_some());
+        let machine = if virtiofs {
+            "microvm,acpi=off,memory-backend=mem"
+        } else {
+            "microvm,acpi=off"
+        };
         let mut a = vec![
             s("-name"),
             cfg.name.replace(',', ",,"),
             s("-M"),
-            s("microvm,acpi=off"),
+            s(machine),
             s("-accel"),
             s(accel),
             s("-cpu"),
@@ -108,7 +116,31 @@ impl Qemu {
             a.push(s("-device"));
             a.push(format!("virtio-net-device,netdev=net{i},mac={mac}"));
         }
+        if virtiofs {
+            a.extend([
+                s("-object"),
+                format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    cfg.memory_mib
+                ),
+                s("-global"),
+                s("virtio-mmio.force-legacy=false"),
+            ]);
+        }
         for (i, sh) in cfg.shares.iter().enumerate() {
+            if let Some(sock) = &sh.virtiofs {
+                a.push(s("-chardev"));
+                a.push(format!(
+                    "socket,id=vfs{i},path={}",
+                    p(sock).replace(',', ",,")
+                ));
+                a.push(s("-device"));
+                a.push(format!(
+                    "vhost-user-fs-device,chardev=vfs{i},tag={}",
+                    sh.tag
+                ));
+                continue;
+            }
             // QEMU's option syntax doubles commas inside values.
             let path = p(&sh.path).replace(',', ",,");
             let ro = if sh.readonly { ",readonly=on" } else { "" };
@@ -206,6 +238,7 @@ mod tests {
                 tag: "bundle".into(),
                 path: "/var/lib/moat/c,1".into(),
                 readonly: false,
+                virtiofs: None,
             }],
             console_log: "/c/console.log".into(),
             nics: vec![("tap0".into(), "02:42:ac:11:00:02".into())],
@@ -226,5 +259,23 @@ mod tests {
             "-netdev tap,id=net0,ifname=tap0,script=no,downscript=no \
              -device virtio-net-device,netdev=net0,mac=02:42:ac:11:00:02"
         ));
+        assert!(!a.contains("memory-backend"));
+        // A virtio-fs share: its daemon's socket, shared guest memory, modern virtio-mmio.
+        let mut cfg = cfg;
+        cfg.shares.push(Share {
+            tag: "rootfs".into(),
+            path: "/r".into(),
+            readonly: false,
+            virtiofs: Some("/vm/rootfs.sock".into()),
+        });
+        let a = q.args(&cfg, 3).join(" ");
+        assert!(a.contains("-M microvm,acpi=off,memory-backend=mem "));
+        assert!(a.contains("-object memory-backend-memfd,id=mem,size=288M,share=on"));
+        assert!(a.contains("-global virtio-mmio.force-legacy=false"));
+        assert!(a.contains(
+            "-chardev socket,id=vfs1,path=/vm/rootfs.sock \
+             -device vhost-user-fs-device,chardev=vfs1,tag=rootfs"
+        ));
+        assert!(!a.contains("fsdev=fs1"));
     }
 }

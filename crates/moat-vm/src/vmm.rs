@@ -58,7 +58,7 @@ impl Accel {
     }
 }
 
-/// A host directory shared into the guest (9p).
+/// A host directory shared into the guest: by QEMU's 9p server, or by a virtiofsd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     /// The tag the guest mounts it by.
@@ -67,6 +67,9 @@ pub struct Share {
     pub path: PathBuf,
     /// The guest may only read it.
     pub readonly: bool,
+    /// virtio-fs instead of 9p: the vhost-user socket of its virtiofsd (set by the driver,
+    /// which starts the daemon: [`crate::virtiofs`]).
+    pub virtiofs: Option<PathBuf>,
 }
 
 /// One VM.

@@ -70,7 +70,8 @@ fn runs_the_command_in_its_own_kernel_with_the_containers_defaults() {
         "busybox",
         "sh",
         "-c",
-        "uname -r; echo $X $IMG $(pwd) pid=$$; grep CapEff /proc/self/status; echo to-stderr >&2; exit 3",
+        "uname -r; echo $X $IMG $(pwd) pid=$$; grep CapEff /proc/self/status; echo to-stderr >&2; \
+         mkfifo /tmp/fifo && mknod /tmp/null c 1 3 && echo x > /tmp/null && ls -l /tmp; exit 3",
     ]);
     assert_eq!(code, 3, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -83,6 +84,11 @@ fn runs_the_command_in_its_own_kernel_with_the_containers_defaults() {
     // Inside the guest the container still gets Docker's default capability set.
     assert_eq!(lines[2], "CapEff:\t00000000a80425fb", "{out}");
     assert!(err.contains("to-stderr"), "{err}");
+    // A fifo and a device node in the writable layer (virtio-fs: QEMU's 9p refuses them).
+    assert!(
+        out.contains("prw-r--r--") && out.contains("crw-r--r--"),
+        "{out}"
+    );
     // A command that does not exist: Docker's 127, as for a process container.
     let (code, _, err) = e.run(&["--isolation=vm", "busybox", "no-such-command"]);
     assert_eq!(code, 127, "{err}");
@@ -207,12 +213,25 @@ fn stop_kill_and_a_crashed_vmm_are_reported() {
     assert!(driver > 0);
     let children =
         std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children")).unwrap();
-    let qemu: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(qemu > 1);
+    let comm = |pid: &i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let children: Vec<i32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let qemu = *children
+        .iter()
+        .find(|p| comm(p).starts_with("qemu"))
+        .unwrap();
+    // The rootfs's virtio-fs daemon runs sandboxed in a mount namespace of its own too.
+    let vfsd = *children
+        .iter()
+        .find(|p| comm(p).starts_with("virtiofsd"))
+        .unwrap();
     // The VMM is confined: its own mount namespace whose root holds only what it needs, a
     // capability bounding set of seven, no new privileges, and a seccomp filter.
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     assert_ne!(ns(qemu), ns(std::process::id() as i32));
+    assert_ne!(ns(vfsd), ns(std::process::id() as i32));
     let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{qemu}/root"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

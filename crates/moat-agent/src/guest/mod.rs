@@ -274,7 +274,16 @@ fn boot_mounts() -> Result<(), AgentError> {
         None,
     )?;
     mount_9p(proto::BUNDLE_TAG, Path::new(BUNDLE))?;
-    mount_9p(proto::ROOTFS_TAG, Path::new(ROOTFS))
+    // The host serves the rootfs over virtio-fs when it has a virtiofsd (device nodes and
+    // fifos work there), else over 9p: whichever device carries the tag mounts.
+    do_mount(
+        proto::ROOTFS_TAG,
+        Path::new(ROOTFS),
+        "virtiofs",
+        MsFlags::empty(),
+        None,
+    )
+    .or_else(|_| mount_9p(proto::ROOTFS_TAG, Path::new(ROOTFS)))
 }
 
 fn mount_9p(tag: &str, target: &Path) -> Result<(), AgentError> {

@@ -31,6 +31,8 @@ pub mod exec;
 #[derive(Debug)]
 pub struct Booted {
     child: Child,
+    /// The virtio-fs daemons (they die with us, or when the VM is killed).
+    daemons: Vec<Child>,
     chan: UnixStream,
     decoder: Decoder,
     console: PathBuf,
@@ -71,6 +73,26 @@ pub fn boot(
         .map_err(crate::io_err("socketpair", Path::new("agent")))
         .map_err(e125)?;
     let t0 = Instant::now();
+    // The virtio-fs shares' daemons first (they listen before QEMU connects).
+    let mut cfg = cfg.clone();
+    let mut daemons = vec![];
+    for sh in cfg.shares.iter_mut() {
+        let Some(sock) = sh.virtiofs.clone() else {
+            continue;
+        };
+        let binary = crate::virtiofs::find().ok_or_else(|| {
+            e125(crate::io_err("find", Path::new("virtiofsd"))(
+                std::io::ErrorKind::NotFound.into(),
+            ))
+        })?;
+        daemons.push(crate::virtiofs::serve(&binary, &sh.path, &sock).map_err(e125)?);
+        let abs = std::env::current_dir()
+            .map_err(crate::io_err("read", Path::new(".")))
+            .map_err(e125)?
+            .join(&sock);
+        sh.virtiofs = Some(abs);
+    }
+    let cfg = &cfg;
     let child = vmm.launch(cfg, OwnedFd::from(theirs)).map_err(e125)?;
     log::debug!(
         "vm: VMM launched (pid {}) in {:?}",
@@ -79,6 +101,7 @@ pub fn boot(
     );
     let mut vm = Booted {
         child,
+        daemons,
         chan: ours,
         decoder: Decoder::default(),
         console: cfg.console_log.clone(),
@@ -193,6 +216,10 @@ impl Booted {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
     }
 
     /// Relays until the container has exited and the VM is gone. `stdin` (when given) feeds

@@ -1,0 +1,73 @@
+//! virtio-fs shares: a `virtiofsd` per share, serving a host directory to the guest over a
+//! vhost-user socket. The container's root filesystem goes this way when a virtiofsd is
+//! installed: QEMU's own 9p server refuses to create device nodes and fifos since its fix for
+//! CVE-2023-2861 (it may not open special files, and it opens what it creates to set its mode),
+//! so `mkfifo` and `mknod` in a VM container's writable layer failed with ENXIO; virtiofsd
+//! creates them with the host's kernel.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::VmError;
+
+/// The installed virtiofsd: Debian 13's Rust one, or the C one Debian 12's QEMU ships.
+/// `MOAT_VIRTIOFSD` names another; set to something that is not a file (`none`), it turns
+/// virtio-fs off (9p for every share).
+pub fn find() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os("MOAT_VIRTIOFSD") {
+        let p = PathBuf::from(v);
+        return p.is_file().then_some(p);
+    }
+    ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"]
+        .map(PathBuf::from)
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// Serves `dir` on `socket` (a path short enough for a socket's name: relative to the working
+/// directory) with `binary`; the daemon dies with its parent. It listens on a socket we bind
+/// (`--fd`), so QEMU may connect as soon as this returns.
+pub fn serve(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, VmError> {
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(crate::io_err("listen on", socket))?;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(binary);
+    let rust = binary.ends_with("libexec/virtiofsd");
+    if rust {
+        cmd.arg("--shared-dir").arg(dir);
+        cmd.args(["--fd=3", "--cache=auto", "--sandbox=namespace", "--xattr"]);
+    } else {
+        cmd.arg("-o").arg(format!("source={}", dir.display()));
+        cmd.args([
+            "--fd=3",
+            "-o",
+            "cache=auto",
+            "-o",
+            "sandbox=namespace",
+            "-o",
+            "xattr",
+        ]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // calls on integers.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::dup2(fd, 3) != 3 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(crate::io_err("start", binary))?;
+    drop(listener);
+    Ok(child)
+}
