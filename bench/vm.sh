@@ -2,7 +2,7 @@
 # vm.sh: what VM isolation costs. `moat run --rm --isolation=vm IMG true` (the minimal guest
 # kernel from scripts/vm-kernel.sh) beside `moat run --rm IMG true` (process isolation), with
 # hyperfine in one run, and the ratio; then the idle memory of N detached VM containers (PSS of
-# each container's monitor, VM driver and QEMU, from /proc/PID/smaps_rollup). A benchmark, not
+# each container's monitor, VM driver, QEMU and virtio-fs daemon, from /proc/PID/smaps_rollup). A benchmark, not
 # a test (issue 8's targets under software emulation: <= 1 s median start with the minimal
 # kernel, <= 64 MiB per idle VM container; Kata Containers publishes 0.8-1.3 s per start with
 # hardware KVM and 115-142 MB per container).
@@ -46,6 +46,8 @@ hf() { # hf LABEL COMMAND
   jq -r --arg l "$1" '.results[0] | "\($l) \(.median*1000) \(.mean*1000) \(.min*1000) \(.max*1000)"' "$R/$1.json" >> "$R/all.txt"
 }
 hf vm "$VM"
+# The same with every share over 9p (the writable layer too: no virtiofsd), as before virtio-fs.
+hf vm.9p "env MOAT_VIRTIOFSD=none $VM"
 hf vm.bridge "$VMNET"
 hf process "$PROC"
 echo "vm.sh: $(date -u '+%F %T') UTC; $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs each; accelerator: $( (grep -qw -e vmx -e svm /proc/cpuinfo && [ -w /dev/kvm ]) && echo kvm || echo tcg)"
@@ -53,20 +55,30 @@ proc=$(awk '$1=="process"{print $2}' "$R/all.txt")
 printf '| what | median ms | mean ms | min ms | max ms | median / process |\n|---|---|---|---|---|---|\n'
 awk -v p="$proc" '{printf "| %s | %.0f | %.0f | %.0f | %.0f | %.1fx |\n", $1, $2, $3, $4, $5, $2/p}' "$R/all.txt"
 # Idle memory: N detached VM containers, measured 10 s after the last started.
+# IDLE9P=1: the idle containers with every share over 9p (no virtiofsd).
+[ "${IDLE9P:-0}" = 1 ] && export MOAT_VIRTIOFSD=none
 for i in $(seq 1 "$N"); do $M run -d --isolation=vm --network none --name "idle$i" busybox:local sleep 3600 >/dev/null || exit 1; done
 sleep 10
 pss() { awk '/^Pss:/{s+=$2} END{print s+0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 rss() { awk '/^Rss:/{s+=$2} END{print s+0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+# descendants PID: every process below PID (the virtio-fs daemon forks its sandboxed worker)
+descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
 tp=0; tr=0; qp=0
-printf '\n| container | monitor PSS KiB | driver PSS KiB | QEMU PSS KiB | QEMU RSS KiB | total PSS MiB |\n|---|---|---|---|---|---|\n'
+printf '\n| container | monitor PSS KiB | driver PSS KiB | QEMU PSS KiB | QEMU RSS KiB | virtiofsd PSS KiB | total PSS MiB |\n|---|---|---|---|---|---|---|\n'
 for i in $(seq 1 "$N"); do
   id=$($M inspect -f '{{.Id}}' "idle$i")
   driver=$($M inspect -f '{{.State.Pid}}' "idle$i")
-  mon=$(pgrep -f "monitor $id" | head -1)
-  qemu=$(cut -d' ' -f1 "/proc/$driver/task/$driver/children")
+  mon=$(pgrep -f "monitor .*$id" | head -1)
+  qemu=""; v=0
+  for c in $(descendants "$driver"); do
+    case $(cat /proc/"$c"/comm 2>/dev/null) in
+      qemu*) qemu=$c ;;
+      *) v=$((v + $(pss "$c"))) ;;   # virtiofsd and its sandboxed child
+    esac
+  done
   m=$(pss "$mon"); d=$(pss "$driver"); q=$(pss "$qemu"); qr=$(rss "$qemu")
-  t=$((m + d + q)); tp=$((tp + t)); qp=$((qp + q)); tr=$((tr + qr))
-  printf '| idle%s | %s | %s | %s | %s | %.1f |\n' "$i" "$m" "$d" "$q" "$qr" "$(echo "$t/1024" | bc -l)"
+  t=$((m + d + q + v)); tp=$((tp + t)); qp=$((qp + q)); tr=$((tr + qr))
+  printf '| idle%s | %s | %s | %s | %s | %s | %.1f |\n' "$i" "$m" "$d" "$q" "$qr" "$v" "$(echo "$t/1024" | bc -l)"
 done
 printf '\nPSS per idle VM container: %.1f MiB (QEMU %.1f MiB of it); target <= 64 MiB\n' \
   "$(echo "$tp/$N/1024" | bc -l)" "$(echo "$qp/$N/1024" | bc -l)"
