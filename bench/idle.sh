@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # idle.sh: the idle memory of each engine's per-container helper process, N detached `sleep`
-# containers per engine (default 50): moat's monitor (`moat --root ROOT monitor <id>`),
+# containers per engine (default 50): moat's monitor (`moat-monitor --root ROOT monitor <id>`),
 # podman's conmon and docker's containerd-shim-runc-v2 (its own dockerd with
 # --iptables=false --bridge=none). PSS and RSS from /proc/PID/smaps_rollup, summed over the
 # helpers and divided by N, and the ratios. A benchmark, not a test (the target: moat's
@@ -90,7 +90,7 @@ rm -rf "$W"; mkdir -p "$R" "$W/rootfs"/{bin,proc,sys,dev,etc,tmp,root}
 # helpers ENGINE: the pids of this run's helper processes of ENGINE, one per line
 helpers() {
   case $1 in
-    moat)   pgrep -f "^[^ ]*moat --root $W/moat monitor [0-9a-f]{64}( |\$)" ;;
+    moat)   pgrep -f "^moat-monitor --root $W/moat monitor (--pending )?[0-9a-f]{64}( |\$)" ;;
     podman) pgrep -x conmon | while read -r p; do grep -qF "$W/" "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done ;;
     docker) pgrep -f "^[^ ]*containerd-shim-runc-v2 .*$W/" ;;
   esac

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::store::{media, ImageStore, StoreError};
+use crate::store::{media, ImageStore, LayerInput, StoreError};
+use std::collections::HashMap;
 
 /// Errors of save and load.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,11 @@ pub type Loaded = Vec<(Digest, Vec<String>)>;
 /// Loads a tar (path or stdin when `src` is None) or an OCI layout directory.
 pub fn load(store: &mut ImageStore, src: Option<&Path>) -> Result<Loaded, ArchiveError> {
     if let Some(dir) = src.filter(|p| p.is_dir()) {
-        return load_dir(store, dir);
+        let src = Source {
+            dir: dir.to_path_buf(),
+            stored: HashMap::new(),
+        };
+        return load_dir(store, &src);
     }
     let reader: Box<dyn Read> = match src {
         Some(p) => Box::new(fs::File::open(p).map_err(io_err("open", p))?),
@@ -91,8 +96,12 @@ pub fn load(store: &mut ImageStore, src: Option<&Path>) -> Result<Loaded, Archiv
     load_tar(store, reader)
 }
 
-/// Loads a docker-archive or OCI layout tar read from `reader` (an API request's body): it is
-/// extracted (safely) into a private directory of the store, then read as a directory.
+/// Loads a docker-archive or OCI layout tar read from `reader` (an API request's body) in one
+/// pass: every large regular file (a layer, in practice) goes straight into the blob store as it
+/// streams by, hashed on the way; the small ones (manifests, configs, index) are extracted into
+/// a private directory of the store. The layers are then unpacked from their stored blobs: each
+/// layer's bytes are written once and read once (an archive's manifest may come last, so a
+/// layer cannot be known as one while it streams).
 pub fn load_tar(store: &mut ImageStore, reader: impl Read) -> Result<Loaded, ArchiveError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -111,13 +120,158 @@ pub fn load_tar(store: &mut ImageStore, reader: impl Read) -> Result<Loaded, Arc
         }
     }
     let _cleanup = Cleanup(tmp.clone());
-    crate::unpack::unpack(io::BufReader::new(reader), &tmp).map_err(StoreError::from)?;
-    load_dir(store, &tmp)
+    let mut src = Source {
+        dir: tmp.clone(),
+        stored: HashMap::new(),
+    };
+    // Blobs this load puts in the store are removed again if it fails without using them.
+    let before: std::collections::HashSet<Digest> = store
+        .blobs()
+        .list()
+        .map_err(StoreError::from)?
+        .into_iter()
+        .collect();
+    let result = split(store, reader, &mut src).and_then(|()| load_dir(store, &src));
+    if result.is_err() {
+        for d in src.stored.values() {
+            if !before.contains(d) && !store.db().blob_in_use(d).unwrap_or(true) {
+                let _ = store.blobs().remove(d);
+            }
+        }
+    }
+    result
 }
 
-fn read_json(path: &Path) -> Result<Value, ArchiveError> {
-    let data = fs::read(path).map_err(io_err("read", path))?;
-    serde_json::from_slice(&data).map_err(|e| malformed(path.display().to_string(), e.to_string()))
+/// Files of at most this size are extracted; larger ones are stored as blobs.
+const SMALL: u64 = 64 * 1024;
+
+/// An archive being loaded: a directory with its small files, and its large files stored as
+/// blobs, by their path in the archive.
+struct Source {
+    dir: PathBuf,
+    stored: HashMap<PathBuf, Digest>,
+}
+
+impl Source {
+    fn exists(&self, rel: &str) -> bool {
+        self.stored.contains_key(Path::new(rel)) || self.dir.join(rel).is_file()
+    }
+
+    /// A file's bytes (a stored one read back from the store).
+    fn read(&self, store: &ImageStore, rel: &str) -> Result<Vec<u8>, ArchiveError> {
+        let path = inside(&self.dir, rel)?;
+        match self.stored.get(Path::new(rel)) {
+            Some(d) => Ok(store.blobs().read(d).map_err(StoreError::from)?),
+            None => fs::read(&path).map_err(io_err("read", &path)),
+        }
+    }
+
+    fn read_json(&self, store: &ImageStore, rel: &str) -> Result<Value, ArchiveError> {
+        serde_json::from_slice(&self.read(store, rel)?).map_err(|e| malformed(rel, e.to_string()))
+    }
+
+    /// The blob `digest` of an OCI layout, its content checked.
+    fn read_blob(
+        &self,
+        store: &ImageStore,
+        digest: &str,
+    ) -> Result<(Vec<u8>, Digest), ArchiveError> {
+        let (rel, d) = blob_rel(digest)?;
+        let data = self.read(store, &rel)?;
+        if Digest::of(&data) != d {
+            return Err(malformed(rel, format!("content does not match {d}")));
+        }
+        Ok((data, d))
+    }
+
+    /// A layer at `rel`, checked against `expected` when given.
+    fn layer(&self, rel: &str, expected: Option<Digest>) -> Result<LayerInput, ArchiveError> {
+        match self.stored.get(Path::new(rel)) {
+            Some(d) => {
+                if let Some(e) = expected.filter(|e| e != d) {
+                    return Err(malformed(rel, format!("content does not match {e}")));
+                }
+                Ok(LayerInput::Blob(d.clone()))
+            }
+            None => Ok(LayerInput::File(inside(&self.dir, rel)?, expected)),
+        }
+    }
+}
+
+/// Reads the archive once: small files into `src.dir` (safely: by the unpacker, which refuses
+/// what would escape), large regular files into the blob store; symbolic and hard links to
+/// stored files (docker's legacy layout links repeated layers) name the same blob.
+fn split(store: &ImageStore, reader: impl Read, src: &mut Source) -> Result<(), ArchiveError> {
+    let mut small = tar::Builder::new(Vec::new());
+    let mut links = vec![];
+    let mut archive = tar::Archive::new(io::BufReader::new(reader));
+    let entries = archive
+        .entries()
+        .map_err(io_err("read archive", Path::new("-")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(io_err("read archive", Path::new("-")))?;
+        let path = entry
+            .path()
+            .map_err(io_err("read archive", Path::new("-")))?
+            .into_owned();
+        let rel = normal(&path)
+            .ok_or_else(|| malformed(path.display().to_string(), "path escapes the archive"))?;
+        let kind = entry.header().entry_type();
+        if kind.is_file() && entry.size() > SMALL {
+            let (d, _) = store
+                .blobs()
+                .put(&mut entry, None)
+                .map_err(StoreError::from)?;
+            src.stored.insert(rel, d);
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            if let Ok(Some(target)) = entry.link_name() {
+                let base = if kind.is_symlink() {
+                    rel.parent().map(Path::to_path_buf).unwrap_or_default()
+                } else {
+                    PathBuf::new()
+                };
+                links.push((rel.clone(), base.join(target.as_ref())));
+            }
+            let h = entry.header().clone();
+            small
+                .append(&h, io::empty())
+                .map_err(io_err("extract", &rel))?;
+        } else {
+            let h = entry.header().clone();
+            small
+                .append(&h, &mut entry)
+                .map_err(io_err("extract", &rel))?;
+        }
+    }
+    for (link, target) in links {
+        if let Some(d) = normal(&target).and_then(|t| src.stored.get(&t).cloned()) {
+            src.stored.insert(link, d);
+        }
+    }
+    let bytes = small
+        .into_inner()
+        .map_err(io_err("extract", Path::new("-")))?;
+    crate::unpack::unpack(io::Cursor::new(bytes), &src.dir).map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// `path` without `.` components, refused when it leaves the archive (`..` above its root, or
+/// absolute).
+fn normal(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// A path inside the archive named by the archive (refusing `..` and absolute paths).
@@ -132,7 +286,7 @@ fn inside(dir: &Path, rel: &str) -> Result<PathBuf, ArchiveError> {
     Ok(dir.join(p))
 }
 
-fn load_dir(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> {
+fn load_dir(store: &mut ImageStore, src: &Source) -> Result<Loaded, ArchiveError> {
     let before: std::collections::HashSet<Digest> = store
         .db()
         .layers()
@@ -140,12 +294,12 @@ fn load_dir(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> 
         .into_iter()
         .map(|l| l.diff_id)
         .collect();
-    let result = if dir.join("manifest.json").is_file() {
-        load_docker(store, dir)
-    } else if dir.join("index.json").is_file() {
-        load_oci(store, dir)
+    let result = if src.exists("manifest.json") {
+        load_docker(store, src)
+    } else if src.exists("index.json") {
+        load_oci(store, src)
     } else {
-        Err(ArchiveError::UnknownFormat(dir.to_path_buf()))
+        Err(ArchiveError::UnknownFormat(src.dir.clone()))
     };
     if result.is_err() {
         // Layers this load unpacked for an image it did not record: remove them again.
@@ -197,26 +351,23 @@ fn finish_image(
     Ok((id, refs.iter().map(|r| r.to_string()).collect()))
 }
 
-fn load_docker(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> {
-    let manifest = read_json(&dir.join("manifest.json"))?;
+fn load_docker(store: &mut ImageStore, src: &Source) -> Result<Loaded, ArchiveError> {
+    let manifest = src.read_json(store, "manifest.json")?;
     let entries = manifest
         .as_array()
         .ok_or_else(|| malformed("manifest.json", "not a list"))?;
     let mut out = vec![];
     for e in entries {
-        let config_path = inside(
-            dir,
-            e["Config"]
-                .as_str()
-                .ok_or_else(|| malformed("manifest.json", "entry without Config"))?,
-        )?;
-        let config_bytes = fs::read(&config_path).map_err(io_err("read", &config_path))?;
+        let config = e["Config"]
+            .as_str()
+            .ok_or_else(|| malformed("manifest.json", "entry without Config"))?;
+        let config_bytes = src.read(store, config)?;
         let mut files = vec![];
         for l in e["Layers"].as_array().into_iter().flatten() {
             let rel = l
                 .as_str()
                 .ok_or_else(|| malformed("manifest.json", "layer path is not a string"))?;
-            files.push((inside(dir, rel)?, None));
+            files.push(src.layer(rel, None)?);
         }
         let layers = store.add_layer_files(&files)?;
         let tags: Vec<String> = e["RepoTags"]
@@ -230,27 +381,16 @@ fn load_docker(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveErro
     Ok(out)
 }
 
-fn blob_path(dir: &Path, digest: &str) -> Result<(PathBuf, Digest), ArchiveError> {
+/// Where an OCI layout keeps blob `digest`, relative to its root.
+fn blob_rel(digest: &str) -> Result<(String, Digest), ArchiveError> {
     let d: Digest = digest
         .parse()
         .map_err(|e: crate::digest::DigestError| malformed("index", e.to_string()))?;
-    Ok((dir.join("blobs/sha256").join(d.hex()), d))
+    Ok((format!("blobs/sha256/{}", d.hex()), d))
 }
 
-fn read_blob(dir: &Path, digest: &str) -> Result<(Vec<u8>, Digest), ArchiveError> {
-    let (p, d) = blob_path(dir, digest)?;
-    let data = fs::read(&p).map_err(io_err("read blob", &p))?;
-    if Digest::of(&data) != d {
-        return Err(malformed(
-            p.display().to_string(),
-            format!("content does not match {d}"),
-        ));
-    }
-    Ok((data, d))
-}
-
-fn load_oci(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> {
-    let index = read_json(&dir.join("index.json"))?;
+fn load_oci(store: &mut ImageStore, src: &Source) -> Result<Loaded, ArchiveError> {
+    let index = src.read_json(store, "index.json")?;
     let mut out = vec![];
     for m in index["manifests"].as_array().into_iter().flatten() {
         let ann = &m["annotations"];
@@ -265,7 +405,7 @@ fn load_oci(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> 
         let digest = m["digest"]
             .as_str()
             .ok_or_else(|| malformed("index.json", "manifest without digest"))?;
-        let (bytes, _) = read_blob(dir, digest)?;
+        let (bytes, _) = src.read_blob(store, digest)?;
         let mut manifest: Value =
             serde_json::from_slice(&bytes).map_err(|e| malformed(digest, e.to_string()))?;
         // An index (multi-platform): pick linux/amd64.
@@ -279,21 +419,21 @@ fn load_oci(store: &mut ImageStore, dir: &Path) -> Result<Loaded, ArchiveError> 
                 })
                 .and_then(|x| x["digest"].as_str().map(String::from))
                 .ok_or_else(|| ArchiveError::NoPlatform(digest.to_string()))?;
-            let (b, _) = read_blob(dir, &pick)?;
+            let (b, _) = src.read_blob(store, &pick)?;
             manifest =
                 serde_json::from_slice(&b).map_err(|e| malformed(pick.clone(), e.to_string()))?;
         }
         let cfg_digest = manifest["config"]["digest"]
             .as_str()
             .ok_or_else(|| malformed(digest, "manifest without config"))?;
-        let (config_bytes, _) = read_blob(dir, cfg_digest)?;
+        let (config_bytes, _) = src.read_blob(store, cfg_digest)?;
         let mut files = vec![];
         for l in manifest["layers"].as_array().into_iter().flatten() {
             let ld = l["digest"]
                 .as_str()
                 .ok_or_else(|| malformed(digest, "layer without digest"))?;
-            let (p, d) = blob_path(dir, ld)?;
-            files.push((p, Some(d)));
+            let (rel, d) = blob_rel(ld)?;
+            files.push(src.layer(&rel, Some(d))?);
         }
         let layers = store.add_layer_files(&files)?;
         let tags: Vec<String> = name.into_iter().collect();

@@ -166,6 +166,18 @@ impl Db {
         })
     }
 
+    /// Whether a layer or an image (its config or manifest) refers to blob `d`.
+    pub fn blob_in_use(&self, d: &Digest) -> Result<bool, DbError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM layers WHERE blob = ?1)
+                     OR EXISTS(SELECT 1 FROM images WHERE id = ?1 OR manifest = ?1)",
+                params![d.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
     /// The layer with `diff_id`, if stored.
     pub fn layer(&self, diff_id: &Digest) -> Result<Option<LayerRow>, DbError> {
         let row = self

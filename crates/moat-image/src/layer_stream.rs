@@ -113,7 +113,14 @@ impl Unpacker<'_> {
             path: path.to_path_buf(),
             source,
         })?;
-        let (digest, blob_size) = self.blobs.put(f, expected)?;
+        let (digest, _) = self.blobs.put(f, expected)?;
+        self.blob(&digest)
+    }
+
+    /// Unpacks a layer already stored as blob `digest`.
+    pub fn blob(&self, digest: &Digest) -> Result<Unpacked, StoreError> {
+        let digest = digest.clone();
+        let blob_size = self.blobs.size(&digest)?;
         let (diff_id, size, tmp, media_type) =
             unpack_into_temp(&self.snaps, self.blobs.open_blob(&digest)?)?;
         Ok(Unpacked {

@@ -154,6 +154,16 @@ pub struct ImageStore {
     _lock: fs::File,
 }
 
+/// A layer to add: a file (a blob to store, checked against the digest when given), or a blob
+/// already stored (a `load` streams an archive's layers straight into the blob store).
+#[derive(Debug, Clone)]
+pub enum LayerInput {
+    /// A layer file.
+    File(PathBuf, Option<Digest>),
+    /// A stored blob.
+    Blob(Digest),
+}
+
 impl ImageStore {
     /// Opens (creating) the store at `root`, shared with other `moat` processes.
     pub fn open(root: &Path) -> Result<ImageStore, StoreError> {
@@ -217,10 +227,7 @@ impl ImageStore {
     /// the expensive part of loading a multi-layer image. `expected` digests are verified.
     /// Recording stays serial and in order (one database connection); on any error the
     /// unpacked temporaries are removed.
-    pub fn add_layer_files(
-        &self,
-        files: &[(PathBuf, Option<Digest>)],
-    ) -> Result<Vec<LayerRow>, StoreError> {
+    pub fn add_layer_files(&self, files: &[LayerInput]) -> Result<Vec<LayerRow>, StoreError> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Mutex;
         let unpacker = self.unpacker();
@@ -237,10 +244,13 @@ impl ImageStore {
             for _ in 0..threads {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((path, expected)) = files.get(i) else {
+                    let Some(input) = files.get(i) else {
                         break;
                     };
-                    let r = unpacker.file(path, expected.as_ref());
+                    let r = match input {
+                        LayerInput::File(path, expected) => unpacker.file(path, expected.as_ref()),
+                        LayerInput::Blob(digest) => unpacker.blob(digest),
+                    };
                     if let Ok(mut v) = slots.lock() {
                         v[i] = Some(r);
                     }
@@ -254,9 +264,13 @@ impl ImageStore {
                 Some(Ok(u)) => unpacked.push(u),
                 Some(Err(e)) => return Err(e),
                 None => {
-                    return Err(io_err("unpack", &files[i].0)(io::Error::other(
+                    let what = match &files[i] {
+                        LayerInput::File(path, _) => path.clone(),
+                        LayerInput::Blob(d) => PathBuf::from(d.as_str()),
+                    };
+                    return Err(io_err("unpack", &what)(io::Error::other(
                         "worker did not finish",
-                    )))
+                    )));
                 }
             }
         }

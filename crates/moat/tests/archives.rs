@@ -141,17 +141,33 @@ fn bad_archives_are_refused_and_leave_nothing() {
     run(Command::new("tar").args(["-cf", &other, "-C", "/etc", "hostname"]));
     std::fs::copy(&other, &layer).unwrap();
     std::fs::remove_file(format!("{x}/index.json")).unwrap();
-    let out = e.moat(&["load", "-i", &x]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("diff id"),
-        "{out:?}"
-    );
-    assert_eq!(e.ok(&["images", "-q"]), "");
-    let check = e.moat(&["system", "check"]);
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        !text.contains("damaged") && !text.contains("layer"),
-        "{text}"
-    );
+    let refused_cleanly = |input: &str| {
+        let out = e.moat(&["load", "-i", input]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("diff id"),
+            "{out:?}"
+        );
+        assert_eq!(e.ok(&["images", "-q"]), "");
+        let check = e.moat(&["system", "check"]);
+        let text = String::from_utf8_lossy(&check.stdout).into_owned();
+        assert!(
+            !text.contains("damaged") && !text.contains("layer") && !text.contains("orphan"),
+            "{text}"
+        );
+    };
+    refused_cleanly(&x);
+    // The same as a tar, with a large wrong layer: a tar's large files go straight into the
+    // blob store while it streams by; the refused load removes them again.
+    run(Command::new("tar").args(["-cf", &other, "-C", "/bin", "busybox"]));
+    std::fs::copy(&other, &layer).unwrap();
+    let bad = e.path("bad.tar");
+    run(Command::new("tar").args(["-cf", &bad, "-C", &x, "."]));
+    refused_cleanly(&bad);
+    let left: Vec<_> = std::fs::read_dir(e.dir.path().join("image"))
+        .unwrap()
+        .flatten()
+        .filter(|d| d.file_name().to_string_lossy().starts_with("load-tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
