@@ -321,6 +321,12 @@ pub struct Failed {
     pub message: String,
 }
 
+/// At most this many processes in a [`TopReply`], each command line cut at [`TOP_MAX_CMD`]
+/// bytes: the reply stays below [`MAX_PAYLOAD`].
+pub const TOP_MAX_PROCESSES: usize = 2048;
+/// See [`TOP_MAX_PROCESSES`].
+pub const TOP_MAX_CMD: usize = 256;
+
 /// The container's processes, as the guest sees them (guest pids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopReply {

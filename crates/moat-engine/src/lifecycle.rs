@@ -545,6 +545,18 @@ pub fn kill(paths: &Paths, row: &Row, sig: Signal) -> Result<(), EngineError> {
             row.name, row.id
         )));
     }
+    // As Docker: a paused container takes no signal but SIGKILL (which thaws it first: a VM's
+    // frozen driver could not even pass the signal on).
+    if is_paused(paths, row) {
+        if sig != Signal::SIGKILL {
+            return Err(EngineError::Conflict(format!(
+                "cannot kill container: {}: container is paused, unpause the container before \
+                 stopping or killing",
+                row.name
+            )));
+        }
+        let _ = cgroup_of(paths, row)?.thaw();
+    }
     mark_stopped_by_user(paths, row);
     signal_init(paths, row, sig)
 }

@@ -174,11 +174,15 @@ pub(crate) fn resize_exec(
     std::fs::rename(&tmp, &file).map_err(io("rename", &tmp))?;
     let pid = i32::try_from(helper)
         .map_err(|_| EngineError::Conflict(format!("exec process {helper} is not running")))?;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGWINCH).map_err(|source| {
-        EngineError::Sys {
-            what: "signal the exec process",
-            source,
-        }
+    let signalled = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGWINCH);
+    // A helper that ended meanwhile removed its file already (or never will): none is left for
+    // a later process with the same pid.
+    if signalled.is_err() {
+        let _ = std::fs::remove_file(&file);
+    }
+    signalled.map_err(|source| EngineError::Sys {
+        what: "signal the exec process",
+        source,
     })
 }
 

@@ -124,7 +124,8 @@ pub fn load_tar(store: &mut ImageStore, reader: impl Read) -> Result<Loaded, Arc
         dir: tmp.clone(),
         stored: HashMap::new(),
     };
-    // Blobs this load puts in the store are removed again if it fails without using them.
+    // Blobs this load put in the store and no image uses in the end (a refused load's, other
+    // platforms' layers of an index) are removed again. The store is locked meanwhile.
     let before: std::collections::HashSet<Digest> = store
         .blobs()
         .list()
@@ -132,11 +133,9 @@ pub fn load_tar(store: &mut ImageStore, reader: impl Read) -> Result<Loaded, Arc
         .into_iter()
         .collect();
     let result = split(store, reader, &mut src).and_then(|()| load_dir(store, &src));
-    if result.is_err() {
-        for d in src.stored.values() {
-            if !before.contains(d) && !store.db().blob_in_use(d).unwrap_or(true) {
-                let _ = store.blobs().remove(d);
-            }
+    for d in src.stored.values() {
+        if !before.contains(d) && !store.db().blob_in_use(d).unwrap_or(true) {
+            let _ = store.blobs().remove(d);
         }
     }
     result
@@ -144,6 +143,10 @@ pub fn load_tar(store: &mut ImageStore, reader: impl Read) -> Result<Loaded, Arc
 
 /// Files of at most this size are extracted; larger ones are stored as blobs.
 const SMALL: u64 = 64 * 1024;
+
+/// At most this much of an archive is extracted (manifests, configs, indexes: kilobytes in
+/// practice); more is refused rather than held in memory.
+const SMALL_TOTAL: u64 = 64 << 20;
 
 /// An archive being loaded: a directory with its small files, and its large files stored as
 /// blobs, by their path in the archive.
@@ -153,16 +156,35 @@ struct Source {
 }
 
 impl Source {
+    /// The blob stored for `rel`, if it was.
+    fn blob(&self, rel: &str) -> Option<&Digest> {
+        normal(Path::new(rel)).and_then(|r| self.stored.get(&r))
+    }
+
     fn exists(&self, rel: &str) -> bool {
-        self.stored.contains_key(Path::new(rel)) || self.dir.join(rel).is_file()
+        self.blob(rel).is_some() || self.dir.join(rel).is_file()
+    }
+
+    /// `rel` in the directory, followed through its symbolic links only as far as they stay
+    /// inside it (an archive's `config.json -> /root/.docker/config.json` must not be read).
+    fn file(&self, rel: &str) -> Result<PathBuf, ArchiveError> {
+        let path = inside(&self.dir, rel)?;
+        let root = fs::canonicalize(&self.dir).map_err(io_err("resolve", &self.dir))?;
+        let real = fs::canonicalize(&path).map_err(io_err("resolve", &path))?;
+        if !real.starts_with(&root) {
+            return Err(malformed(rel, "path escapes the archive"));
+        }
+        Ok(real)
     }
 
     /// A file's bytes (a stored one read back from the store).
     fn read(&self, store: &ImageStore, rel: &str) -> Result<Vec<u8>, ArchiveError> {
-        let path = inside(&self.dir, rel)?;
-        match self.stored.get(Path::new(rel)) {
+        match self.blob(rel) {
             Some(d) => Ok(store.blobs().read(d).map_err(StoreError::from)?),
-            None => fs::read(&path).map_err(io_err("read", &path)),
+            None => {
+                let path = self.file(rel)?;
+                fs::read(&path).map_err(io_err("read", &path))
+            }
         }
     }
 
@@ -186,23 +208,25 @@ impl Source {
 
     /// A layer at `rel`, checked against `expected` when given.
     fn layer(&self, rel: &str, expected: Option<Digest>) -> Result<LayerInput, ArchiveError> {
-        match self.stored.get(Path::new(rel)) {
+        match self.blob(rel) {
             Some(d) => {
                 if let Some(e) = expected.filter(|e| e != d) {
                     return Err(malformed(rel, format!("content does not match {e}")));
                 }
                 Ok(LayerInput::Blob(d.clone()))
             }
-            None => Ok(LayerInput::File(inside(&self.dir, rel)?, expected)),
+            None => Ok(LayerInput::File(self.file(rel)?, expected)),
         }
     }
 }
 
 /// Reads the archive once: small files into `src.dir` (safely: by the unpacker, which refuses
 /// what would escape), large regular files into the blob store; symbolic and hard links to
-/// stored files (docker's legacy layout links repeated layers) name the same blob.
+/// stored files (docker's legacy layout links repeated layers) name the same blob. Only
+/// directories, regular files and links are kept (an image archive holds nothing else).
 fn split(store: &ImageStore, reader: impl Read, src: &mut Source) -> Result<(), ArchiveError> {
     let mut small = tar::Builder::new(Vec::new());
+    let mut small_bytes = 0u64;
     let mut links = vec![];
     let mut archive = tar::Archive::new(io::BufReader::new(reader));
     let entries = archive
@@ -216,7 +240,11 @@ fn split(store: &ImageStore, reader: impl Read, src: &mut Source) -> Result<(), 
             .into_owned();
         let rel = normal(&path)
             .ok_or_else(|| malformed(path.display().to_string(), "path escapes the archive"))?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
         let kind = entry.header().entry_type();
+        let mut h = entry.header().clone();
         if kind.is_file() && entry.size() > SMALL {
             let (d, _) = store
                 .blobs()
@@ -224,28 +252,52 @@ fn split(store: &ImageStore, reader: impl Read, src: &mut Source) -> Result<(), 
                 .map_err(StoreError::from)?;
             src.stored.insert(rel, d);
         } else if kind.is_symlink() || kind.is_hard_link() {
-            if let Ok(Some(target)) = entry.link_name() {
-                let base = if kind.is_symlink() {
-                    rel.parent().map(Path::to_path_buf).unwrap_or_default()
-                } else {
-                    PathBuf::new()
-                };
-                links.push((rel.clone(), base.join(target.as_ref())));
+            let Ok(Some(target)) = entry.link_name() else {
+                continue;
+            };
+            let target = target.into_owned();
+            let base = if kind.is_symlink() {
+                rel.parent().map(Path::to_path_buf).unwrap_or_default()
+            } else {
+                PathBuf::new()
+            };
+            let resolved = base.join(&target);
+            let to_stored = normal(&resolved).is_some_and(|t| src.stored.contains_key(&t));
+            links.push((rel.clone(), resolved));
+            // A link to a stored file is only an alias (its target was never extracted).
+            if !to_stored {
+                h.set_size(0);
+                small
+                    .append_link(&mut h, &rel, &target)
+                    .map_err(io_err("extract", &rel))?;
             }
-            let h = entry.header().clone();
+        } else if kind.is_file() || kind.is_dir() {
+            small_bytes += entry.size();
+            if small_bytes > SMALL_TOTAL {
+                return Err(malformed(
+                    rel.display().to_string(),
+                    format!("more than {} MiB of small files", SMALL_TOTAL >> 20),
+                ));
+            }
             small
-                .append(&h, io::empty())
-                .map_err(io_err("extract", &rel))?;
-        } else {
-            let h = entry.header().clone();
-            small
-                .append(&h, &mut entry)
+                .append_data(&mut h, &rel, &mut entry)
                 .map_err(io_err("extract", &rel))?;
         }
     }
-    for (link, target) in links {
-        if let Some(d) = normal(&target).and_then(|t| src.stored.get(&t).cloned()) {
-            src.stored.insert(link, d);
+    // A link to a stored file (or to a link to one) names its blob.
+    for _ in 0..8 {
+        let mut changed = false;
+        for (link, target) in &links {
+            if src.stored.contains_key(link) {
+                continue;
+            }
+            if let Some(d) = normal(target).and_then(|t| src.stored.get(&t).cloned()) {
+                src.stored.insert(link.clone(), d);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
         }
     }
     let bytes = small

@@ -61,7 +61,14 @@ pub fn serve(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, VmError>
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if libc::dup2(fd, 3) != 3 {
+            // dup2 clears close-on-exec on the copy; a listener that already is fd 3 needs
+            // the flag cleared by hand.
+            let placed = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if !placed {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

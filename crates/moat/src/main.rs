@@ -459,8 +459,7 @@ fn command_name(args: &[std::ffi::OsString]) -> Option<&str> {
 fn monitor(g: &Globals, m: MonitorArgs) -> i32 {
     if m.pending {
         // Started ahead (`run`): the real command line (for the same container), or nothing
-        // when the run gave up; the database is opened meanwhile.
-        moat_engine::monitor::open_records_ahead(&g.root);
+        // when the run gave up.
         let Some(args) = moat_engine::monitor::take_command_line() else {
             return 0;
         };

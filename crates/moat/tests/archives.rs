@@ -22,6 +22,16 @@ fn imported(e: &Engine) -> String {
     .to_string()
 }
 
+/// Imports busybox as `bb:1`, saves it to `bb.tar` in the engine's directory and removes the
+/// image: (its id, the archive's path).
+fn saved_and_removed(e: &Engine) -> (String, String) {
+    let id = imported(e);
+    let archive = e.path("bb.tar");
+    e.ok(&["save", "-o", &archive, "bb:1"]);
+    e.ok(&["rmi", "bb:1"]);
+    (id, archive)
+}
+
 fn tool(name: &str) -> bool {
     let ok = Command::new(name).arg("--version").output().is_ok();
     if !ok {
@@ -46,10 +56,7 @@ fn save_then_load_round_trips_ids_and_tags() {
         return;
     }
     let e = Engine::new();
-    let id = imported(&e);
-    let archive = e.path("bb.tar");
-    e.ok(&["save", "-o", &archive, "bb:1"]);
-    e.ok(&["rmi", "bb:1"]);
+    let (id, archive) = saved_and_removed(&e);
     assert_eq!(e.ok(&["images", "-q"]), "");
     assert_eq!(e.ok(&["load", "-i", &archive]).trim(), "Loaded image: bb:1");
     let ids = e.ok(&["images", "-q", "--no-trunc"]);
@@ -126,10 +133,7 @@ fn bad_archives_are_refused_and_leave_nothing() {
         "{out:?}"
     );
     // A docker-archive whose layer does not match its config's diff id.
-    imported(&e);
-    let archive = e.path("bb.tar");
-    e.ok(&["save", "-o", &archive, "bb:1"]);
-    e.ok(&["rmi", "bb:1"]);
+    let (_, archive) = saved_and_removed(&e);
     let x = e.path("x");
     std::fs::create_dir_all(&x).unwrap();
     run(Command::new("tar").args(["-xf", &archive, "-C", &x]));
@@ -170,4 +174,66 @@ fn bad_archives_are_refused_and_leave_nothing() {
         .filter(|d| d.file_name().to_string_lossy().starts_with("load-tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A tar whose manifest names its layer through a hard link or a symbolic link to another
+/// entry (docker's legacy layout links repeated layers; large files go straight into the blob
+/// store, so the link must name the same blob) loads; a link out of the archive is refused.
+#[test]
+fn tar_archives_with_links_load_and_escapes_are_refused() {
+    if !can_run() {
+        return;
+    }
+    let e = Engine::new();
+    let (id, archive) = saved_and_removed(&e);
+    let x = e.path("x");
+    std::fs::create_dir_all(&x).unwrap();
+    run(Command::new("tar").args(["-xf", &archive, "-C", &x]));
+    std::fs::remove_file(format!("{x}/index.json")).unwrap();
+    let manifest_path = format!("{x}/manifest.json");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let layer = manifest[0]["Layers"][0].as_str().unwrap().to_string();
+    let with = |key: &str, value: &str| {
+        let mut m = manifest.clone();
+        if key == "Layers" {
+            m[0]["Layers"][0] = value.into();
+        } else {
+            m[0][key] = value.into();
+        }
+        std::fs::write(&manifest_path, m.to_string()).unwrap();
+        let t = e.path("t.tar");
+        let _ = std::fs::remove_file(&t);
+        run(Command::new("tar").args(["-cf", &t, "-C", &x, "."]));
+        e.moat(&["load", "-i", &t])
+    };
+    // A hard link (GNU tar stores the second name of one inode as a link to the first).
+    std::fs::create_dir_all(format!("{x}/hard")).unwrap();
+    std::fs::hard_link(format!("{x}/{layer}"), format!("{x}/hard/layer.tar")).unwrap();
+    let out = with("Layers", "hard/layer.tar");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(e.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    e.ok(&["rmi", "bb:1"]);
+    std::fs::remove_dir_all(format!("{x}/hard")).unwrap();
+    // A symbolic link, as docker's legacy layout writes them.
+    std::fs::create_dir_all(format!("{x}/sym")).unwrap();
+    std::os::unix::fs::symlink(format!("../{layer}"), format!("{x}/sym/layer.tar")).unwrap();
+    let out = with("Layers", "sym/layer.tar");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(e.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    e.ok(&["rmi", "bb:1"]);
+    // A config that is a link out of the archive: refused, nothing read from there.
+    std::os::unix::fs::symlink("/etc/hostname", format!("{x}/evil.json")).unwrap();
+    let out = with("Config", "evil.json");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("escapes the archive"),
+        "{out:?}"
+    );
+    assert_eq!(e.ok(&["images", "-q"]), "");
+    let check = e.moat(&["system", "check"]);
+    assert!(
+        !String::from_utf8_lossy(&check.stdout).contains("orphan"),
+        "{check:?}"
+    );
 }

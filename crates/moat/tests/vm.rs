@@ -372,6 +372,12 @@ fn pause_unpause_stats_and_top_act_on_the_vm() {
         String::from_utf8_lossy(&out.stderr).contains("is paused"),
         "{out:?}"
     );
+    // As Docker: a paused container takes no signal but SIGKILL.
+    let out = e.moat(&["kill", "-s", "TERM", "ticker"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unpause the container"),
+        "{out:?}"
+    );
     e.ok(&["stop", "-t", "1", "ticker"]);
     e.ok(&["rm", "ticker"]);
     assert!(!Path::new(&cgroup).exists(), "{cgroup} left");

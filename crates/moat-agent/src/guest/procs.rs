@@ -337,11 +337,23 @@ pub(super) fn relay(
                 }
                 if f.kind == Kind::Top {
                     // The container's pid namespace is its init's (stream 0).
-                    let processes = procs
+                    let mut processes = procs
                         .iter()
                         .find(|p| p.stream == 0)
                         .map(|init| moat_runtime::procinfo::in_pid_namespace_of(init.pid))
                         .unwrap_or_default();
+                    // Bounded, so the answer fits one frame whatever runs (a frame over the
+                    // limit is a protocol error that ends the VM).
+                    processes.truncate(proto::TOP_MAX_PROCESSES);
+                    for p in &mut processes {
+                        if p.cmd.len() > proto::TOP_MAX_CMD {
+                            let mut end = proto::TOP_MAX_CMD;
+                            while !p.cmd.is_char_boundary(end) {
+                                end -= 1;
+                            }
+                            p.cmd.truncate(end);
+                        }
+                    }
                     let reply = proto::TopReply { processes };
                     chan.send(&Frame::json(Kind::TopReply, f.stream, &reply))?;
                     continue;

@@ -220,19 +220,6 @@ impl Pending {
     }
 }
 
-/// A connection opened while a monitor started ahead waits for its command line (see
-/// [`open_records_ahead`]).
-static RECORDS_AHEAD: std::sync::Mutex<Option<Records>> = std::sync::Mutex::new(None);
-
-/// In a monitor started by [`prespawn`], while it waits: opens the container records it will
-/// write once the container runs, so that the open is off the start's path. The connection
-/// is used once, by this process (the starter it forks never touches it), then closed.
-pub fn open_records_ahead(root: &Path) {
-    if let (Ok(r), Ok(mut slot)) = (Records::open(root), RECORDS_AHEAD.lock()) {
-        *slot = Some(r);
-    }
-}
-
 /// In a monitor started by [`prespawn`]: its command line, once given; `None` when the
 /// starter gave up (the pipe closed empty) or [`CONTROL_FD`] is not a pipe of ours.
 pub fn take_command_line() -> Option<Vec<String>> {
@@ -674,6 +661,11 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
             release_log_copy();
         }
     }
+    // The database is opened while the starter works on the other core: here, after the
+    // forks (the starter, the VM driver it forks and the network helper never exec, so a
+    // connection opened before them would stay open in them for the container's life), and
+    // not on a thread (a joined thread's cached stack stays resident: ~80 KB per monitor).
+    let opened = Records::open(&cfg.paths.root);
     // Its word first, then the reaping: the starter's exit (its heap, its mappings) is off the
     // start's path.
     let event = Handle {
@@ -696,24 +688,17 @@ fn run(cfg: &MonitorConfig, report: &mut File, restarts: u32) -> Result<i32, (i3
     };
     let me = std::process::id() as i32;
     let my_start = moat_runtime::state::proc_start_time(me).map_or(0, |(s, _)| s);
-    // Opened ahead when the monitor was started ahead ([`open_records_ahead`]), else here: not
-    // on a thread beside the starter, whose stack would stay cached (and resident) for the
-    // monitor's whole life, ~80 KB per container.
-    let ahead = RECORDS_AHEAD.lock().ok().and_then(|mut r| r.take());
-    let recorded = ahead
-        .map_or_else(|| Records::open(&cfg.paths.root), Ok)
-        .map_err(EngineError::from)
-        .and_then(|records| {
-            records
-                .set_running(
-                    cfg.id.as_str(),
-                    pid,
-                    (me, my_start),
-                    &moat_runtime::state::now_rfc3339(),
-                    restarts,
-                )
-                .map_err(EngineError::from)
-        });
+    let recorded = opened.map_err(EngineError::from).and_then(|records| {
+        records
+            .set_running(
+                cfg.id.as_str(),
+                pid,
+                (me, my_start),
+                &moat_runtime::state::now_rfc3339(),
+                restarts,
+            )
+            .map_err(EngineError::from)
+    });
     // A container nobody can see must not run: the clean-up kills it.
     recorded.map_err(e125)?;
     log::debug!("monitor: running recorded");

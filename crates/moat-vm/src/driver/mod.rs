@@ -465,7 +465,11 @@ impl Booted {
                     match self.send(&f) {
                         Ok(()) => {
                             // Answered when the agent's reply comes (a paused VM's once it
-                            // is thawed: the client's read has timed out by then).
+                            // is thawed: the client's read has timed out by then). A guest
+                            // that never answers keeps only the last few waiting.
+                            if self.tops.len() >= 8 {
+                                self.tops.remove(0);
+                            }
                             self.tops.push((self.next_stream, conn));
                             continue;
                         }
