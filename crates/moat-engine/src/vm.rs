@@ -62,6 +62,14 @@ pub fn info() -> Vec<(&'static str, String)> {
         ),
         ("VM Kernel", found(moat_vm::assets::kernel())),
         ("VM Agent", found(moat_vm::assets::agent())),
+        // What serves a VM container's writable layer (device nodes and fifos need virtio-fs).
+        (
+            "VM Rootfs Share",
+            moat_vm::virtiofs::find().map_or_else(
+                || "9p (no virtiofsd: mknod and mkfifo fail in the writable layer)".to_string(),
+                |p| format!("virtio-fs ({})", p.display()),
+            ),
+        ),
     ]
 }
 

@@ -658,6 +658,7 @@ fn info_names_the_accelerator_and_the_default_isolation_is_configurable() {
     };
     assert!(info.contains(&format!("VM Accelerator: {accel}")), "{info}");
     assert!(info.contains("VM Kernel: /"), "{info}");
+    assert!(info.contains("VM Rootfs Share: virtio-fs (/"), "{info}");
     let host = String::from_utf8(Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
     let with_default = |args: &[&str]| {
         let out = Command::new(MOAT)
