@@ -203,23 +203,21 @@ pub enum DependsOn {
 impl DependsOn {
     /// The services that must have completed successfully first.
     pub fn completed(&self) -> Vec<String> {
-        match self {
-            DependsOn::List(_) => vec![],
-            DependsOn::Map(m) => m
-                .iter()
-                .filter(|(_, c)| c.condition == "service_completed_successfully")
-                .map(|(n, _)| n.clone())
-                .collect(),
-        }
+        self.with_condition("service_completed_successfully")
     }
 
     /// The services that must be healthy first (`condition: service_healthy`).
     pub fn healthy(&self) -> Vec<String> {
+        self.with_condition("service_healthy")
+    }
+
+    /// The services depended on with `condition` (a plain list has none).
+    fn with_condition(&self, condition: &str) -> Vec<String> {
         match self {
             DependsOn::List(_) => vec![],
             DependsOn::Map(m) => m
                 .iter()
-                .filter(|(_, c)| c.condition == "service_healthy")
+                .filter(|(_, c)| c.condition == condition)
                 .map(|(n, _)| n.clone())
                 .collect(),
         }

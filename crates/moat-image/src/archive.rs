@@ -168,7 +168,9 @@ impl Source {
     /// `rel` in the directory, followed through its symbolic links only as far as they stay
     /// inside it (an archive's `config.json -> /root/.docker/config.json` must not be read).
     fn file(&self, rel: &str) -> Result<PathBuf, ArchiveError> {
-        let path = inside(&self.dir, rel)?;
+        let path = normal(Path::new(rel))
+            .map(|r| self.dir.join(r))
+            .ok_or_else(|| malformed(rel, "path escapes the archive"))?;
         let root = fs::canonicalize(&self.dir).map_err(io_err("resolve", &self.dir))?;
         let real = fs::canonicalize(&path).map_err(io_err("resolve", &path))?;
         if !real.starts_with(&root) {
@@ -324,18 +326,6 @@ fn normal(path: &Path) -> Option<PathBuf> {
         }
     }
     Some(out)
-}
-
-/// A path inside the archive named by the archive (refusing `..` and absolute paths).
-fn inside(dir: &Path, rel: &str) -> Result<PathBuf, ArchiveError> {
-    let p = Path::new(rel);
-    if p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(malformed(rel, "path escapes the archive"));
-    }
-    Ok(dir.join(p))
 }
 
 fn load_dir(store: &mut ImageStore, src: &Source) -> Result<Loaded, ArchiveError> {
