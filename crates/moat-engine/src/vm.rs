@@ -60,7 +60,10 @@ pub fn info() -> Vec<(&'static str, String)> {
             "VM Hypervisor",
             found(moat_vm::qemu::Qemu::find().map(|q| q.binary)),
         ),
-        ("VM Kernel", found(moat_vm::assets::kernel())),
+        (
+            "VM Kernel",
+            moat_vm::kernel::kernel().map_or_else(|e| format!("missing: {e}"), |k| k.describe()),
+        ),
         ("VM Agent", found(moat_vm::assets::agent())),
         // What serves a VM container's writable layer (device nodes and fifos need virtio-fs).
         (
@@ -147,9 +150,11 @@ fn control(dir: &Path, request: &str) -> Result<(), EngineError> {
     moat_vm::driver::control(&sock, request).map_err(EngineError::from)
 }
 
-/// The rootfs share's virtiofsd socket, in the container's directory (the driver's working
-/// directory: a socket's name is limited to 108 bytes).
-const VIRTIOFS_SOCKET: &str = "vfs-rootfs.sock";
+/// A virtio-fs share's socket, to its virtiofsd, in the container's directory (the driver's
+/// working directory: a socket's name is limited to 108 bytes).
+fn virtiofs_socket(tag: &str) -> String {
+    format!("vfs-{tag}.sock")
+}
 
 /// Where an API server leaves the size it was asked for, for the `moat exec` helper with the
 /// pid appended (in the container's directory).
@@ -447,21 +452,24 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
     std::fs::create_dir_all(&guest).map_err(io("create", &guest))?;
     let host_bundle = dir.to_string_lossy().into_owned();
     let mut shares = vec![];
+    let kernel = moat_vm::kernel::kernel()?;
+    let virtiofsd = moat_vm::virtiofs::find();
+    if kernel.is_distro() && virtiofsd.is_none() {
+        return Err(moat_vm::VmError::NoVirtiofsd(kernel.path.clone()).into());
+    }
+    // The writable layer goes over virtio-fs when a virtiofsd is installed (device nodes and
+    // fifos can be made there; QEMU's 9p refuses them); every share does with a distribution
+    // kernel (it has no 9p). The rest over 9p: no daemon per share.
+    let share = |tag: &str, path: PathBuf, readonly: bool| Share {
+        virtiofs: (kernel.is_distro() || (tag == proto::ROOTFS_TAG && virtiofsd.is_some()))
+            .then(|| PathBuf::from(virtiofs_socket(tag))),
+        tag: tag.to_string(),
+        path,
+        readonly,
+    };
     let mut vm_shares = vec![
-        Share {
-            tag: proto::BUNDLE_TAG.into(),
-            path: guest.clone(),
-            readonly: true,
-            virtiofs: None,
-        },
-        // The writable layer over virtio-fs when a virtiofsd is installed (device nodes and
-        // fifos can be made there; QEMU's 9p refuses them), else 9p.
-        Share {
-            tag: proto::ROOTFS_TAG.into(),
-            path: dir.join("rootfs"),
-            readonly: false,
-            virtiofs: moat_vm::virtiofs::find().map(|_| PathBuf::from(VIRTIOFS_SOCKET)),
-        },
+        share(proto::BUNDLE_TAG, guest.clone(), true),
+        share(proto::ROOTFS_TAG, dir.join("rootfs"), false),
     ];
     for m in doc["mounts"]
         .as_array()
@@ -488,12 +496,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             let readonly = m["options"]
                 .as_array()
                 .is_some_and(|o| o.iter().any(|x| x == "ro"));
-            vm_shares.push(Share {
-                tag: tag.clone(),
-                path: src.to_path_buf(),
-                readonly,
-                virtiofs: None,
-            });
+            vm_shares.push(share(&tag, src.to_path_buf(), readonly));
             shares.push(proto::Share {
                 tag,
                 host_path: src.to_string_lossy().into_owned(),
@@ -507,13 +510,16 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
     let jail = dir.join("jail");
     std::fs::create_dir_all(&jail).map_err(io("create", &jail))?;
     precompile_seccomp(paths, &text, &guest)?;
-    let kernel = moat_vm::assets::kernel()?;
     let agent = moat_vm::assets::agent()?;
-    let initrd = moat_vm::assets::initramfs(&agent, &paths.root.join("vm"))?;
+    let modules = match &kernel.kind {
+        moat_vm::kernel::Kind::Distro { modules, .. } => modules.as_slice(),
+        moat_vm::kernel::Kind::Minimal => &[],
+    };
+    let initrd = moat_vm::assets::initramfs(&agent, modules, &paths.root.join("vm"))?;
     Ok(Prepared {
         vm: VmConfig {
             name: dir.display().to_string(),
-            kernel,
+            kernel: kernel.path.clone(),
             initrd,
             memory_mib,
             vcpus,
@@ -522,6 +528,7 @@ fn prepare(paths: &Paths, dir: &Path) -> Result<Prepared, EngineError> {
             nics: vec![],
             jail: Some(jail),
             accel: Accel::probe(),
+            acpi: kernel.is_distro(),
         },
         netns,
         start: proto::Start {
@@ -658,18 +665,25 @@ fn drive(
         Ok(q) => q,
         Err(e) => return fail(&mut ready, 125, e.to_string()),
     };
+    let sockets = || {
+        let _ = std::fs::remove_file(CONTROL);
+        for sh in &p.vm.shares {
+            if let Some(sock) = &sh.virtiofs {
+                let _ = std::fs::remove_file(sock);
+            }
+        }
+    };
     let booted = match moat_vm::driver::boot(&vmm, &p.vm, &p.start, BOOT_TIMEOUT) {
         Ok(b) => b,
         Err((code, e)) => {
-            let _ = std::fs::remove_file(CONTROL);
+            sockets();
             return fail(&mut ready, code, e.to_string());
         }
     };
     let _ = ready.write_all(format!("started {}\n", booted.vmm_pid()).as_bytes());
     drop(ready);
     let outcome = booted.relay(stdio, control);
-    let _ = std::fs::remove_file(CONTROL);
-    let _ = std::fs::remove_file(VIRTIOFS_SOCKET);
+    sockets();
     if let Some(r) = &outcome.reason {
         let _ = std::fs::write(REASON, r);
     }

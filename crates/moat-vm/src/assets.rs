@@ -1,9 +1,10 @@
-//! What a VM boots: the guest kernel, and an initramfs holding the agent as `/init`.
+//! What a VM boots besides its kernel ([`crate::kernel`]): an initramfs holding the agent as
+//! `/init`, and for a distribution kernel the modules the agent loads first.
 //!
-//! The kernel is built once by `scripts/vm-kernel.sh` (cached outside the work tree); the
-//! initramfs is made from the agent binary the first time a VM starts with it, and cached
-//! under the engine root by the agent's path, size and modification time (a rebuilt agent gets
-//! a new one; hashing the binary at every start would cost more than building it once).
+//! The initramfs is made the first time a VM starts with a given agent and kernel, and cached
+//! under the engine root by the agent's and the modules' paths, sizes and modification times
+//! (a rebuilt agent gets a new one; hashing the binary at every start would cost more than
+//! building it once).
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -12,21 +13,6 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::{io_err, VmError};
-
-/// Where scripts/vm-kernel.sh leaves the kernel.
-pub const DEFAULT_KERNEL: &str = "/var/cache/moat/kernel/vmlinux";
-
-/// The guest kernel: `$MOAT_VM_KERNEL`, else [`DEFAULT_KERNEL`].
-pub fn kernel() -> Result<PathBuf, VmError> {
-    let k = std::env::var_os("MOAT_VM_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_KERNEL));
-    if k.is_file() {
-        Ok(k)
-    } else {
-        Err(VmError::NoKernel(k))
-    }
-}
 
 /// The agent binary: `$MOAT_AGENT` (the `moat` binary sets it to its sibling `moat-agent` at
 /// start-up, before it re-executes itself from a sealed copy whose path says nothing).
@@ -41,14 +27,24 @@ pub fn agent() -> Result<PathBuf, VmError> {
     }
 }
 
-/// The initramfs for `agent`, made under `cache_dir` unless already there.
-pub fn initramfs(agent: &Path, cache_dir: &Path) -> Result<PathBuf, VmError> {
-    let meta = std::fs::metadata(agent).map_err(io_err("stat", agent))?;
+/// Where the initramfs holds a distribution kernel's modules, and the file naming them in
+/// load order (one file name a line); the agent loads them before anything else.
+pub const MODULES_DIR: &str = "modules";
+/// See [`MODULES_DIR`].
+pub const MODULES_ORDER: &str = "modules/order";
+
+/// The initramfs for `agent` and the kernel modules `modules` (in load order), made under
+/// `cache_dir` unless already there.
+pub fn initramfs(agent: &Path, modules: &[PathBuf], cache_dir: &Path) -> Result<PathBuf, VmError> {
     let mut h = Sha256::new();
-    h.update(agent.as_os_str().as_encoded_bytes());
-    h.update(meta.len().to_le_bytes());
-    h.update(meta.mtime().to_le_bytes());
-    h.update(meta.mtime_nsec().to_le_bytes());
+    for f in std::iter::once(agent).chain(modules.iter().map(PathBuf::as_path)) {
+        let meta = std::fs::metadata(f).map_err(io_err("stat", f))?;
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(meta.len().to_le_bytes());
+        h.update(meta.mtime().to_le_bytes());
+        h.update(meta.mtime_nsec().to_le_bytes());
+    }
     let key = hex::encode(&h.finalize()[..8]);
     let out = cache_dir.join(format!("initramfs-{key}.cpio"));
     if out.is_file() {
@@ -56,10 +52,18 @@ pub fn initramfs(agent: &Path, cache_dir: &Path) -> Result<PathBuf, VmError> {
     }
     std::fs::create_dir_all(cache_dir).map_err(io_err("create", cache_dir))?;
     let bytes = std::fs::read(agent).map_err(io_err("read", agent))?;
+    let mut mods = vec![];
+    for m in modules {
+        let name = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        mods.push((name, std::fs::read(m).map_err(io_err("read", m))?));
+    }
     let tmp = cache_dir.join(format!(".initramfs-{key}.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&archive(&bytes)?)?;
+        f.write_all(&archive(&bytes, &mods)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &out)
     };
@@ -104,9 +108,11 @@ fn prune(cache_dir: &Path, keep: &Path) {
 /// How old an unused archive must be to go.
 const STALE: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// A newc archive: the directories the agent mounts on, and the agent as `/init`.
-fn archive(agent: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(agent.len() + 4096);
+/// A newc archive: the directories the agent mounts on, the agent as `/init`, and `modules`
+/// (file name, contents) under [`MODULES_DIR`] with their order in [`MODULES_ORDER`].
+fn archive(agent: &[u8], modules: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+    let total: usize = modules.iter().map(|(_, m)| m.len()).sum();
+    let mut out = Vec::with_capacity(agent.len() + total + 4096);
     let mut ino = 1;
     for dir in ["dev", "proc", "sys", "run", "tmp", "newroot"] {
         let w = cpio::NewcBuilder::new(dir)
@@ -132,6 +138,34 @@ fn archive(agent: &[u8]) -> std::io::Result<Vec<u8>> {
         .write(&mut out, agent.len() as u32);
     w.write_all(agent)?;
     w.finish()?;
+    if !modules.is_empty() {
+        ino += 1;
+        let w = cpio::NewcBuilder::new(MODULES_DIR)
+            .ino(ino)
+            .mode(0o040_755)
+            .nlink(2)
+            .write(&mut out, 0);
+        w.finish()?;
+        let mut order = String::new();
+        for (name, bytes) in modules {
+            ino += 1;
+            let mut w = cpio::NewcBuilder::new(&format!("{MODULES_DIR}/{name}"))
+                .ino(ino)
+                .mode(0o100_644)
+                .write(&mut out, bytes.len() as u32);
+            w.write_all(bytes)?;
+            w.finish()?;
+            order.push_str(name);
+            order.push('\n');
+        }
+        ino += 1;
+        let mut w = cpio::NewcBuilder::new(MODULES_ORDER)
+            .ino(ino)
+            .mode(0o100_644)
+            .write(&mut out, order.len() as u32);
+        w.write_all(order.as_bytes())?;
+        w.finish()?;
+    }
     cpio::newc::trailer(&mut out)?;
     Ok(out)
 }
@@ -140,6 +174,7 @@ fn archive(agent: &[u8]) -> std::io::Result<Vec<u8>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn initramfs_holds_the_agent_and_is_cached() {
@@ -147,8 +182,8 @@ mod tests {
         let agent = dir.path().join("moat-agent");
         std::fs::write(&agent, b"\x7fELF pretend").unwrap();
         let cache = dir.path().join("cache");
-        let a = initramfs(&agent, &cache).unwrap();
-        let b = initramfs(&agent, &cache).unwrap();
+        let a = initramfs(&agent, &[], &cache).unwrap();
+        let b = initramfs(&agent, &[], &cache).unwrap();
         assert_eq!(a, b);
         let bytes = std::fs::read(&a).unwrap();
         let mut r = cpio::NewcReader::new(&bytes[..]).unwrap();
@@ -169,7 +204,7 @@ mod tests {
         // A rebuilt agent gets a new archive; the old one goes once it is stale, not before.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&agent, b"\x7fELF rebuilt!").unwrap();
-        let b = initramfs(&agent, &cache).unwrap();
+        let b = initramfs(&agent, &[], &cache).unwrap();
         assert_ne!(b, a);
         assert!(a.exists(), "a fresh earlier archive is kept");
         let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -181,8 +216,48 @@ mod tests {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&agent, b"\x7fELF third one").unwrap();
-        let c = initramfs(&agent, &cache).unwrap();
+        let c = initramfs(&agent, &[], &cache).unwrap();
         assert!(!a.exists(), "a stale archive goes");
         assert!(b.exists() && c.exists());
+    }
+
+    /// A distribution kernel's modules travel in the initramfs, their order beside them; the
+    /// same agent with modules is another archive than without.
+    #[test]
+    fn modules_go_into_the_initramfs_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("moat-agent");
+        std::fs::write(&agent, b"\x7fELF pretend").unwrap();
+        let mods: Vec<PathBuf> = ["virtio_ring.ko", "virtio.ko"]
+            .iter()
+            .map(|n| {
+                let p = dir.path().join(n);
+                std::fs::write(&p, n.as_bytes()).unwrap();
+                p
+            })
+            .collect();
+        let cache = dir.path().join("cache");
+        let plain = initramfs(&agent, &[], &cache).unwrap();
+        let with = initramfs(&agent, &mods, &cache).unwrap();
+        assert_ne!(plain, with);
+        let bytes = std::fs::read(&with).unwrap();
+        let mut r = cpio::NewcReader::new(&bytes[..]).unwrap();
+        let mut files = vec![];
+        loop {
+            if r.entry().is_trailer() {
+                break;
+            }
+            let name = r.entry().name().to_string();
+            let mut body = vec![];
+            r.read_to_end(&mut body).unwrap();
+            files.push((name, String::from_utf8_lossy(&body).into_owned()));
+            r = cpio::NewcReader::new(r.finish().unwrap()).unwrap();
+        }
+        assert!(files.contains(&("modules/virtio.ko".into(), "virtio.ko".into())));
+        assert!(files.contains(&("modules/virtio_ring.ko".into(), "virtio_ring.ko".into())));
+        assert!(
+            files.contains(&(MODULES_ORDER.into(), "virtio_ring.ko\nvirtio.ko\n".into())),
+            "{files:?}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! Every path and string is prepared before the fork ([`Jail::new`]); in the child,
 //! [`Jail::enter`] only makes system calls (fork in a possibly multi-threaded process).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
 use crate::vmm::VmConfig;
@@ -151,27 +151,13 @@ impl Jail {
     /// # Safety
     /// Must run in a freshly forked child that execs (or exits) right after.
     pub unsafe fn enter(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        let none = std::ptr::null::<libc::c_char>();
         // SAFETY: plain system calls on NUL-terminated strings prepared before the fork, which
         // outlive them; null pointers where the calls take optional arguments.
         unsafe {
             check(libc::unshare(
                 libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
             ))?;
-            check(libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
+            private_mounts()?;
             check(libc::mount(
                 c"tmpfs".as_ptr(),
                 self.root.as_ptr(),
@@ -192,24 +178,7 @@ impl Jail {
                         libc::close(fd);
                     }
                     Op::Symlink(target, p) => check(libc::symlink(target.as_ptr(), p.as_ptr()))?,
-                    Op::Bind { from, to, readonly } => {
-                        check(libc::mount(
-                            from.as_ptr(),
-                            to.as_ptr(),
-                            none,
-                            libc::MS_BIND | libc::MS_REC,
-                            std::ptr::null(),
-                        ))?;
-                        if *readonly {
-                            check(libc::mount(
-                                none,
-                                to.as_ptr(),
-                                none,
-                                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                                std::ptr::null(),
-                            ))?;
-                        }
-                    }
+                    Op::Bind { from, to, readonly } => bind(from, to, *readonly)?,
                 }
             }
             self.own_proc()?;
@@ -308,6 +277,62 @@ impl Jail {
     }
 }
 
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Makes every mount of the caller's mount namespace private, so that what it mounts next
+/// never propagates to the host's.
+///
+/// # Safety
+/// Only system calls: safe between fork and exec. The caller has its own mount namespace.
+pub(crate) unsafe fn private_mounts() -> std::io::Result<()> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: a system call on a static string and null pointers where mount(2) takes none.
+    check(unsafe {
+        libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })
+}
+
+/// Bind-mounts `from` (with what is mounted below it) on `to`, read-only when asked.
+///
+/// # Safety
+/// Only system calls: safe between fork and exec.
+pub(crate) unsafe fn bind(from: &CStr, to: &CStr, readonly: bool) -> std::io::Result<()> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: system calls on NUL-terminated strings the caller keeps alive, and null
+    // pointers where mount(2) takes none.
+    unsafe {
+        check(libc::mount(
+            from.as_ptr(),
+            to.as_ptr(),
+            none,
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ))?;
+        if readonly {
+            check(libc::mount(
+                none,
+                to.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -340,6 +365,7 @@ mod tests {
             nics: vec![],
             accel: Accel::Tcg,
             jail: None,
+            acpi: false,
         };
         let (jail, inside) = Jail::new(Path::new("/j"), &cfg).unwrap();
         assert_eq!(inside.kernel, Path::new("/vm/kernel"));

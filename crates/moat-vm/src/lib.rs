@@ -3,13 +3,15 @@
 //! - [`vmm`]: the hypervisor behind a small trait ([`vmm::Vmm`]); [`qemu`] is the backend used
 //!   today (QEMU's `microvm` machine, KVM when the host has hardware virtualization, TCG
 //!   otherwise), so a rust-vmm based backend can replace it on hosts with hardware KVM.
-//! - [`assets`]: the guest kernel and the initramfs holding the agent (`moat-agent`).
+//! - [`kernel`]: the guest kernel (the minimal one, or a distribution's with its modules);
+//!   [`assets`]: the initramfs holding the agent (`moat-agent`) and those modules.
 //! - [`driver`]: the host side of one VM container: launches the VM, speaks the agent protocol
 //!   (`moat_agent::proto`), relays stdio, signals and the exit code.
 
 pub mod assets;
 pub mod driver;
 pub mod jail;
+pub mod kernel;
 pub mod qemu;
 pub mod tap;
 pub mod virtiofs;
@@ -21,8 +23,30 @@ pub use vmm::{Accel, Share, VmConfig, Vmm};
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     /// no guest kernel
-    #[error("VM isolation needs a guest kernel: {0} does not exist (build it with scripts/vm-kernel.sh, or set MOAT_VM_KERNEL)")]
+    #[error("VM isolation needs a guest kernel: {0} does not exist, nor a distribution kernel in /boot with its modules in /lib/modules (build the minimal one with scripts/vm-kernel.sh, install linux-image-cloud-amd64, or set MOAT_VM_KERNEL)")]
     NoKernel(std::path::PathBuf),
+    /// not a kernel image
+    #[error("{0} is not a guest kernel: neither a vmlinux (ELF) nor a bzImage")]
+    NotAKernel(std::path::PathBuf),
+    /// a distribution kernel without its modules
+    #[error("the guest kernel's modules are missing: {dir}: {source}")]
+    NoModules {
+        /// The kernel's modules directory.
+        dir: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// a module VM containers need is not in the kernel
+    #[error("the guest kernel has no module {module} (looked in {dir}), which VM containers need")]
+    MissingModule {
+        /// The module.
+        module: String,
+        /// The kernel's modules directory.
+        dir: std::path::PathBuf,
+    },
+    /// a distribution kernel needs virtio-fs for every share
+    #[error("the guest kernel {0} has no 9p: its shares need virtio-fs, and no virtiofsd is installed (qemu-system-x86 ships one; or set MOAT_VIRTIOFSD)")]
+    NoVirtiofsd(std::path::PathBuf),
     /// no agent binary
     #[error("VM isolation needs the guest agent: {0} does not exist (it is built with moat; or set MOAT_AGENT)")]
     NoAgent(std::path::PathBuf),

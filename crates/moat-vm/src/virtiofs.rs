@@ -30,7 +30,21 @@ pub fn find() -> Option<PathBuf> {
 /// Serves `dir` on `socket` (a path short enough for a socket's name: relative to the working
 /// directory) with `binary`; the daemon dies with its parent. It listens on a socket we bind
 /// (`--fd`), so QEMU may connect as soon as this returns.
-pub fn serve(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, VmError> {
+///
+/// A `readonly` share is enforced on the host, not left to the guest's mount options (the
+/// guest is what we do not trust): the daemon starts in a mount namespace of its own where
+/// `dir` is a read-only bind mount of itself (Debian 12's virtiofsd has no read-only option),
+/// so every write it is asked for fails with EROFS.
+pub fn serve(binary: &Path, dir: &Path, socket: &Path, readonly: bool) -> Result<Child, VmError> {
+    let ro_dir = if readonly {
+        Some(
+            std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+                crate::io_err("share", dir)(std::io::ErrorKind::InvalidInput.into())
+            })?,
+        )
+    } else {
+        None
+    };
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).map_err(crate::io_err("listen on", socket))?;
     let fd = listener.as_raw_fd();
@@ -55,9 +69,12 @@ pub fn serve(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, VmError>
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls on integers.
+    // system calls, on integers and on a string prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(d) = &ro_dir {
+                read_only_view(d)?;
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -77,4 +94,20 @@ pub fn serve(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, VmError>
     let child = cmd.spawn().map_err(crate::io_err("start", binary))?;
     drop(listener);
     Ok(child)
+}
+
+/// In a new mount namespace (of the calling, forked process): `dir` bind-mounted over itself
+/// read-only, the change kept from the host's namespace.
+///
+/// # Safety
+/// Called between fork and exec: system calls only.
+unsafe fn read_only_view(dir: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: system calls only, on a string the caller keeps alive; the namespace is new.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        crate::jail::private_mounts()?;
+        crate::jail::bind(dir, dir, true)
+    }
 }

@@ -94,6 +94,10 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     /// The accelerator.
     pub accel: Accel,
+    /// The guest finds its devices in ACPI tables (a distribution kernel, which cannot take
+    /// virtio-mmio devices from its command line); else the command line names them and the
+    /// VM has no ACPI (the minimal kernel: faster to boot).
+    pub acpi: bool,
     /// Confine the VMM in a jail built on this empty directory ([`crate::jail`]).
     pub jail: Option<PathBuf>,
 }

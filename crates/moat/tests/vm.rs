@@ -31,8 +31,8 @@ pub fn vm_ready() -> bool {
     true
 }
 
-/// VMM processes started for this engine root.
-fn vmms(e: &Engine) -> usize {
+/// Processes whose command line `is` says is theirs and names this engine's root.
+fn processes(e: &Engine, is: impl Fn(&str) -> bool) -> usize {
     let root = e.dir.path().display().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -41,11 +41,16 @@ fn vmms(e: &Engine) -> usize {
             std::fs::read(p.path().join("cmdline"))
                 .map(|c| {
                     let c = String::from_utf8_lossy(&c);
-                    c.starts_with("/usr/bin/qemu-system") && c.contains(&root)
+                    is(&c) && c.contains(&root)
                 })
                 .unwrap_or(false)
         })
         .count()
+}
+
+/// VMM processes started for this engine root.
+fn vmms(e: &Engine) -> usize {
+    processes(e, |c| c.starts_with("/usr/bin/qemu-system"))
 }
 
 /// Nothing of any container left, no VMM either.
@@ -725,4 +730,127 @@ fn apply_runs_a_service_in_vms_with_x_moat_isolation() {
         .contains("project vmapp: no changes"));
     e.ok(&["apply", "-f", f, "--down"]);
     assert_clean(&e);
+}
+
+/// Debian's cloud kernel when installed (setup.sh installs it, so CI never skips); otherwise
+/// prints why.
+fn cloud_kernel() -> Option<(std::path::PathBuf, String)> {
+    let found = std::fs::read_dir("/boot").ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let release = name.strip_prefix("vmlinuz-")?.to_string();
+        (release.ends_with("-cloud-amd64") && Path::new("/lib/modules").join(&release).is_dir())
+            .then(|| (e.path(), release))
+    });
+    if found.is_none() {
+        eprintln!(
+            "SKIP: no Debian cloud kernel in /boot: run scripts/setup.sh (linux-image-cloud-amd64)"
+        );
+    }
+    found
+}
+
+/// `moat --root ROOT <args>` booting `kernel`.
+fn with_kernel(e: &Engine, kernel: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = common::output_of(
+        Command::new(MOAT)
+            .env("MOAT_VM_KERNEL", kernel)
+            .arg("--root")
+            .arg(e.dir.path())
+            .args(args),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// virtiofsd processes serving a directory of this engine's root.
+fn virtiofsds(e: &Engine) -> usize {
+    processes(e, |c| c.contains("virtiofsd"))
+}
+
+/// Without the minimal kernel, a distribution's kernel (Debian's cloud kernel) runs VM
+/// containers: its virtio drivers and virtio-fs are modules the agent loads from the
+/// initramfs, and it has no 9p, so every share goes over virtio-fs — a read-only one refused
+/// by the host even to a guest that remounts it writable.
+#[test]
+fn a_distribution_kernel_loads_its_modules_and_shares_over_virtio_fs() {
+    if !vm_ready() {
+        return;
+    }
+    let Some((kernel, release)) = cloud_kernel() else {
+        return;
+    };
+    let e = Engine::with_busybox();
+    let (_, info, _) = with_kernel(&e, &kernel, &["info"]);
+    assert!(
+        info.contains(&format!("distribution kernel {release}")),
+        "{info}"
+    );
+    let (data, ro) = (e.path("data"), e.path("ro"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(format!("{data}/in.txt"), "from the host\n").unwrap();
+    let (code, out, err) = with_kernel(
+        &e,
+        &kernel,
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            "--isolation=vm",
+            "-v",
+            &format!("{data}:/data"),
+            "-v",
+            &format!("{ro}:/ro:ro"),
+            "busybox",
+            "sh",
+            "-c",
+            "uname -r; cat /data/in.txt; echo from the guest > /data/out.txt; \
+             mount -o remount,rw /ro && echo remounted; echo x > /ro/x || echo refused; \
+             mkfifo /tmp/f && echo fifo; exit 4",
+        ],
+    );
+    assert_eq!(code, 4, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], release, "{out}");
+    assert_eq!(lines[1], "from the host", "{out}");
+    assert!(lines.contains(&"remounted"), "the guest may remount: {out}");
+    assert!(lines.contains(&"refused"), "the host refuses: {out}");
+    assert!(lines.contains(&"fifo"), "{out}");
+    assert!(!Path::new(&format!("{ro}/x")).exists());
+    assert_eq!(
+        std::fs::read_to_string(format!("{data}/out.txt")).unwrap(),
+        "from the guest\n"
+    );
+    // exec into a running one, and its stop.
+    let (code, _, err) = with_kernel(
+        &e,
+        &kernel,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "k1",
+            "--isolation=vm",
+            "busybox",
+            "sleep",
+            "300",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = with_kernel(&e, &kernel, &["exec", "k1", "uname", "-r"]);
+    assert_eq!((code, out.trim()), (0, release.as_str()), "{err}");
+    e.ok(&["rm", "-f", "k1"]);
+    // Something that is not a kernel: a clear error, nothing left.
+    let (code, _, err) = with_kernel(
+        &e,
+        Path::new("/etc/hostname"),
+        &["run", "--rm", "--isolation=vm", "busybox", "true"],
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("/etc/hostname is not a guest kernel"), "{err}");
+    assert_clean(&e);
+    eventually("the virtiofsds to be gone", || virtiofsds(&e) == 0);
 }

@@ -16,6 +16,7 @@ use crate::proto::{self, Decoder, Frame, Kind, ProtoError};
 
 mod config;
 mod dns;
+mod modules;
 mod net;
 mod procs;
 
@@ -54,6 +55,14 @@ pub enum AgentError {
     /// the channel broke or carried garbage
     #[error(transparent)]
     Proto(#[from] ProtoError),
+    /// a kernel module would not load
+    #[error("load module {module}: {source}")]
+    Module {
+        /// The module's file name.
+        module: String,
+        /// The errno.
+        source: nix::Error,
+    },
     /// the container's config.json cannot be used in the guest
     #[error("config.json: {0}")]
     Config(String),
@@ -154,6 +163,8 @@ impl log::Log for ConsoleLog {
 fn run() -> Result<(), AgentError> {
     let mut trace = Trace::default();
     trace.step("agent started");
+    modules::load()?;
+    trace.step("modules loaded");
     switch_root()?;
     boot_mounts()?;
     trace.step("mounted");
@@ -179,7 +190,7 @@ fn run() -> Result<(), AgentError> {
     let start: proto::Start = f.parse()?;
     for share in &start.shares {
         let target = Path::new(SHARES).join(&share.tag);
-        mount_9p(&share.tag, &target)?;
+        mount_share(&share.tag, &target)?;
     }
     trace.on = start.debug;
     if start.debug {
@@ -273,17 +284,26 @@ fn boot_mounts() -> Result<(), AgentError> {
         nosuid,
         None,
     )?;
-    mount_9p(proto::BUNDLE_TAG, Path::new(BUNDLE))?;
-    // The host serves the rootfs over virtio-fs when it has a virtiofsd (device nodes and
-    // fifos work there), else over 9p: whichever device carries the tag mounts.
-    do_mount(
-        proto::ROOTFS_TAG,
-        Path::new(ROOTFS),
-        "virtiofs",
-        MsFlags::empty(),
-        None,
-    )
-    .or_else(|_| mount_9p(proto::ROOTFS_TAG, Path::new(ROOTFS)))
+    mount_share(proto::BUNDLE_TAG, Path::new(BUNDLE))?;
+    mount_share(proto::ROOTFS_TAG, Path::new(ROOTFS))
+}
+
+/// Mounts the host's share `tag`: over virtio-fs when the host serves it so (the rootfs when
+/// it has a virtiofsd: device nodes and fifos work there; every share for a distribution
+/// kernel, which has no 9p), else over 9p. Whichever device carries the tag mounts.
+fn mount_share(tag: &str, target: &Path) -> Result<(), AgentError> {
+    let virtiofs = match do_mount(tag, target, "virtiofs", MsFlags::empty(), None) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    match mount_9p(tag, target) {
+        // A kernel without 9p: what went wrong is virtio-fs's.
+        Err(AgentError::Mount {
+            source: nix::Error::ENODEV,
+            ..
+        }) => Err(virtiofs),
+        r => r,
+    }
 }
 
 fn mount_9p(tag: &str, target: &Path) -> Result<(), AgentError> {

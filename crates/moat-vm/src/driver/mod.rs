@@ -85,7 +85,7 @@ pub fn boot(
                 std::io::ErrorKind::NotFound.into(),
             ))
         })?;
-        daemons.push(crate::virtiofs::serve(&binary, &sh.path, &sock).map_err(e125)?);
+        daemons.push(crate::virtiofs::serve(&binary, &sh.path, &sock, sh.readonly).map_err(e125)?);
         let abs = std::env::current_dir()
             .map_err(crate::io_err("read", Path::new(".")))
             .map_err(e125)?
