@@ -31,8 +31,8 @@ pub enum PushError {
     /// a digest reference was given
     #[error("cannot push {0}: a digest reference names content, push a tag")]
     Digest(String),
-    /// a blob of the manifest is neither here nor in the registry
-    #[error("cannot push {reference}: blob {blob} is not in the local store (the layer came with another image's pull); pull {reference} from its source again")]
+    /// a blob of the manifest is neither here nor in the registry, nor its layer's content
+    #[error("cannot push {reference}: blob {blob} is not in the local store, nor its layer under another blob; pull {reference} from its source again")]
     MissingBlob {
         /// The image.
         reference: String,
@@ -86,17 +86,16 @@ pub fn push(
         "The push refers to repository [{}]",
         r.full_name()
     ));
-    let manifest_bytes = store.blobs().read(&row.manifest)?;
-    let m = match manifest::parse(&shown, &manifest_bytes, manifest::OCI_MANIFEST)? {
-        Fetched::Manifest(m) => m,
-        Fetched::Index(_) => {
-            return Err(ManifestError::Unsupported {
-                reference: shown,
-                media_type: "an index".to_string(),
+    let stored = store.blobs().read(&row.manifest)?;
+    let m = parse_manifest(&shown, &stored)?;
+    let (manifest_bytes, m) =
+        match substitute_missing(store, client, repo, &shown, &row, &stored, &m)? {
+            Some(bytes) => {
+                let m = parse_manifest(&shown, &bytes)?;
+                (bytes, m)
             }
-            .into())
-        }
-    };
+            None => (stored, m),
+        };
     // Top layer first, as Docker lists them; the config last, without a line of its own.
     let mut blobs: Vec<(&Descriptor, bool)> = m.layers.iter().rev().map(|d| (d, true)).collect();
     blobs.push((&m.config, false));
@@ -173,6 +172,85 @@ pub fn push(
         digest,
         size: manifest_bytes.len(),
     })
+}
+
+fn parse_manifest(shown: &str, bytes: &[u8]) -> Result<manifest::Manifest, PushError> {
+    match manifest::parse(shown, bytes, manifest::OCI_MANIFEST)? {
+        Fetched::Manifest(m) => Ok(m),
+        Fetched::Index(_) => Err(ManifestError::Unsupported {
+            reference: shown.to_string(),
+            media_type: "an index".to_string(),
+        }
+        .into()),
+    }
+}
+
+/// The manifest to push when some of its layers' blobs are neither in the store nor in the
+/// registry but their content is here under another blob: the same tar compressed otherwise,
+/// because the layer came with another image's pull and so this image's blob was never
+/// downloaded. As Docker's push does, the manifest then names the stored blob: the config,
+/// its diff ids and so the image id stay; the manifest's digest changes. `None`: push the
+/// stored manifest as it is.
+fn substitute_missing(
+    store: &ImageStore,
+    client: &Client,
+    repo: &str,
+    shown: &str,
+    row: &moat_image::db::ImageRow,
+    stored: &[u8],
+    m: &manifest::Manifest,
+) -> Result<Option<Vec<u8>>, PushError> {
+    let blobs = store.blobs();
+    let mut doc: Option<serde_json::Value> = None;
+    for (i, d) in m.layers.iter().enumerate() {
+        if blobs.contains(&d.digest) || client.has_blob(repo, &d.digest)? {
+            continue;
+        }
+        let layer = match row.layers.get(i) {
+            Some(diff_id) if row.layers.len() == m.layers.len() => store.db().layer(diff_id)?,
+            _ => None,
+        };
+        let Some(layer) = layer.filter(|l| blobs.contains(&l.blob)) else {
+            return Err(PushError::MissingBlob {
+                reference: shown.to_string(),
+                blob: d.digest.clone(),
+            });
+        };
+        let doc = match &mut doc {
+            Some(v) => v,
+            None => doc.insert(serde_json::from_slice(stored).map_err(|source| {
+                ManifestError::Json {
+                    reference: shown.to_string(),
+                    source,
+                }
+            })?),
+        };
+        let docker = doc["mediaType"] == manifest::DOCKER_MANIFEST;
+        let entry = &mut doc["layers"][i];
+        entry["digest"] = layer.blob.to_string().into();
+        entry["size"] = layer.blob_size.into();
+        entry["mediaType"] = layer_media_type(&layer.media_type, docker).into();
+    }
+    Ok(match doc {
+        Some(v) => Some(
+            serde_json::to_vec_pretty(&v).map_err(|source| ManifestError::Json {
+                reference: shown.to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    })
+}
+
+/// A stored layer's (OCI) media type as a manifest of Docker's schema 2 names it, when it is one.
+fn layer_media_type(stored: &str, docker: bool) -> String {
+    use moat_image::store::media;
+    match (docker, stored) {
+        (true, media::LAYER_GZIP) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        (true, media::LAYER_TAR) => "application/vnd.docker.image.rootfs.diff.tar",
+        _ => stored,
+    }
+    .to_string()
 }
 
 #[allow(clippy::too_many_arguments)]

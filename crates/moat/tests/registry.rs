@@ -6,33 +6,13 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::registry::{moat, ok, Auth, Registry};
+use common::registry::{engine_with_app, moat, ok, Auth, Registry};
 use common::{can_run, output_of, Engine, RunExt, MOAT};
 
 fn fails(e: &Engine, args: &[&str]) -> String {
     let out = moat(e, args);
     assert_eq!(out.status.code(), Some(1), "moat {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// An engine with `busybox` imported and `app` committed over it (one more layer).
-fn engine_with_app() -> Engine {
-    let e = Engine::with_busybox();
-    ok(
-        &e,
-        &[
-            "run",
-            "--name",
-            "mk",
-            "busybox",
-            "sh",
-            "-c",
-            "echo app-data > /app.txt",
-        ],
-    );
-    ok(&e, &["commit", "mk", "app:v1"]);
-    ok(&e, &["rm", "mk"]);
-    e
 }
 
 fn assert_check_clean(e: &Engine) {

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use common::registry::{moat, ok, Auth, Proxy, Registry, CUT_ONCE, PASS, STALL};
+use common::registry::{engine_with_app, moat, ok, Auth, Proxy, Registry, CUT_ONCE, PASS, STALL};
 use common::{busybox_rootfs, can_run, eventually, output_of, wait_or_dump, Engine, RunExt, MOAT};
 
 fn skopeo(args: &[&str]) -> String {
@@ -168,6 +168,68 @@ fn skopeo_reads_what_moat_pushes_and_moat_runs_what_skopeo_copies() {
     assert!(out.contains("Pull complete"), "{out}");
     let (code, stdout, stderr) = dst.run(&[&reg.name("from-skopeo:v1"), "echo", "via skopeo"]);
     assert_eq!((code, stdout.as_str()), (0, "via skopeo\n"), "{stderr}");
+    assert_no_temporaries(&dst);
+}
+
+/// A layer is stored once, under the blob of the first image that brought it; another image
+/// naming the same layer by another blob (the same tar compressed otherwise) does not download
+/// it again, and still pushes to a registry that has neither blob: its manifest then names the
+/// stored blob, as Docker's push does, and the image keeps its id wherever it is pulled.
+#[test]
+fn a_layer_stored_under_another_blob_still_pushes() {
+    if !can_run() {
+        return;
+    }
+    let reg = Registry::start(Auth::None);
+    let src = engine_with_app();
+    let (base, app_src, app) = (
+        reg.name("base:v1"),
+        reg.name("app-src:v1"),
+        reg.name("app:v1"),
+    );
+    ok(&src, &["tag", "busybox", &base]);
+    ok(&src, &["push", &base]);
+    ok(&src, &["tag", "app:v1", &app_src]);
+    ok(&src, &["push", &app_src]);
+    // The app recompressed by skopeo (zstd, OCI manifest): the same diff ids, other blobs,
+    // its base layer's among them.
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--format",
+        "oci",
+        "--dest-compress-format",
+        "zstd",
+        &format!("docker://{app_src}"),
+        &format!("docker://{app}"),
+    ]);
+    let e = Engine::new();
+    ok(&e, &["pull", &base]);
+    let out = ok(&e, &["pull", &app]);
+    assert!(
+        out.contains("Already exists"),
+        "the base layer is not fetched again: {out}"
+    );
+    // A registry with none of the blobs.
+    let other = Registry::start(Auth::None);
+    let moved = other.name("moved/app:v1");
+    ok(&e, &["tag", &app, &moved]);
+    let out = ok(&e, &["push", &moved]);
+    assert!(out.contains("digest: sha256:"), "{out}");
+    let id = |e: &Engine, name: &str| ok(e, &["image", "inspect", "-f", "{{.Id}}", name]);
+    let dst = Engine::new();
+    ok(&dst, &["pull", &moved]);
+    assert_eq!(id(&dst, &moved), id(&e, &app), "the image keeps its id");
+    let (code, stdout, stderr) = dst.run(&[&moved, "cat", "/app.txt"]);
+    assert_eq!((code, stdout.as_str()), (0, "app-data\n"), "{stderr}");
+    // skopeo reads the rewritten manifest too.
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{moved}"),
+    ]);
+    assert_no_temporaries(&e);
     assert_no_temporaries(&dst);
 }
 

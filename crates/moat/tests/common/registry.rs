@@ -6,6 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An engine with `busybox` imported and `app` committed over it (one more layer).
+pub fn engine_with_app() -> super::Engine {
+    let e = super::Engine::with_busybox();
+    ok(
+        &e,
+        &[
+            "run",
+            "--name",
+            "mk",
+            "busybox",
+            "sh",
+            "-c",
+            "echo app-data > /app.txt",
+        ],
+    );
+    ok(&e, &["commit", "mk", "app:v1"]);
+    ok(&e, &["rm", "mk"]);
+    e
+}
+
 /// `moat --root ROOT ARGS` with the engine's own Docker config directory (never the user's
 /// credentials).
 pub fn moat(e: &super::Engine, args: &[&str]) -> std::process::Output {
