@@ -58,13 +58,62 @@ impl Unpacker<'_> {
         src: impl Read,
         expected: Option<&Digest>,
     ) -> Result<Unpacked, StoreError> {
-        use std::sync::mpsc::sync_channel;
         let mut writer = self.blobs.writer()?;
+        let (diff_id, size, tmp, media_type) = self.pipeline(src, Some(&mut writer))?;
+        let (digest, blob_size) = writer.commit(expected)?;
+        Ok(Unpacked {
+            diff_id,
+            size,
+            tmp,
+            blob: BlobInfo {
+                digest,
+                size: blob_size,
+                media_type: media_type.to_string(),
+            },
+        })
+    }
+
+    /// Stores a layer file as a blob and unpacks it, in one pass ([`Unpacker::stream`]).
+    pub fn file(&self, path: &Path, expected: Option<&Digest>) -> Result<Unpacked, StoreError> {
+        let f = fs::File::open(path).map_err(|source| StoreError::Io {
+            what: "open layer",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.stream(f, expected)
+    }
+
+    /// Unpacks a layer already stored as blob `digest` (read, decompressed, and hashed and
+    /// unpacked by three threads at once, as [`Unpacker::stream`]).
+    pub fn blob(&self, digest: &Digest) -> Result<Unpacked, StoreError> {
+        let digest = digest.clone();
+        let blob_size = self.blobs.size(&digest)?;
+        let (diff_id, size, tmp, media_type) =
+            self.pipeline(self.blobs.open_blob(&digest)?, None)?;
+        Ok(Unpacked {
+            diff_id,
+            size,
+            tmp,
+            blob: BlobInfo {
+                digest,
+                size: blob_size,
+                media_type: media_type.to_string(),
+            },
+        })
+    }
+
+    /// The stages of [`Unpacker::stream`]: `src` read here (and written to `writer` when
+    /// given), decompressed, hashed and unpacked on two more threads.
+    fn pipeline(
+        &self,
+        mut src: impl Read,
+        mut writer: Option<&mut crate::blobs::BlobWriter>,
+    ) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
+        use std::sync::mpsc::sync_channel;
         let (to_inflate, compressed) = sync_channel::<Vec<u8>>(QUEUE);
         let snaps = &self.snaps;
         let (read, unpacked) = std::thread::scope(|s| {
             let consumer = s.spawn(move || inflate_and_unpack(snaps, ChanReader::new(compressed)));
-            let mut src = src;
             let read = (|| -> io::Result<()> {
                 loop {
                     let mut buf = vec![0u8; CHUNK];
@@ -75,7 +124,9 @@ impl Unpacker<'_> {
                         Err(e) => return Err(e),
                     };
                     buf.truncate(n);
-                    writer.write_all(&buf)?;
+                    if let Some(w) = writer.as_mut() {
+                        w.write_all(&buf)?;
+                    }
                     // The unpacking stopped (it failed): its error is the one to report.
                     if to_inflate.send(buf).is_err() {
                         return Ok(());
@@ -92,47 +143,7 @@ impl Unpacker<'_> {
         });
         // A failed read explains a truncated stream best (and a pull retries on it).
         read.map_err(UnpackError::Read)?;
-        let (diff_id, size, tmp, media_type) = unpacked?;
-        let (digest, blob_size) = writer.commit(expected)?;
-        Ok(Unpacked {
-            diff_id,
-            size,
-            tmp,
-            blob: BlobInfo {
-                digest,
-                size: blob_size,
-                media_type: media_type.to_string(),
-            },
-        })
-    }
-
-    /// Stores a layer file as a blob, then unpacks the stored blob.
-    pub fn file(&self, path: &Path, expected: Option<&Digest>) -> Result<Unpacked, StoreError> {
-        let f = fs::File::open(path).map_err(|source| StoreError::Io {
-            what: "open layer",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (digest, _) = self.blobs.put(f, expected)?;
-        self.blob(&digest)
-    }
-
-    /// Unpacks a layer already stored as blob `digest`.
-    pub fn blob(&self, digest: &Digest) -> Result<Unpacked, StoreError> {
-        let digest = digest.clone();
-        let blob_size = self.blobs.size(&digest)?;
-        let (diff_id, size, tmp, media_type) =
-            unpack_into_temp(&self.snaps, self.blobs.open_blob(&digest)?)?;
-        Ok(Unpacked {
-            diff_id,
-            size,
-            tmp,
-            blob: BlobInfo {
-                digest,
-                size: blob_size,
-                media_type: media_type.to_string(),
-            },
-        })
+        unpacked
     }
 }
 
@@ -220,22 +231,6 @@ fn inflate_and_unpack(
         let (diff_id, size, tmp) = unpacked?;
         Ok((diff_id, size, tmp, media_type))
     })
-}
-
-/// Unpacks a (possibly compressed) layer stream into a new temporary directory under `snaps`.
-pub(crate) fn unpack_into_temp(
-    snaps: &Path,
-    stream: impl Read,
-) -> Result<(Digest, u64, TempDir, &'static str), StoreError> {
-    let tmp = TempDir(Some(temp_snapshot(snaps)?));
-    let (decompressed, media_type) = decompress(stream)?;
-    let mut hashing = HashingReader::new(decompressed);
-    unpack(&mut hashing, tmp.path())?;
-    // A tar's end-of-archive blocks may not all have been read by the unpacker: they are part
-    // of the diff id.
-    io::copy(&mut hashing, &mut io::sink()).map_err(UnpackError::Read)?;
-    let (diff_id, size) = hashing.finish().map_err(UnpackError::Read)?;
-    Ok((diff_id, size, tmp, media_type))
 }
 
 /// A new, empty temporary snapshot directory (unique also across threads: mkdir is atomic).
