@@ -202,9 +202,32 @@ impl Records {
             source,
         })?;
         let conn = moat_image::db::connect(&path).map_err(sql)?;
+        Records::with_connection(conn, path)
+    }
+
+    /// The records over `conn`, a connection to the store database at `path` opened by
+    /// [`moat_image::db::connect`] (the image store's, handed on: [`moat_image::db::Db::into_connection`]).
+    pub fn with_connection(conn: Connection, path: PathBuf) -> Result<Records, RecordError> {
+        let sql = |source| RecordError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // The table as this version makes it is there, and the old index gone: one look at
+        // the schema instead of the batch below (which SQLite parses every time).
+        let current: String = conn
+            .query_row(
+                "SELECT group_concat(name || ':' || (sql LIKE '%restart_count%'), ',') \
+                 FROM sqlite_master WHERE name IN ('containers', 'containers_by_image')",
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .map_err(sql)?
+            .unwrap_or_default();
+        if current == "containers:1" {
+            return Ok(Records { conn, path });
+        }
         conn.execute_batch(SCHEMA).map_err(sql)?;
         // Tables made before a column existed get it (CREATE TABLE IF NOT EXISTS keeps theirs).
-        // One query for the columns there are: this runs on every open, `run`'s included.
         let have: Vec<String> = {
             let mut st = conn
                 .prepare("SELECT name FROM pragma_table_info('containers')")
@@ -551,6 +574,55 @@ mod tests {
         assert_eq!(r.using_image("sha256:aa").unwrap().len(), 2);
         r.remove("abc123").unwrap();
         assert_eq!(r.all().unwrap().len(), 1);
+    }
+
+    /// A database of an older moat (no restart columns, the old index) is brought up to date
+    /// on open, also through a connection handed on by the image store; a current one is
+    /// left as it is.
+    #[test]
+    fn an_old_table_is_upgraded_whichever_way_it_is_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("image/moat.db");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let old = |sql_extra: &str| {
+            let c = moat_image::db::connect(&path).unwrap();
+            c.execute_batch(&format!(
+                "DROP TABLE IF EXISTS containers; CREATE TABLE containers (id TEXT PRIMARY KEY, \
+                 name TEXT NOT NULL UNIQUE, image TEXT NOT NULL, image_ref TEXT NOT NULL, \
+                 command TEXT NOT NULL, created TEXT NOT NULL, state TEXT NOT NULL, \
+                 pid INTEGER NOT NULL DEFAULT 0, monitor_pid INTEGER NOT NULL DEFAULT 0, \
+                 monitor_start INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0, \
+                 started_at TEXT NOT NULL DEFAULT '', finished_at TEXT NOT NULL DEFAULT '', \
+                 error TEXT NOT NULL DEFAULT '', auto_remove INTEGER NOT NULL DEFAULT 0, \
+                 log_rotation TEXT NOT NULL DEFAULT ''); {sql_extra}"
+            ))
+            .unwrap();
+        };
+        let index = |c: &Connection| -> i64 {
+            c.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'containers_by_image'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        old("CREATE INDEX containers_by_image ON containers(image);");
+        let r = Records::open(d.path()).unwrap();
+        // The insert names every column, the new ones included.
+        r.insert(&row("abc123", "web")).unwrap();
+        assert_eq!(r.find("web").unwrap().restart_count, 0);
+        assert_eq!(index(&r.conn), 0);
+        drop(r);
+        old("");
+        let conn = moat_image::db::connect(&path).unwrap();
+        let r = Records::with_connection(conn, path.clone()).unwrap();
+        r.insert(&row("abc123", "web")).unwrap();
+        r.set_running("abc123", 42, (0, 0), "t1", 2).unwrap();
+        assert_eq!(r.find("web").unwrap().restart_count, 2);
+        // Current: the fast path keeps the rows.
+        drop(r);
+        let r = Records::open(d.path()).unwrap();
+        assert_eq!(r.find("web").unwrap().pid, 42);
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub fn prespawn(paths: &Paths, id: &str) -> Result<crate::monitor::Pending, Engi
     let mut args = monitor_args_head(paths);
     args.extend(["monitor".into(), "--pending".into(), id.into()]);
     let exe = sealed_exe()?;
-    crate::monitor::prespawn(exe.as_fd(), &args)
+    log::debug!("prespawn: sealed view open");
+    let p = crate::monitor::prespawn(exe.as_fd(), &args);
+    log::debug!("prespawn: monitor forked");
+    p
 }
 
 /// [`start`] by a monitor from [`prespawn`].

@@ -215,6 +215,11 @@ impl ImageStore {
         &self.db
     }
 
+    /// Closes the store but for its database connection (see [`Db::into_connection`]).
+    pub fn into_db(self) -> Db {
+        self.db
+    }
+
     /// The layer unpacker of this store (usable from worker threads).
     pub fn unpacker(&self) -> Unpacker<'_> {
         Unpacker {
