@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use moat_image::ImageStore;
+use moat_runtime::selfclone::SealMounts;
 use moat_runtime::{ContainerId, Runtime};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill as send, SigSet, Signal};
@@ -55,9 +56,9 @@ pub fn start(paths: &Paths, row: &Row, mode: Attach) -> Result<(Handle, i32), En
 pub fn prespawn(paths: &Paths, id: &str) -> Result<crate::monitor::Pending, EngineError> {
     let mut args = monitor_args_head(paths);
     args.extend(["monitor".into(), "--pending".into(), id.into()]);
-    let exe = sealed_exe()?;
+    let (exe, mounts) = sealed_exe()?;
     log::debug!("prespawn: sealed view open");
-    let p = crate::monitor::prespawn(exe.as_fd(), &args);
+    let p = crate::monitor::prespawn(exe.as_fd(), &args, mounts);
     log::debug!("prespawn: monitor forked");
     p
 }
@@ -75,8 +76,10 @@ pub fn start_pending(
 /// The monitor and the runtime it forks run from a sealed view of this binary
 /// (CVE-2019-5736): the caller itself never enters the container, so it need not re-execute
 /// from one (an exec saved on `run`'s path), and whatever the binary's path on disk.
-fn sealed_exe() -> Result<std::os::fd::OwnedFd, EngineError> {
-    moat_runtime::selfclone::sealed_exe().map_err(|e| EngineError::StartFailed(e.to_string()))
+/// The view's mounts are closed once the monitor is under way (closing them waits).
+fn sealed_exe() -> Result<(std::os::fd::OwnedFd, SealMounts), EngineError> {
+    moat_runtime::selfclone::sealed_exe_with_mounts()
+        .map_err(|e| EngineError::StartFailed(e.to_string()))
 }
 
 /// The monitor's command line up to its command: under the name `moat-monitor` the binary
@@ -178,7 +181,11 @@ fn start_with(
     }
     let spawned = match pending {
         Some(p) => p.go(&args),
-        None => sealed_exe().and_then(|exe| crate::monitor::spawn(exe.as_fd(), &args, stdio)),
+        None => sealed_exe().and_then(|(exe, mounts)| {
+            let h = crate::monitor::spawn(exe.as_fd(), &args, stdio);
+            drop(mounts);
+            h
+        }),
     };
     let mut handle = match spawned {
         Ok(h) => h,

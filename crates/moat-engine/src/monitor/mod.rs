@@ -187,11 +187,18 @@ pub fn spawn(
 pub struct Pending {
     handle: Handle,
     control: File,
+    /// The sealed view's mounts, closed once the monitor has its command line (the close
+    /// waits for an RCU grace period: it then overlaps with the monitor's work).
+    mounts: moat_runtime::selfclone::SealMounts,
 }
 
 /// Starts a [`Pending`] monitor: `exe` as for [`spawn`], `args` its first command line (the
 /// binary must read the real one with [`take_command_line`]).
-pub fn prespawn(exe: BorrowedFd<'_>, args: &[String]) -> Result<Pending, EngineError> {
+pub fn prespawn(
+    exe: BorrowedFd<'_>,
+    args: &[String],
+    mounts: moat_runtime::selfclone::SealMounts,
+) -> Result<Pending, EngineError> {
     let (control_r, control_w) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|source| EngineError::Sys {
             what: "pipe",
@@ -201,6 +208,7 @@ pub fn prespawn(exe: BorrowedFd<'_>, args: &[String]) -> Result<Pending, EngineE
     Ok(Pending {
         handle,
         control: File::from(control_w),
+        mounts,
     })
 }
 
@@ -216,6 +224,7 @@ impl Pending {
                 source,
             })?;
         drop(self.control);
+        drop(self.mounts);
         Ok(self.handle)
     }
 }
