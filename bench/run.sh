@@ -16,10 +16,10 @@
 # --bridge=none --iptables=false and every container has no network of its own but loopback.
 set -uo pipefail
 SELF=$(readlink -f "$0"); REPO=$(cd "$(dirname "$SELF")/.." && pwd)
-W=${W:-/tmp/moat-bench-run}; RUNS=${RUNS:-30}; WARM=${WARM:-3}
+W=${W:-/tmp/moat-bench-run}; RUNS=${RUNS:-30}; WARM=${WARM:-3}; ROUNDS=${ROUNDS:-3}
 MOAT=${MOAT:-target/release/moat}; case $MOAT in /*) ;; *) MOAT=$REPO/$MOAT ;; esac
 R=$W/results
-export W RUNS WARM MOAT R
+export W RUNS WARM ROUNDS MOAT R
 hf() { # hf LABEL COMMAND
   hyperfine -N --warmup "$WARM" --runs "$RUNS" --export-json "$R/$1.json" "$2" > "$R/$1.txt" 2>&1 \
     || { echo "$1 FAILED: $(tail -3 "$R/$1.txt")"; return 1; }
@@ -27,8 +27,21 @@ hf() { # hf LABEL COMMAND
 }
 if [ "${1:-}" = __private ]; then
   umount /sys/fs/cgroup/unified || exit 1
-  hf private.crun "crun --root $W/crun-state run --bundle $W/bundle bench-crun"
-  hf private.moat "$MOAT --root $W/moat run --rm --network none busybox:local true"
+  # The ratio the target is about: crun and moat alternate in ROUNDS rounds of RUNS/ROUNDS
+  # runs each (at least 10), so both see the same drift of this shared machine (two blocks of
+  # 30 runs, one after the other, moved the ratio by up to 0.3 between back-to-back runs);
+  # median, mean and min are over all of a command's runs.
+  C="crun --root $W/crun-state run --bundle $W/bundle bench-crun"
+  M="$MOAT --root $W/moat run --rm --network none busybox:local true"
+  per=$((RUNS / ROUNDS)); [ "$per" -lt 10 ] && per=10
+  for r in $(seq 1 "$ROUNDS"); do
+    hyperfine -N --warmup "$WARM" --runs "$per" --export-json "$R/private.$r.json" "$C" "$M" \
+      > "$R/private.$r.txt" 2>&1 || { echo "private round $r FAILED: $(tail -3 "$R/private.$r.txt")"; exit 1; }
+  done
+  jq -s -r 'def med: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    def row($n; $t): "\($n) \($t | med * 1000) \($t | add / length * 1000) \($t | min * 1000)";
+    row("private.crun"; [.[].results[0].times[]]), row("private.moat"; [.[].results[1].times[]])' \
+    "$R"/private.*.json >> "$R/all.txt"
   exit 0
 fi
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -38,7 +51,15 @@ for p in docker.io podman crun runc hyperfine jq busybox-static; do
 done
 [ -n "${NEED:-}" ] && apt-get -o DPkg::Lock::Timeout=300 install -y -qq $NEED >/dev/null
 [ -x "$MOAT" ] || { echo "no moat binary at $MOAT (cargo build --release)" >&2; exit 1; }
-rm -rf "$W"; mkdir -p "$R" "$W/rootfs"/{bin,proc,sys,dev,etc,tmp,root}
+# A deleted tree slows file creation on this ext4 root for a while (its inode allocator skips
+# inodes freed in the last 60 s: see RESULTS.md, unpack.sh's machine notes): after deleting
+# an earlier run's tree, wait that out, or the engines that create files per container pay it.
+if [ -e "$W" ]; then rm -rf "$W"; sync; date +%s > "$W.deleted"; fi
+if [ -f "$W.deleted" ]; then
+  left=$(( $(cat "$W.deleted") + ${SETTLE_S:-65} - $(date +%s) ))
+  [ "$left" -gt 0 ] && { echo "(waiting $left s for the last deleted tree to settle)" >&2; sleep "$left"; }
+fi
+mkdir -p "$R" "$W/rootfs"/{bin,proc,sys,dev,etc,tmp,root}
 export DOCKER_HOST=unix://$W/docker.sock
 P="podman --root $W/podman-root --runroot $W/podman-run --cgroup-manager cgroupfs --events-backend file"
 HAD=$(ls -d /sys/fs/cgroup/pids/docker /sys/fs/cgroup/pids/libpod_parent 2>/dev/null | wc -l)
@@ -52,7 +73,7 @@ cleanup() {
   if [ "$HAD" = 0 ]; then
     for h in /sys/fs/cgroup/*/; do rmdir "$h"docker "$h"libpod_parent/conmon "$h"libpod_parent 2>/dev/null; done
   fi
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$W" 2>/dev/null
+  [ "${KEEP:-0}" = 1 ] || { rm -rf "$W" 2>/dev/null; date +%s > "$W.deleted"; }
 }
 trap cleanup EXIT
 cp /bin/busybox "$W/rootfs/bin/busybox"
@@ -71,10 +92,12 @@ for c in "$MOAT --root $W/moat run --rm --network none busybox:local true" "dock
          "$P run --rm --runtime runc $U --network none busybox:local true"; do
   $c || { echo "sanity FAILED: $c"; exit 1; }
 done
+# The target's pair first: docker's and podman's rows delete a container tree per run, which
+# slows the file creation of whatever runs next on this disk (see above).
+unshare -m --propagation private bash "$SELF" __private
 hf hybrid.moat "$MOAT --root $W/moat run --rm --network none busybox:local true"
 hf docker "docker run --rm busybox:local true"
 hf podman "$P run --rm --runtime runc $U --network none busybox:local true"
-unshare -m --propagation private bash "$SELF" __private
 echo "run.sh: $(date -u '+%F %T') UTC; $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $RUNS runs each"
 crun=$(awk '$1=="private.crun"{print $2}' "$R/all.txt")
 printf '| what | median ms | mean ms | min ms | median / crun |\n|---|---|---|---|---|\n'
