@@ -235,6 +235,8 @@ impl Records {
             let names = st.query_map([], |r| r.get(0)).map_err(sql)?;
             names.collect::<Result<_, _>>().map_err(sql)?
         };
+        // A column added here must also be what `with_connection`'s one-query check looks
+        // for (today the last one, restart_count): else old tables would skip this.
         for (column, decl) in [
             ("tty", "INTEGER NOT NULL DEFAULT 0"),
             ("restart", "TEXT NOT NULL DEFAULT 'no'"),

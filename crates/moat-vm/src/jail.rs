@@ -304,14 +304,16 @@ pub(crate) unsafe fn private_mounts() -> std::io::Result<()> {
     })
 }
 
-/// Bind-mounts `from` (with what is mounted below it) on `to`, read-only when asked.
+/// Bind-mounts `from` (with what is mounted below it) on `to`, read-only when asked: the
+/// whole tree, submounts included (a remount with `MS_RDONLY` would change only the top one,
+/// and reset its other flags), by `mount_setattr(2)` with `AT_RECURSIVE`.
 ///
 /// # Safety
 /// Only system calls: safe between fork and exec.
 pub(crate) unsafe fn bind(from: &CStr, to: &CStr, readonly: bool) -> std::io::Result<()> {
     let none = std::ptr::null::<libc::c_char>();
-    // SAFETY: system calls on NUL-terminated strings the caller keeps alive, and null
-    // pointers where mount(2) takes none.
+    // SAFETY: system calls on NUL-terminated strings the caller keeps alive, a properly sized
+    // `mount_attr` on the stack, and null pointers where mount(2) takes none.
     unsafe {
         check(libc::mount(
             from.as_ptr(),
@@ -321,13 +323,21 @@ pub(crate) unsafe fn bind(from: &CStr, to: &CStr, readonly: bool) -> std::io::Re
             std::ptr::null(),
         ))?;
         if readonly {
-            check(libc::mount(
-                none,
+            let attr = libc::mount_attr {
+                attr_set: libc::MOUNT_ATTR_RDONLY,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            let rc = libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
                 to.as_ptr(),
-                none,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                std::ptr::null(),
-            ))?;
+                libc::AT_RECURSIVE,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            );
+            check(rc as libc::c_int)?;
         }
     }
     Ok(())

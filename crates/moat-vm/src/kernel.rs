@@ -105,10 +105,18 @@ fn find(
         .collect();
     // Cloud flavours first, then the newest release.
     found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
-    found
-        .into_iter()
-        .find_map(|(_, _, p)| open(&p, modules_root).ok())
-        .ok_or_else(|| VmError::NoKernel(default.to_path_buf()))
+    // The first candidate's reason, when none will do (a missing module says more than "no
+    // kernel").
+    let mut first_err = None;
+    for (_, _, p) in found {
+        match open(&p, modules_root) {
+            Ok(k) => return Ok(k),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| VmError::NoKernel(default.to_path_buf())))
 }
 
 /// The numbers of a release (`6.1.0-56-cloud-amd64` → 6, 1, 0, 56), to order releases.
@@ -222,6 +230,11 @@ fn modules(dir: &Path) -> Result<Vec<PathBuf>, VmError> {
         };
         // modules.dep lists a module's dependencies so that the last loads first.
         for m in needs.iter().rev().chain(std::iter::once(path)) {
+            // The agent hands the file to finit_module as it is: a compressed one (.ko.xz,
+            // .ko.zst: other distributions' choice, not Debian 12's) would fail every boot.
+            if !m.ends_with(".ko") {
+                return Err(VmError::CompressedModule(dir.join(m)));
+            }
             let p = dir.join(m);
             if !order.contains(&p) {
                 order.push(p);
@@ -295,6 +308,10 @@ mod tests {
         modules_dir(dir.path(), "old", &no_fs, "");
         let err = modules(&dir.path().join("old")).unwrap_err().to_string();
         assert!(err.contains("virtiofs"), "{err}");
+        // Compressed modules: refused at once, naming the file.
+        modules_dir(dir.path(), "xz", &DEP.replace(".ko", ".ko.xz"), "");
+        let err = modules(&dir.path().join("xz")).unwrap_err().to_string();
+        assert!(err.contains("virtio_ring.ko.xz"), "{err}");
     }
 
     #[test]
@@ -319,6 +336,9 @@ mod tests {
         ] {
             std::fs::write(boot.join(format!("vmlinuz-{r}")), bzimage(r)).unwrap();
         }
+        // No kernel has its modules: the first one's reason is the error, not "no kernel".
+        let err = find(None, &default, &boot, &mods).unwrap_err();
+        assert!(matches!(err, VmError::NoModules { .. }), "{err}");
         for r in [
             "6.1.0-9-amd64",
             "6.1.0-9-cloud-amd64",

@@ -44,8 +44,11 @@ pub enum VmError {
         /// The kernel's modules directory.
         dir: std::path::PathBuf,
     },
+    /// a compressed kernel module
+    #[error("the guest kernel's module {0} is compressed, which VM containers do not load yet (a kernel with uncompressed modules, such as Debian 12's, or the minimal kernel from scripts/vm-kernel.sh, works)")]
+    CompressedModule(std::path::PathBuf),
     /// a distribution kernel needs virtio-fs for every share
-    #[error("the guest kernel {0} has no 9p: its shares need virtio-fs, and no virtiofsd is installed (qemu-system-x86 ships one; or set MOAT_VIRTIOFSD)")]
+    #[error("the guest kernel {0} has no 9p: its shares need virtio-fs, and no virtiofsd was found (qemu-system-x86 ships one; MOAT_VIRTIOFSD names another, and turns virtio-fs off when it names no file)")]
     NoVirtiofsd(std::path::PathBuf),
     /// no agent binary
     #[error("VM isolation needs the guest agent: {0} does not exist (it is built with moat; or set MOAT_AGENT)")]

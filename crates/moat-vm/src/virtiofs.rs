@@ -33,8 +33,9 @@ pub fn find() -> Option<PathBuf> {
 ///
 /// A `readonly` share is enforced on the host, not left to the guest's mount options (the
 /// guest is what we do not trust): the daemon starts in a mount namespace of its own where
-/// `dir` is a read-only bind mount of itself (Debian 12's virtiofsd has no read-only option),
-/// so every write it is asked for fails with EROFS.
+/// `dir` is a recursive, read-only bind mount of itself, what is mounted below it included
+/// (Debian 12's virtiofsd has no read-only option), so every write it is asked for fails
+/// with EROFS.
 pub fn serve(binary: &Path, dir: &Path, socket: &Path, readonly: bool) -> Result<Child, VmError> {
     let ro_dir = if readonly {
         Some(
@@ -91,7 +92,11 @@ pub fn serve(binary: &Path, dir: &Path, socket: &Path, readonly: bool) -> Result
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(crate::io_err("start", binary))?;
+    let child = cmd.spawn().map_err(|e| match readonly {
+        // The read-only view is set up in the child: say which share it was for.
+        true => crate::io_err("start a read-only virtiofsd for", dir)(e),
+        false => crate::io_err("start", binary)(e),
+    })?;
     drop(listener);
     Ok(child)
 }

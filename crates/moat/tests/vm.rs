@@ -765,6 +765,26 @@ fn with_kernel(e: &Engine, kernel: &Path, args: &[&str]) -> (i32, String, String
     )
 }
 
+/// A tmpfs mounted for a test, unmounted (lazily) when dropped, even if the test fails.
+struct TmpfsAt(String);
+
+impl TmpfsAt {
+    fn mount(at: &str) -> TmpfsAt {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", at])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {at}");
+        TmpfsAt(at.to_string())
+    }
+}
+
+impl Drop for TmpfsAt {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l", &self.0]).status();
+    }
+}
+
 /// virtiofsd processes serving a directory of this engine's root.
 fn virtiofsds(e: &Engine) -> usize {
     processes(e, |c| c.contains("virtiofsd"))
@@ -790,8 +810,10 @@ fn a_distribution_kernel_loads_its_modules_and_shares_over_virtio_fs() {
     );
     let (data, ro) = (e.path("data"), e.path("ro"));
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(format!("{ro}/sub")).unwrap();
     std::fs::write(format!("{data}/in.txt"), "from the host\n").unwrap();
+    // A filesystem mounted inside the read-only share is read-only to the guest as well.
+    let sub = TmpfsAt::mount(&format!("{ro}/sub"));
     let (code, out, err) = with_kernel(
         &e,
         &kernel,
@@ -809,6 +831,7 @@ fn a_distribution_kernel_loads_its_modules_and_shares_over_virtio_fs() {
             "-c",
             "uname -r; cat /data/in.txt; echo from the guest > /data/out.txt; \
              mount -o remount,rw /ro && echo remounted; echo x > /ro/x || echo refused; \
+             echo x > /ro/sub/x || echo refused below; \
              mkfifo /tmp/f && echo fifo; exit 4",
         ],
     );
@@ -818,6 +841,12 @@ fn a_distribution_kernel_loads_its_modules_and_shares_over_virtio_fs() {
     assert_eq!(lines[1], "from the host", "{out}");
     assert!(lines.contains(&"remounted"), "the guest may remount: {out}");
     assert!(lines.contains(&"refused"), "the host refuses: {out}");
+    assert!(
+        lines.contains(&"refused below"),
+        "also in a submount: {out}"
+    );
+    assert!(!Path::new(&format!("{ro}/sub/x")).exists());
+    drop(sub);
     assert!(lines.contains(&"fifo"), "{out}");
     assert!(!Path::new(&format!("{ro}/x")).exists());
     assert_eq!(

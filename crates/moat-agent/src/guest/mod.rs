@@ -319,10 +319,31 @@ fn mount_9p(tag: &str, target: &Path) -> Result<(), AgentError> {
     )
 }
 
-/// The virtio-serial port named [`proto::PORT_NAME`] (no udev here: found through sysfs).
+/// The virtio-serial port named [`proto::PORT_NAME`] (no udev here: found through sysfs). A
+/// port driver loaded as a module may name its ports a moment after it loaded: looked for
+/// again for up to two seconds.
 fn open_port() -> Result<File, AgentError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match find_port() {
+            Err(AgentError::NoPort(_)) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn find_port() -> Result<File, AgentError> {
     let class = Path::new("/sys/class/virtio-ports");
-    let entries = std::fs::read_dir(class).map_err(io("read", class))?;
+    let entries = match std::fs::read_dir(class) {
+        Ok(e) => e,
+        // No port driver bound yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AgentError::NoPort(proto::PORT_NAME))
+        }
+        Err(e) => return Err(io("read", class)(e)),
+    };
     for e in entries.flatten() {
         let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
         if name.trim() == proto::PORT_NAME {

@@ -75,7 +75,8 @@ pub fn boot(
     let t0 = Instant::now();
     // The virtio-fs shares' daemons first (they listen before QEMU connects).
     let mut cfg = cfg.clone();
-    let mut daemons = vec![];
+    // Killed and reaped if the boot fails before the VM owns them.
+    let mut daemons = Daemons(vec![]);
     for sh in cfg.shares.iter_mut() {
         let Some(sock) = sh.virtiofs.clone() else {
             continue;
@@ -85,7 +86,9 @@ pub fn boot(
                 std::io::ErrorKind::NotFound.into(),
             ))
         })?;
-        daemons.push(crate::virtiofs::serve(&binary, &sh.path, &sock, sh.readonly).map_err(e125)?);
+        daemons
+            .0
+            .push(crate::virtiofs::serve(&binary, &sh.path, &sock, sh.readonly).map_err(e125)?);
         let abs = std::env::current_dir()
             .map_err(crate::io_err("read", Path::new(".")))
             .map_err(e125)?
@@ -94,6 +97,7 @@ pub fn boot(
     }
     let cfg = &cfg;
     let child = vmm.launch(cfg, OwnedFd::from(theirs)).map_err(e125)?;
+    let daemons = std::mem::take(&mut daemons.0);
     log::debug!(
         "vm: VMM launched (pid {}) in {:?}",
         child.id(),
@@ -140,6 +144,18 @@ pub fn boot(
                 VmError::Command { code, .. } => (code, e),
                 e => (125, e),
             })
+        }
+    }
+}
+
+/// virtio-fs daemons started for a boot that has not launched its VM yet.
+struct Daemons(Vec<Child>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for d in &mut self.0 {
+            let _ = d.kill();
+            let _ = d.wait();
         }
     }
 }
