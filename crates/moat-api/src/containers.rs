@@ -315,8 +315,11 @@ async fn wait_for(
 ) -> i32 {
     let first_finish = row.finished_at.clone();
     // (The monitor records `running` before it reports the start, so once `start` answered,
-    // the record says so.)
-    if condition == "not-running" && row.effective().0 != CState::Running {
+    // the record says so.) The recorded state, not `effective()`: a container that exits at
+    // once may have its exit recorded and its monitor gone between the caller's read of the
+    // row and this check, and that row holds no exit code yet (docker-py's `run` of a
+    // command exiting 3 was once told 0) — the loop below reads the record again.
+    if condition == "not-running" && row.state != CState::Running {
         return row.exit_code;
     }
     loop {
@@ -343,7 +346,7 @@ async fn wait_for(
             Some(Some(r))
                 if condition != "removed"
                     && r.effective().0 == CState::Exited
-                    && r.finished_at != first_finish =>
+                    && (r.finished_at != first_finish || condition == "not-running") =>
             {
                 return r.exit_code
             }
@@ -613,4 +616,46 @@ pub async fn resize(
         Ok(StatusCode::OK)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A container that exits at once: the row read before the wait says `running` with no
+    /// exit code, and by the time the wait looks, the monitor has recorded the exit and gone.
+    /// The wait answers the recorded code, not the stale row's.
+    #[tokio::test]
+    async fn not_running_answers_the_recorded_exit_of_a_monitor_already_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let records = Records::open(d.path()).unwrap();
+        let row = Row {
+            id: "c0ffee".into(),
+            name: "fast".into(),
+            image: "sha256:aa".into(),
+            image_ref: "busybox".into(),
+            command: vec!["sh".into()],
+            created: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        records.insert(&row).unwrap();
+        // A monitor that has ended: a child of ours, reaped.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id() as i32;
+        gone.wait().unwrap();
+        records
+            .set_running("c0ffee", 42, (pid, 1), "t1", 0)
+            .unwrap();
+        let stale = records.get("c0ffee").unwrap().unwrap();
+        records.set_exited("c0ffee", 3, "t2", "").unwrap();
+        let (_tx, mut rx) = tokio::sync::watch::channel(Phase::Unknown);
+        let code = tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_for(d.path(), &stale, "not-running", Phase::Unknown, &mut rx),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 3);
+    }
 }
