@@ -630,7 +630,10 @@ fn bridge_networks_published_ports_and_names_reach_the_guest() {
         "busybox",
         "sh",
         "-c",
-        "nslookup peer 127.0.0.11 | grep Address; ping -c1 -W5 peer >/dev/null && echo reached",
+        // Over TCP too (RFC 1035's 2-byte length first): a query for `peer`, type A, by hand.
+        "nslookup peer 127.0.0.11 | grep Address; ping -c1 -W5 peer >/dev/null && echo reached; \
+         printf '\\000\\026\\022\\064\\001\\000\\000\\001\\000\\000\\000\\000\\000\\000\\004peer\\000\\000\\001\\000\\001' \
+         | nc -w 3 127.0.0.11 53 | od -An -tu1 | tr -s ' \\n' ' ' | sed 's/^/tcp:/; s/$/ /'",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let peer_ip = inspect(&e, "peer")["NetworkSettings"]["Networks"]["vmnet"]["IPAddress"]
@@ -639,6 +642,14 @@ fn bridge_networks_published_ports_and_names_reach_the_guest() {
         .to_string();
     assert!(out.contains(&format!("Address: {peer_ip}")), "{out}");
     assert!(out.contains("reached"), "{out}");
+    let tcp = out
+        .lines()
+        .find(|l| l.starts_with("tcp:"))
+        .unwrap_or_default();
+    assert!(
+        tcp.starts_with("tcp: 0 ") && tcp.contains(&format!(" {} ", peer_ip.replace('.', " "))),
+        "the TCP answer (length first) holds the address: {out}"
+    );
     e.ok(&["rm", "-f", "peer"]);
     e.ok(&["network", "rm", "vmnet"]);
     assert_clean(&e);

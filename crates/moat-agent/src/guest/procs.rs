@@ -285,7 +285,9 @@ pub(super) fn relay(
         fds.push(PollFd::new(chan.port.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
         if let Some(d) = &dns {
-            fds.push(PollFd::new(d.sock.as_fd(), PollFlags::POLLIN));
+            for fd in d.fds() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
         }
         let timeout = if draining {
             PollTimeout::from(10u16)
@@ -364,11 +366,9 @@ pub(super) fn relay(
         if ready[n_out + 1] {
             while let Ok(Some(_)) = sigfd.read_signal() {}
         }
-        if ready.get(n_out + 2).copied().unwrap_or(false) {
-            if let Some(d) = &mut dns {
-                for q in d.queries() {
-                    chan.send(&q)?;
-                }
+        if let Some(d) = &mut dns {
+            for q in d.ready(ready.get(n_out + 2..).unwrap_or_default()) {
+                chan.send(&q)?;
             }
         }
         reap(&mut procs);
