@@ -123,7 +123,7 @@ impl Relay {
         }
         let pending = &self.pending;
         self.conns
-            .retain(|c| !closed.contains(&c.id) && !(c.eof && !Self::owed(pending, c.id)));
+            .retain(|c| !closed.contains(&c.id) && (!c.eof || Self::owed(pending, c.id)));
         out
     }
 
@@ -204,7 +204,7 @@ impl Relay {
                 }
                 let pending = &self.pending;
                 self.conns
-                    .retain(|c| !(c.id == id && c.eof && !Self::owed(pending, id)));
+                    .retain(|c| c.id != id || !c.eof || Self::owed(pending, id));
             }
             _ => {}
         }
