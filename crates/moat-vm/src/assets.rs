@@ -112,62 +112,65 @@ const STALE: std::time::Duration = std::time::Duration::from_secs(600);
 /// (file name, contents) under [`MODULES_DIR`] with their order in [`MODULES_ORDER`].
 fn archive(agent: &[u8], modules: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
     let total: usize = modules.iter().map(|(_, m)| m.len()).sum();
-    let mut out = Vec::with_capacity(agent.len() + total + 4096);
-    let mut ino = 1;
+    let mut a = Newc {
+        out: Vec::with_capacity(agent.len() + total + 4096),
+        ino: 0,
+    };
     for dir in ["dev", "proc", "sys", "run", "tmp", "newroot"] {
-        let w = cpio::NewcBuilder::new(dir)
-            .ino(ino)
-            .mode(0o040_755)
-            .nlink(2)
-            .write(&mut out, 0);
-        w.finish()?;
-        ino += 1;
+        a.dir(dir)?;
     }
     // /dev/console for the kernel to open as the agent's stdio before devtmpfs is mounted.
-    let w = cpio::NewcBuilder::new("dev/console")
-        .ino(ino)
+    a.ino += 1;
+    cpio::NewcBuilder::new("dev/console")
+        .ino(a.ino)
         .mode(0o020_600)
         .rdev_major(5)
         .rdev_minor(1)
-        .write(&mut out, 0);
-    w.finish()?;
-    ino += 1;
-    let mut w = cpio::NewcBuilder::new("init")
-        .ino(ino)
-        .mode(0o100_755)
-        .write(&mut out, agent.len() as u32);
-    w.write_all(agent)?;
-    w.finish()?;
+        .write(&mut a.out, 0)
+        .finish()?;
+    a.file("init", 0o100_755, agent)?;
     if !modules.is_empty() {
-        ino += 1;
-        let w = cpio::NewcBuilder::new(MODULES_DIR)
-            .ino(ino)
-            .mode(0o040_755)
-            .nlink(2)
-            .write(&mut out, 0);
-        w.finish()?;
+        a.dir(MODULES_DIR)?;
         let mut order = String::new();
         for (name, bytes) in modules {
-            ino += 1;
-            let mut w = cpio::NewcBuilder::new(&format!("{MODULES_DIR}/{name}"))
-                .ino(ino)
-                .mode(0o100_644)
-                .write(&mut out, bytes.len() as u32);
-            w.write_all(bytes)?;
-            w.finish()?;
+            a.file(&format!("{MODULES_DIR}/{name}"), 0o100_644, bytes)?;
             order.push_str(name);
             order.push('\n');
         }
-        ino += 1;
-        let mut w = cpio::NewcBuilder::new(MODULES_ORDER)
-            .ino(ino)
-            .mode(0o100_644)
-            .write(&mut out, order.len() as u32);
-        w.write_all(order.as_bytes())?;
-        w.finish()?;
+        a.file(MODULES_ORDER, 0o100_644, order.as_bytes())?;
     }
-    cpio::newc::trailer(&mut out)?;
-    Ok(out)
+    cpio::newc::trailer(&mut a.out)?;
+    Ok(a.out)
+}
+
+/// A newc archive being written, each entry with the next inode number.
+struct Newc {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Newc {
+    fn dir(&mut self, name: &str) -> std::io::Result<()> {
+        self.ino += 1;
+        cpio::NewcBuilder::new(name)
+            .ino(self.ino)
+            .mode(0o040_755)
+            .nlink(2)
+            .write(&mut self.out, 0)
+            .finish()?;
+        Ok(())
+    }
+
+    fn file(&mut self, name: &str, mode: u32, bytes: &[u8]) -> std::io::Result<()> {
+        self.ino += 1;
+        let mut w = cpio::NewcBuilder::new(name)
+            .ino(self.ino)
+            .mode(mode)
+            .write(&mut self.out, bytes.len() as u32);
+        w.write_all(bytes)?;
+        w.finish()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -131,11 +131,10 @@ fn version_key(release: &str) -> Vec<u64> {
 /// release its header names.
 fn open(path: &Path, modules_root: &Path) -> Result<Kernel, VmError> {
     // The version string sits in the real-mode setup code, within its first 64 KiB.
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| read_up_to(&mut f, &mut head))
+    let mut head = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
         .map_err(crate::io_err("read", path))?;
-    head.truncate(n);
     if head.starts_with(b"\x7fELF") {
         return Ok(Kernel {
             path: path.to_path_buf(),
@@ -149,17 +148,6 @@ fn open(path: &Path, modules_root: &Path) -> Result<Kernel, VmError> {
         path: path.to_path_buf(),
         kind: Kind::Distro { release, modules },
     })
-}
-
-fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// The release a bzImage's setup header names (x86 boot protocol: "HdrS" at 0x202, the

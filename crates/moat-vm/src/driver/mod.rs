@@ -32,7 +32,7 @@ pub mod exec;
 pub struct Booted {
     child: Child,
     /// The virtio-fs daemons (they die with us, or when the VM is killed).
-    daemons: Vec<Child>,
+    daemons: Daemons,
     chan: UnixStream,
     decoder: Decoder,
     console: PathBuf,
@@ -75,29 +75,28 @@ pub fn boot(
     let t0 = Instant::now();
     // The virtio-fs shares' daemons first (they listen before QEMU connects).
     let mut cfg = cfg.clone();
-    // Killed and reaped if the boot fails before the VM owns them.
+    // Killed and reaped if the boot fails (dropped), or with the VM.
     let mut daemons = Daemons(vec![]);
-    for sh in cfg.shares.iter_mut() {
-        let Some(sock) = sh.virtiofs.clone() else {
-            continue;
-        };
+    if cfg.shares.iter().any(|sh| sh.virtiofs.is_some()) {
         let binary = crate::virtiofs::find().ok_or_else(|| {
             e125(crate::io_err("find", Path::new("virtiofsd"))(
                 std::io::ErrorKind::NotFound.into(),
             ))
         })?;
-        daemons
-            .0
-            .push(crate::virtiofs::serve(&binary, &sh.path, &sock, sh.readonly).map_err(e125)?);
-        let abs = std::env::current_dir()
+        let cwd = std::env::current_dir()
             .map_err(crate::io_err("read", Path::new(".")))
-            .map_err(e125)?
-            .join(&sock);
-        sh.virtiofs = Some(abs);
+            .map_err(e125)?;
+        for sh in cfg.shares.iter_mut() {
+            let Some(sock) = sh.virtiofs.take() else {
+                continue;
+            };
+            let daemon = crate::virtiofs::serve(&binary, &sh.path, &sock, sh.readonly);
+            daemons.0.push(daemon.map_err(e125)?);
+            sh.virtiofs = Some(cwd.join(&sock));
+        }
     }
     let cfg = &cfg;
     let child = vmm.launch(cfg, OwnedFd::from(theirs)).map_err(e125)?;
-    let daemons = std::mem::take(&mut daemons.0);
     log::debug!(
         "vm: VMM launched (pid {}) in {:?}",
         child.id(),
@@ -148,15 +147,22 @@ pub fn boot(
     }
 }
 
-/// virtio-fs daemons started for a boot that has not launched its VM yet.
+/// A VM's virtio-fs daemons: killed and reaped when dropped (a boot that failed) or stopped.
+#[derive(Debug)]
 struct Daemons(Vec<Child>);
 
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for d in &mut self.0 {
+impl Daemons {
+    fn stop(&mut self) {
+        for mut d in self.0.drain(..) {
             let _ = d.kill();
             let _ = d.wait();
         }
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -232,10 +238,7 @@ impl Booted {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for d in &mut self.daemons {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.daemons.stop();
     }
 
     /// Relays until the container has exited and the VM is gone. `stdin` (when given) feeds
