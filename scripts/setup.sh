@@ -22,11 +22,11 @@ APT="apt-get -o DPkg::Lock::Timeout=300"
 # networks: nftables (moat writes its rules with nft), iproute2 and util-linux (the tests' own
 # namespaces: ip, unshare, nsenter), python3 (pty-driven terminal tests, the tests' world server).
 # VM containers: qemu-system-x86 (the VMM), and linux-source-6.1 with the kernel's build tools
-# (xz-utils to unpack them, bc, flex, bison, libelf-dev) for the guest kernel scripts/vm-kernel.sh builds;
+# (xz-utils to unpack them, patch, bc, flex, bison, libelf-dev) for the guest kernel scripts/vm-kernel.sh builds;
 # linux-image-cloud-amd64, the distribution kernel VM containers fall back to without that one
 # (its modules go into the guest's initramfs; nothing boots it on the host).
 # The boot unit (contrib/systemd/moat.service): systemd, whose systemd-analyze checks it.
-PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils nftables iproute2 util-linux python3 crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl qemu-system-x86 linux-source-6.1 xz-utils bc flex bison libelf-dev linux-image-cloud-amd64 systemd"
+PKGS="build-essential pkg-config libseccomp-dev busybox-static jq bsdutils nftables iproute2 util-linux python3 crun runc hyperfine podman containernetworking-plugins skopeo umoci docker-registry apache2-utils docker-compose openssl qemu-system-x86 linux-source-6.1 xz-utils bc flex bison libelf-dev patch linux-image-cloud-amd64 systemd"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
