@@ -3,8 +3,9 @@
 #   /var/cache/moat/kernel/vmlinux-<version>-<config hash>, linked as /var/cache/moat/kernel/vmlinux
 # (the path moat looks at when MOAT_VM_KERNEL is not set). From Debian's linux-source-6.1:
 # the patches in vm/patches applied, `make tinyconfig`, then vm/kernel.config merged over it, then
-# `make vmlinux` (4-5 min on 2 cores). An unchanged config and patch set is not built again. Needs the packages setup.sh installs (linux-source-6.1,
-# build-essential, bc, flex, bison, libelf-dev).
+# `make vmlinux` (4-5 min on 2 cores). An unchanged config and patch set is not built again.
+# Needs the packages setup.sh installs (linux-source-6.1, build-essential, patch, bc, flex,
+# bison, libelf-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=/usr/src/linux-source-6.1.tar.xz
