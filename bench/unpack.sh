@@ -11,8 +11,9 @@
 # tree does not have the expected entries. Targets (from the issue): moat >= 5x faster than
 # umoci, and >= 90 % of `tar -xzf`'s rate on the large image.
 #
-# What is timed (hyperfine; --prepare, not counted, moves the previous output aside, reads the
-# layers once so they are in the page cache, and syncs; see "Machine quirks" below):
+# What is timed (hyperfine; --prepare, not counted, moves the previous output aside, syncs,
+# drops the page cache for the large image, and reads the inputs once so they are in the page
+# cache; see "Machine quirks" below):
 #   tar    `tar -xzf LAYER -C OUT` for each layer in turn, all into one directory
 #   moat   `moat --root ROOT import LAYER` for each layer in turn, a fresh ROOT per run (so
 #          nothing is deduplicated): each layer becomes a one-layer image (decompress, sha256
@@ -47,6 +48,7 @@
 #   GATE_PCT=15 GATE_MAX_S=120 before each benchmark, wait up to GATE_MAX_S s for < GATE_PCT %
 #                              CPU busy over 2 s. The busy % is printed either way.
 #   KEEP_OUTPUTS=auto SETTLE_S=65  see "Machine quirks" below
+#   FRESH_MEMORY=1             drop the page cache before each large-image run (see below)
 #
 # MB are 10^6 bytes of uncompressed tar (the sum of the layers' tar sizes); MB/s = MB / median.
 #
@@ -61,6 +63,14 @@
 #    of it is deleted at the end. That takes up to ~50 GB of disk; with less free space than that
 #    (or KEEP_OUTPUTS=0), the trash is deleted between tools and SETTLE_S=65 s are waited.
 #  * Inputs idle for 30 s are paged out by DAMON: --prepare reads the layers (page cache hits).
+#  * Memory free for a while costs more to write into than memory just freed: the guest reports
+#    free pages to its host (virtio-balloon), which takes them back, and a page written after
+#    that faults on the host too. Measured on the large image: `moat load` 1.2-1.3 s with 0.6 s
+#    of system time right after memory was freed, 2.0-2.2 s with 2.4-2.6 s of system time in
+#    back-to-back runs (tar: 1.4 against 2.1-2.4 s of system time; umoci, slower and
+#    single-threaded, 5.75 s either way). So for the large image --prepare syncs and drops the
+#    page cache (`echo 3 > /proc/sys/vm/drop_caches`) before it reads the inputs, for every
+#    tool alike: each run starts with the same memory state (FRESH_MEMORY=0: not).
 #  * Other work may share the 2 cores. Trust ratios more than absolute times; the tar2 row
 #    shows the drift over the run.
 set -uo pipefail
@@ -279,10 +289,12 @@ cmd_big() {
 # aside DIR: the shell words that move DIR into the trash, if it exists
 aside() { echo "if [ -e $1 ]; then mv $1 $T/\$(basename $1).\$(date +%s%N); fi"; }
 prep_big() {
-  local warm="cat $LQ >/dev/null"
+  local warm="cat $LQ >/dev/null" fresh=true
+  [ "$1" = moat-load-tar ] && warm="$warm && cat $X/oci-big.tar >/dev/null"
+  [ "${FRESH_MEMORY:-1}" = 1 ] && fresh="echo 3 > /proc/sys/vm/drop_caches"
   case $1 in
-    tar|tar2) echo "$(aside "$O/tar") && $warm && sync && mkdir $O/tar" ;;
-    *)        echo "$(aside "$O/$1") && $warm && sync" ;;
+    tar|tar2) echo "$(aside "$O/tar") && sync && $fresh && $warm && mkdir $O/tar" ;;
+    *)        echo "$(aside "$O/$1") && sync && $fresh && $warm" ;;
   esac
 }
 cmd_small() {
