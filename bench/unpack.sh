@@ -42,8 +42,8 @@
 #                              /etc/apt/sources.list{,.d}, else http://deb.debian.org/debian)
 #   INCLUDE=...                packages added to the minbase rootfs (see below)
 #   RUNS=                      hyperfine runs for the large image (default: 10 for a tool whose
-#                              check run took < 5 s, else 5); WARM=0 warm-up runs there (the
-#                              check run just before already warmed the page cache)
+#                              check run took < 5 s, else 5); WARM=0 warm-up runs there (each
+#                              run's --prepare reads its inputs and the tools' binaries)
 #   SMALL_RUNS=30 SMALL_WARM=3 hyperfine runs and warm-up runs for the busybox image
 #   GATE_PCT=15 GATE_MAX_S=120 before each benchmark, wait up to GATE_MAX_S s for < GATE_PCT %
 #                              CPU busy over 2 s. The busy % is printed either way.
@@ -62,15 +62,17 @@
 #    deleted while benchmarks run: --prepare renames the previous output into $X/trash, and all
 #    of it is deleted at the end. That takes up to ~50 GB of disk; with less free space than that
 #    (or KEEP_OUTPUTS=0), the trash is deleted between tools and SETTLE_S=65 s are waited.
-#  * Inputs idle for 30 s are paged out by DAMON: --prepare reads the layers (page cache hits).
+#  * Inputs idle for 30 s are paged out by DAMON: --prepare reads the inputs (the layers, and
+#    the tar moat-load-tar reads) and the tools' binaries, so the timed runs find them cached.
 #  * Memory free for a while costs more to write into than memory just freed: the guest reports
 #    free pages to its host (virtio-balloon), which takes them back, and a page written after
 #    that faults on the host too. Measured on the large image: `moat load` 1.2-1.3 s with 0.6 s
 #    of system time right after memory was freed, 2.0-2.2 s with 2.4-2.6 s of system time in
 #    back-to-back runs (tar: 1.4 against 2.1-2.4 s of system time; umoci, slower and
 #    single-threaded, 5.75 s either way). So for the large image --prepare syncs and drops the
-#    page cache (`echo 3 > /proc/sys/vm/drop_caches`) before it reads the inputs, for every
-#    tool alike: each run starts with the same memory state (FRESH_MEMORY=0: not).
+#    page cache, dentries and inodes (`echo 3 > /proc/sys/vm/drop_caches`) before it reads the
+#    inputs and binaries back, for every tool alike: each run starts with the same memory
+#    state (FRESH_MEMORY=0: not).
 #  * Other work may share the 2 cores. Trust ratios more than absolute times; the tar2 row
 #    shows the drift over the run.
 set -uo pipefail
@@ -286,10 +288,12 @@ cmd_big() {
     tar2)  cmd_big tar ;;
   esac
 }
+# the timed tools' binaries, read back by --prepare after it drops the page cache
+BINS=$(printf '%q ' "$(readlink -f "$MOAT")" $(command -v umoci tar gzip | xargs -r readlink -f))
 # aside DIR: the shell words that move DIR into the trash, if it exists
 aside() { echo "if [ -e $1 ]; then mv $1 $T/\$(basename $1).\$(date +%s%N); fi"; }
 prep_big() {
-  local warm="cat $LQ >/dev/null" fresh=true
+  local warm="cat $LQ $BINS >/dev/null" fresh=true
   [ "$1" = moat-load-tar ] && warm="$warm && cat $X/oci-big.tar >/dev/null"
   [ "${FRESH_MEMORY:-1}" = 1 ] && fresh="echo 3 > /proc/sys/vm/drop_caches"
   case $1 in

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guest kernel of VM containers once and caches it outside the work tree:
-#   /var/cache/moat/kernel/vmlinux-<version>-<config hash>, linked as /var/cache/moat/kernel/vmlinux
+#   /var/cache/moat/kernel/vmlinux-<version>-<hash of config and patches>, linked as
+#   /var/cache/moat/kernel/vmlinux
 # (the path moat looks at when MOAT_VM_KERNEL is not set). From Debian's linux-source-6.1:
 # the patches in vm/patches applied, `make tinyconfig`, then vm/kernel.config merged over it, then
 # `make vmlinux` (4-5 min on 2 cores). An unchanged config and patch set is not built again.
@@ -11,7 +12,11 @@ cd "$(dirname "$0")/.."
 src=/usr/src/linux-source-6.1.tar.xz
 cache=${MOAT_KERNEL_CACHE:-/var/cache/moat/kernel}
 [ -f "$src" ] || { echo "vm-kernel.sh: $src missing: install linux-source-6.1 (scripts/setup.sh)" >&2; exit 1; }
-hash=$( (cat vm/kernel.config vm/patches/*.patch; stat -c %s "$src") | sha256sum | cut -c1-12)
+# moat's own changes to the guest kernel (each patch says why), in a fixed order.
+shopt -s nullglob
+export LC_ALL=C
+patches=("$PWD"/vm/patches/*.patch)
+hash=$( (cat vm/kernel.config "${patches[@]}"; stat -c %s "$src") | sha256sum | cut -c1-12)
 out="$cache/vmlinux-6.1-$hash"
 if [ -f "$out" ]; then
   ln -sfn "$(basename "$out")" "$cache/vmlinux"
@@ -23,8 +28,9 @@ trap 'rm -rf "$work"' EXIT
 echo "vm-kernel.sh: building the guest kernel in $work (4-5 min)"
 tar -C "$work" -xf "$src"
 cd "$work"/linux-source-6.1
-# moat's own changes to the guest kernel (each patch says why).
-for p in "$OLDPWD"/vm/patches/*.patch; do patch -s -p1 < "$p"; done
+for p in "${patches[@]}"; do
+  patch -s -p1 --fuzz=0 < "$p" || { echo "vm-kernel.sh: $p does not apply to $src" >&2; exit 1; }
+done
 make -s tinyconfig
 scripts/kconfig/merge_config.sh -m .config "$OLDPWD/vm/kernel.config" >/dev/null
 make -s olddefconfig

@@ -30,7 +30,7 @@ pub enum UnpackError {
         /// Why.
         reason: &'static str,
     },
-    /// creating an entry failed
+    /// creating or writing an entry failed
     #[error("layer entry {path:?}: {op}: {source}")]
     Create {
         /// The entry's path.
@@ -67,7 +67,8 @@ fn components(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
 const WRITE_SIZE: usize = 1 << 20;
 
 /// Copies `from` to `to` in writes of up to [`WRITE_SIZE`] (`io::copy` writes 8 KiB at a
-/// time): fewer system calls, and the page cache takes a large write in large folios.
+/// time): fewer system calls, and a filesystem with large folios (ext4 here) takes a large
+/// write in large folios.
 fn copy_in_large_writes(
     from: &mut impl Read,
     to: &mut std::fs::File,

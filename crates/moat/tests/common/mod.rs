@@ -568,12 +568,24 @@ impl Engine {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // Written from a thread: a large input that moat stops reading must end in the readers'
+        // time limit (with the processes' state), not block here; a moat gone early (a broken
+        // pipe) shows its own error.
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || match stdin.write_all(&input) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+            _ => Ok(()),
+        });
         let out = read_within(child.stdout.take().unwrap(), "moat's stdout");
         let err = read_within(child.stderr.take().unwrap(), "moat's stderr");
         let code = wait_or_dump(child, &format!("moat {args:?}"))
             .code()
             .unwrap_or(-1);
+        writer
+            .join()
+            .expect("stdin writer")
+            .expect("write moat's stdin");
         (code, out, err)
     }
 
