@@ -76,23 +76,17 @@ fn copy_in_large_writes(
     shown: &str,
 ) -> Result<(), UnpackError> {
     use std::io::Write;
-    buf.resize(WRITE_SIZE, 0);
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match from.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(UnpackError::Read(e)),
-            }
+        buf.clear();
+        let n = (&mut *from)
+            .take(WRITE_SIZE as u64)
+            .read_to_end(buf)
+            .map_err(UnpackError::Read)?;
+        if n > 0 {
+            to.write_all(buf)
+                .map_err(|e| create_err(shown, "write", e))?;
         }
-        if filled == 0 {
-            return Ok(());
-        }
-        to.write_all(&buf[..filled])
-            .map_err(|e| create_err(shown, "write", e))?;
-        if filled < buf.len() {
+        if n < WRITE_SIZE {
             return Ok(());
         }
     }
